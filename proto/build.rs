@@ -1,0 +1,23 @@
+//! Generates Rust code from `presence/v1/*.proto` with a pure-Rust compiler (no `protoc` needed),
+//! and writes the descriptor set that gRPC reflection serves.
+
+use prost::Message;
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "presence/v1/client.proto",
+    "presence/v1/registry.proto",
+    "presence/v1/gateway_link.proto",
+    "presence/v1/events.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join("presence_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

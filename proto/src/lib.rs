@@ -1,0 +1,27 @@
+//! The contracts of presence, in one crate.
+//!
+//! - [`v1`]: code generated from `presence/v1/*.proto`: the device protocol (`ClientFrame`,
+//!   `ServerFrame`) and the internal gRPC services (registry, gateway link, event feed).
+//! - [`framing`]: the client protocol's length-prefixed frames, as a `tokio_util` codec.
+//! - [`json`]: the JSON shapes app backends see (`../shared/design/http-api.md`).
+//! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
+
+pub mod framing;
+pub mod json;
+mod names;
+
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("presence.v1");
+}
+
+pub use names::UnknownName;
+
+/// Encoded descriptors of every service, for `tonic-reflection`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("presence_descriptor");
+
+/// Largest frame body the client protocol allows, in bytes.
+pub const MAX_FRAME_LEN: usize = 65_536;
+
+/// App id used when a device or token names none.
+pub const DEFAULT_APP_ID: &str = "default";

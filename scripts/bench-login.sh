@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Benchmark 1, login storm (docs/benchmarks.md). Loopback only, bounded in time.
+#   N devices log in as fast as the system takes them (connect, token check, policy, durable event,
+#   LoginOk), then a kick storm: a second device per user, measured from its login to the old
+#   socket's close. Then a paced run at half the saturation rate for latency. Side by side, same
+#   shape, same run: the raw TCP ceiling (one frame each way) and Mosquitto (CONNECT/CONNACK,
+#   client-id takeover as the kick). Medians of RUNS runs.
+# Env: N (50000), PEER_N (15000: Mosquitto holds < 20k sockets in one process), RUNS (3), GATEWAYS (4).
+source "$(dirname "$0")/lib/bench.sh"
+N=${N:-50000}; PEER_N=${PEER_N:-15000}; RUNS=${RUNS:-3}; GATEWAYS=${GATEWAYS:-4}
+LG="$BIN/presence-loadgen"
+
+bench_build
+bench_database
+bench_registry
+bench_gateways "$GATEWAYS"
+bench_start sink "$BIN/callback-sink" --addr 127.0.0.1:9000
+if [[ -x "$BIN/notifier" ]]; then
+  bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$BIN/notifier"
+  bench_wait_http http://127.0.0.1:9300/healthz notifier
+fi
+bench_start raw-ceiling "$BIN/raw-ceiling" 127.0.0.1:7190
+pgrep -x mosquitto >/dev/null || mosquitto -d -c /etc/mosquitto/mosquitto.conf
+sleep 0.5
+
+presence() { "$LG" --mode presence --app bench --secret bench-secret --timeout-s 120 "$@"; }
+
+# Seconds until the sink holds every event the registry committed for `bench`.
+callbacks_done() {
+  local t0=$1 expected got
+  expected=$(psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_events WHERE app_id = 'bench'")
+  for _ in $(seq 1 600); do
+    got=$(curl -fsS http://127.0.0.1:9000/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])')
+    [[ $got -ge $expected ]] && { echo "scale=2; ($(date +%s%N) - $t0) / 1000000000" | bc; return; }
+    sleep 0.2
+  done
+  echo "timeout($got/$expected)"
+}
+
+for run in $(seq 1 "$RUNS"); do
+  echo "== run $run/$RUNS" >&2
+  "$LG" --mode raw --target 127.0.0.1:7190 --devices "$N" >"$OUT/login-raw-$run.json"
+  t0=$(date +%s%N)
+  presence --devices "$N" --kick --user-prefix "r${run}u" >"$OUT/login-presence-$run.json"
+  if [[ -x "$BIN/notifier" ]]; then callbacks_done "$t0" >"$OUT/login-callbacks-$run.txt"; else echo n/a >"$OUT/login-callbacks-$run.txt"; fi
+  rate=$(jqv "$OUT/login-presence-$run.json" 'd["rate_per_s"]')
+  presence --devices "$N" --rate "$(echo "$rate / 2" | bc)" --user-prefix "p${run}u" >"$OUT/login-paced-$run.json"
+  "$LG" --mode raw --target 127.0.0.1:7190 --devices "$PEER_N" >"$OUT/login-raw-small-$run.json"
+  "$LG" --mode mqtt --target 127.0.0.1:1883 --devices "$PEER_N" --kick --user-prefix "m${run}u" >"$OUT/login-mqtt-$run.json"
+  presence --devices "$PEER_N" --kick --user-prefix "s${run}u" >"$OUT/login-presence-small-$run.json"
+done
+
+med() { for run in $(seq 1 "$RUNS"); do jqv "$OUT/login-$1-$run.json" "$2"; done | median | xargs printf '%.1f'; }
+raw=$(med raw 'd["rate_per_s"]'); pres=$(med presence 'd["rate_per_s"]')
+raw_s=$(med raw-small 'd["rate_per_s"]'); mq=$(med mqtt 'd["rate_per_s"]'); pres_s=$(med presence-small 'd["rate_per_s"]')
+cb=$(for run in $(seq 1 "$RUNS"); do cat "$OUT/login-callbacks-$run.txt"; done | median)
+ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
+cat <<TABLE
+
+Login storm: medians of $RUNS runs, $GATEWAYS gateways, everything on this machine ($(nproc) cores)
+| run | devices | connects+logins/s | ratio | p50 ms | p99 ms | kick p50 ms | kick p99 ms | errors |
+|---|---|---|---|---|---|---|---|---|
+| raw TCP ceiling | $N | $raw | 1.00 | $(med raw 'd["connect"]["p50_ms"]') | $(med raw 'd["connect"]["p99_ms"]') | - | - | $(med raw 'sum(d["errors"].values())') |
+| presence (saturation, + kick storm) | $N | $pres | $(ratio "$pres" "$raw") | $(med presence 'd["connect"]["p50_ms"]') | $(med presence 'd["connect"]["p99_ms"]') | $(med presence 'd["kick"]["p50_ms"]') | $(med presence 'd["kick"]["p99_ms"]') | $(med presence 'sum(d["errors"].values())') |
+| presence (paced at half) | $N | $(med paced 'd["rate_per_s"]') | - | $(med paced 'd["connect"]["p50_ms"]') | $(med paced 'd["connect"]["p99_ms"]') | - | - | $(med paced 'sum(d["errors"].values())') |
+| raw TCP ceiling | $PEER_N | $raw_s | 1.00 | $(med raw-small 'd["connect"]["p50_ms"]') | $(med raw-small 'd["connect"]["p99_ms"]') | - | - | $(med raw-small 'sum(d["errors"].values())') |
+| Mosquitto (+ takeover) | $PEER_N | $mq | $(ratio "$mq" "$raw_s") | $(med mqtt 'd["connect"]["p50_ms"]') | $(med mqtt 'd["connect"]["p99_ms"]') | $(med mqtt 'd["kick"]["p50_ms"]') | $(med mqtt 'd["kick"]["p99_ms"]') | $(med mqtt 'sum(d["errors"].values())') |
+| presence (+ kick storm) | $PEER_N | $pres_s | $(ratio "$pres_s" "$raw_s") | $(med presence-small 'd["connect"]["p50_ms"]') | $(med presence-small 'd["connect"]["p99_ms"]') | $(med presence-small 'd["kick"]["p50_ms"]') | $(med presence-small 'd["kick"]["p99_ms"]') | $(med presence-small 'sum(d["errors"].values())') |
+
+presence vs Mosquitto connect rate at $PEER_N: $(ratio "$pres_s" "$mq")x.  All callbacks delivered after (s, median): $cb
+TABLE

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Brings the whole system up on this machine: Postgres, registry, gateway, notifier, REST facade.
+# Ctrl-C stops everything cleanly. Logs: target/dev/*.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/postgres.sh
+
+ensure_postgres
+echo "== building"
+cargo build --workspace --bins --quiet
+bin="${CARGO_TARGET_DIR:-target}/debug"
+logs=target/dev; mkdir -p "$logs"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo; echo "== stopping"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "stopped"
+}
+trap stop INT TERM EXIT
+
+start() { # name, then the command
+  local name=$1; shift
+  "$@" >"$logs/$name.log" 2>&1 &
+  pids+=($!)
+}
+
+wait_http() { # url, name
+  for _ in $(seq 1 100); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "$2 did not come up; see $logs/$2.log" >&2; tail -n 20 "$logs/$2.log" >&2; exit 1
+}
+
+export RUST_LOG="${RUST_LOG:-info}"
+start presence-registry "$bin/presence-registry"
+wait_http http://127.0.0.1:9200/healthz presence-registry
+psql "$DATABASE_URL" -q -f scripts/dev-seed.sql >/dev/null
+start connection-gateway "$bin/connection-gateway"
+start notifier "$bin/notifier"
+start rest-facade "$bin/rest-facade"
+wait_http http://127.0.0.1:9100/healthz connection-gateway
+wait_http http://127.0.0.1:9300/healthz notifier
+wait_http http://127.0.0.1:8080/healthz rest-facade
+
+token=$("$bin/presence-cli" token --user alice --secret dev-token-secret 2>/dev/null || echo "(build presence-cli)")
+cat <<INFO
+
+presence is up (database $DATABASE_URL)
+  devices      tcp://127.0.0.1:7100        connection-gateway (metrics :9100)
+  REST         http://127.0.0.1:8080       rest-facade (/openapi.json, /metrics)
+  gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200)
+  callbacks    notifier (metrics :9300) -> http://127.0.0.1:9000/callbacks
+
+  app `default`: REST API key  dev-api-key
+                 token secret  dev-token-secret   (a token for alice: $token)
+
+Try, in other terminals:
+  $bin/presence-cli receive                                   # print callbacks as they arrive
+  $bin/presence-cli connect --user alice --platform ios       # a device; stays online
+  $bin/presence-cli connect --user alice --platform android   # kicks the first (single_device)
+  $bin/presence-cli query alice bob                           # REST status query
+
+Logs in $logs/. Ctrl-C stops everything.
+INFO
+wait -n "${pids[@]}" || true
+echo "a service exited; see $logs/" >&2

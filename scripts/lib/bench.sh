@@ -1,0 +1,88 @@
+# Sourced by scripts/bench-*.sh: build release binaries, run services on loopback, clean up.
+# Every process started here is killed on exit; every load run is bounded in time.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+ROOT=$(pwd)
+source scripts/lib/postgres.sh
+
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+OUT="$ROOT/target/bench"; mkdir -p "$OUT"
+BENCH_PIDS=()
+
+bench_cleanup() {
+  for pid in "${BENCH_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  sleep 0.5
+  for pid in "${BENCH_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+trap bench_cleanup EXIT INT TERM
+
+bench_build() {
+  echo "== building release binaries" >&2
+  cargo build --release --quiet -p presence-registry -p connection-gateway -p notifier -p rest-facade -p presence-bench
+}
+
+# bench_start NAME CMD...: runs CMD in the background, logs to target/bench/NAME.log.
+bench_start() {
+  local name=$1; shift
+  "$@" >"$OUT/$name.log" 2>&1 &
+  BENCH_PIDS+=($!)
+  echo $! >"$OUT/$name.pid"
+}
+
+bench_wait_http() { # URL NAME
+  for _ in $(seq 1 150); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "$2 did not come up; see $OUT/$2.log" >&2; tail -n 20 "$OUT/$2.log" >&2; return 1
+}
+
+# A fresh database for the run.
+bench_database() {
+  export DATABASE_URL="${DATABASE_URL%/*}/presence_bench"
+  ensure_postgres
+  psql "$(pg_server_url)" -qc "DROP DATABASE IF EXISTS presence_bench WITH (FORCE)" >/dev/null
+  psql "$(pg_server_url)" -qc "CREATE DATABASE presence_bench" >/dev/null
+}
+
+# bench_registry: registry on 127.0.0.1:7200 (metrics 9200); then the app `bench`.
+bench_registry() {
+  bench_start registry env RUST_LOG=warn REGISTRY_LISTEN_ADDR=127.0.0.1:7200 \
+    REGISTRY_METRICS_ADDR=127.0.0.1:9200 "$BIN/presence-registry"
+  bench_wait_http http://127.0.0.1:9200/healthz registry
+  psql "$DATABASE_URL" -qc "INSERT INTO apps (app_id, token_secret, api_key_sha256, callback_url, callback_secret)
+    VALUES ('bench', 'bench-secret', encode(sha256('bench-key'::bytea), 'hex'), 'http://127.0.0.1:9000/cb', 'cb')
+    ON CONFLICT (app_id) DO NOTHING" >/dev/null
+}
+
+# bench_gateways N [extra env...]: N gateway processes sharing 127.0.0.1:7100 (SO_REUSEPORT).
+bench_gateways() {
+  local n=$1; shift
+  for i in $(seq 1 "$n"); do
+    bench_start "gateway$i" env RUST_LOG=warn GATEWAY_ID="bench-gw-$i" GATEWAY_LISTEN_ADDR=127.0.0.1:7100 \
+      GATEWAY_METRICS_ADDR="127.0.0.1:$((9100 + i))" "$@" "$BIN/connection-gateway"
+    bench_wait_http "http://127.0.0.1:$((9100 + i))/healthz" "gateway$i"
+  done
+}
+
+# RSS in KiB of the processes started as NAME*.
+bench_rss_kib() {
+  local total=0 pidfile
+  for pidfile in "$OUT/$1"*.pid; do
+    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$(cat "$pidfile")/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
+# CPU seconds (user+sys) used so far by the processes started as NAME*.
+bench_cpu_s() {
+  local ticks=0 pidfile hz
+  hz=$(getconf CLK_TCK)
+  for pidfile in "$OUT/$1"*.pid; do
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$(cat "$pidfile")/stat" 2>/dev/null || echo 0)))
+  done
+  echo "scale=2; $ticks / $hz" | bc
+}
+
+# median of the numbers on stdin
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+# jqv FILE EXPR: a value from a loadgen JSON summary (python, as jq may be missing).
+jqv() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$1" "$2"; }

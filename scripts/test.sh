@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every check and test: the one test command of the README (and of CI).
+#   scripts/test.sh            fmt, clippy, all tests
+#   scripts/test.sh <filter>   only tests matching <filter> (still after fmt and clippy)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/postgres.sh
+
+ensure_postgres
+drop_test_databases
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+if docker compose version >/dev/null 2>&1; then
+  echo "== docker compose config"; docker compose config -q
+elif command -v docker-compose >/dev/null; then
+  echo "== docker-compose config"; docker-compose config -q
+fi
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  # nextest does not run doctests.
+  cargo test --workspace --locked --doc --quiet
+else
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
+drop_test_databases

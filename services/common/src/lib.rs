@@ -1,0 +1,18 @@
+//! What every presence service repeats, in one small place.
+
+pub mod app_directory;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod time;
+pub mod tls;
+
+pub use app_directory::{AppConfig, AppDirectory, GroupSpec, PolicyMode};
+pub use error::ErrorCode;
+pub use shutdown::Shutdown;

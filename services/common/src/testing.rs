@@ -1,0 +1,49 @@
+//! Integration-test helpers: every test gets its own database on the Postgres server that
+//! `DATABASE_URL` names (default: the local one), migrated, so tests run in parallel and a
+//! service can be restarted against the same database.
+
+use sqlx::{Connection, PgConnection, PgPool};
+
+use crate::config::default_database_url;
+
+/// Prefix of the databases tests create; `scripts/test.sh` drops leftovers.
+pub const TEST_DB_PREFIX: &str = "presence_test_";
+
+/// A fresh, migrated database.
+pub struct TestDatabase {
+    pub url: String,
+    pub pool: PgPool,
+}
+
+/// Creates and migrates a new database; panics (tests only) when Postgres is unreachable.
+pub async fn fresh_database() -> TestDatabase {
+    let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
+    let (base, _db) = server_url.rsplit_once('/').expect("DATABASE_URL ends in /<database>");
+    let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("Postgres reachable at DATABASE_URL (scripts/test.sh starts it)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let url = format!("{base}/{name}");
+    let pool = PgPool::connect(&url).await.expect("connect test database");
+    crate::db::MIGRATOR.run(&pool).await.expect("migrations apply");
+    TestDatabase { url, pool }
+}
+
+impl TestDatabase {
+    /// Inserts an app with the given secrets; API key `key-<app_id>`.
+    pub async fn add_app(&self, app_id: &str, token_secret: &str) {
+        sqlx::query(
+            "INSERT INTO apps (app_id, token_secret, api_key_sha256, callback_secret) \
+             VALUES ($1, $2, encode(sha256(('key-' || $1)::bytea), 'hex'), 'cb-' || $1)",
+        )
+        .bind(app_id)
+        .bind(token_secret)
+        .execute(&self.pool)
+        .await
+        .expect("insert app");
+    }
+}

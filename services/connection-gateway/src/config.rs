@@ -1,0 +1,123 @@
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+/// Gateway settings, from environment variables (names in `rename`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayConfig {
+    /// Device connections (client protocol). Default `0.0.0.0:7100`; bound with SO_REUSEPORT so
+    /// several gateway processes can share it.
+    #[serde(rename = "gateway_listen_addr", default = "default_listen")]
+    pub listen_addr: SocketAddr,
+    /// `/metrics` and `/healthz`. Default `0.0.0.0:9100`.
+    #[serde(rename = "gateway_metrics_addr", default = "default_metrics")]
+    pub metrics_addr: SocketAddr,
+    /// This gateway's name at the registry. Default `gw-<hostname>-<pid>`.
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+    /// The registry's gRPC endpoint. Default `http://127.0.0.1:7200`.
+    #[serde(default = "default_registry_url")]
+    pub registry_url: String,
+    /// Where the apps (token secrets) live. Default `postgres://postgres@127.0.0.1:5432/presence`.
+    #[serde(default = "presence_common::config::default_database_url")]
+    pub database_url: String,
+    /// Pool size; the gateway only reads `apps`. Default 2.
+    #[serde(rename = "gateway_db_max_connections", default = "default_db_connections")]
+    pub db_max_connections: u32,
+    /// A connection must log in within this many seconds. Default 10.
+    #[serde(rename = "gateway_login_timeout_s", default = "default_login_timeout")]
+    pub login_timeout_s: u64,
+    /// Heartbeat interval told to devices in `LoginOk`. Default 120.
+    #[serde(rename = "gateway_heartbeat_interval_s", default = "default_heartbeat_interval")]
+    pub heartbeat_interval_s: u32,
+    /// Silence after which a device is disconnected with reason timeout. Default 400.
+    #[serde(rename = "gateway_heartbeat_timeout_s", default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_s: u32,
+    /// Most open device connections. Default: the file-descriptor limit minus 256.
+    #[serde(rename = "gateway_max_connections", default)]
+    pub max_connections: Option<usize>,
+    /// Frames queued for one device before it counts as not reading and is dropped. Default 32.
+    #[serde(rename = "gateway_outbound_queue", default = "default_outbound_queue")]
+    pub outbound_queue: usize,
+    /// PEM certificate chain; with `GATEWAY_TLS_KEY`, devices connect with TLS. Default: plain TCP.
+    #[serde(rename = "gateway_tls_cert", default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `GATEWAY_TLS_CERT`.
+    #[serde(rename = "gateway_tls_key", default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7100))
+}
+fn default_metrics() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9100))
+}
+fn default_registry_url() -> String {
+    "http://127.0.0.1:7200".to_owned()
+}
+fn default_db_connections() -> u32 {
+    2
+}
+fn default_login_timeout() -> u64 {
+    10
+}
+fn default_heartbeat_interval() -> u32 {
+    120
+}
+fn default_heartbeat_timeout() -> u32 {
+    400
+}
+fn default_outbound_queue() -> usize {
+    32
+}
+
+impl GatewayConfig {
+    /// The configured id, or `gw-<hostname>-<pid>`.
+    pub fn resolved_gateway_id(&self) -> String {
+        if let Some(id) = self.gateway_id.as_ref().filter(|id| !id.is_empty()) {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("gw-{host}-{}", std::process::id())
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        presence_common::config::from_vars::<Self, _, String, String>([])
+            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = GatewayConfig::default();
+        assert_eq!(c.listen_addr.port(), 7100);
+        assert_eq!(c.metrics_addr.port(), 9100);
+        assert_eq!(c.registry_url, "http://127.0.0.1:7200");
+        assert_eq!((c.login_timeout_s, c.heartbeat_interval_s, c.heartbeat_timeout_s), (10, 120, 400));
+        assert_eq!(c.outbound_queue, 32);
+        assert!(c.resolved_gateway_id().starts_with("gw-"));
+    }
+
+    #[test]
+    fn variables_override() {
+        let c: GatewayConfig = presence_common::config::from_vars([
+            ("GATEWAY_ID", "gw-a"),
+            ("GATEWAY_HEARTBEAT_TIMEOUT_S", "2"),
+        ])
+        .unwrap();
+        assert_eq!(c.resolved_gateway_id(), "gw-a");
+        assert_eq!(c.heartbeat_timeout_s, 2);
+    }
+}

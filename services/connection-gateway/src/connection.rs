@@ -1,0 +1,462 @@
+//! One device connection: login, heartbeats, logout, kicks, and every way it can end.
+//!
+//! A single task per connection polls a reader and a writer future. The writer drains a bounded
+//! queue (replies and kicks); a device that stops reading fills it and is dropped. Timeouts cost
+//! one timer per connection that is re-armed only when it fires (from a last-activity instant),
+//! never per frame.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use presence_common::{AppDirectory, Shutdown, time::now_ms};
+use presence_proto::{
+    DEFAULT_APP_ID,
+    framing::{FrameError, ServerCodec, encode_frame},
+    v1::{
+        DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
+        LoginOk, LoginRequest, LogoutOk, LogoutRequest, Platform, ServerFrame, SessionRef, client_frame,
+        presence_registry_client::PresenceRegistryClient, server_frame,
+    },
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
+    sync::mpsc,
+    time::Instant,
+};
+use tokio_util::{codec::FramedRead, sync::CancellationToken};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    auth,
+    link::LinkState,
+    metric_names as m,
+    sessions::{Outbound, SessionHandle, SessionTable},
+};
+
+/// Initial read buffer: a login frame fits; idle connections stay small.
+const READ_BUFFER: usize = 256;
+/// Longest string field accepted in `Login` (ids as the registry allows; tokens are longer).
+const MAX_ID_LEN: usize = 256;
+const MAX_TOKEN_LEN: usize = 4096;
+/// Time the writer gets to flush the last frames (LogoutOk, Error, Kicked) before the close.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+/// Bound on one registry Login call.
+const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long Disconnect and Logout calls are retried while the registry is unreachable.
+const REPORT_RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// What every connection shares.
+pub struct Context {
+    pub gateway_id: String,
+    pub apps: AppDirectory,
+    pub registry: PresenceRegistryClient<Channel>,
+    pub sessions: SessionTable,
+    pub link: LinkState,
+    pub login_timeout: Duration,
+    pub heartbeat_interval_s: u32,
+    pub heartbeat_timeout_s: u32,
+    pub outbound_queue: usize,
+    pub shutdown: Shutdown,
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+enum End {
+    Logout,
+    Kicked,
+    LoginFailed,
+    Timeout,
+    LinkClose,
+    Shutdown,
+    /// The device broke the protocol: an `Error` frame with this code is sent first.
+    Protocol(&'static str, String),
+}
+
+impl End {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Kicked => "kicked",
+            Self::LoginFailed => "login_failed",
+            Self::Timeout => "timeout",
+            Self::LinkClose => "link_close",
+            Self::Shutdown => "shutdown",
+            Self::Protocol(..) => "protocol_error",
+        }
+    }
+}
+
+/// The logged-in session of a connection.
+struct Session {
+    id: String,
+    handle: Arc<SessionHandle>,
+}
+
+impl Session {
+    fn reference(&self) -> SessionRef {
+        SessionRef {
+            app_id: self.handle.app_id.clone(),
+            user_id: self.handle.user_id.clone(),
+            device_id: self.handle.device_id.clone(),
+            session_id: self.id.clone(),
+        }
+    }
+}
+
+struct Conn {
+    ctx: Arc<Context>,
+    peer: SocketAddr,
+    outbound: mpsc::Sender<Outbound>,
+    close: CancellationToken,
+    session: Option<Session>,
+    /// A login whose registry call is in flight; if the connection ends meanwhile, it is
+    /// cleaned up and reported like a logged-in session.
+    pending: Option<Session>,
+    last_activity: Instant,
+}
+
+/// Serves one device until the connection ends, then reports it to the registry.
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut frames = FramedRead::with_capacity(read_half, ServerCodec::new(), READ_BUFFER);
+    let (outbound, queue) = mpsc::channel(ctx.outbound_queue.max(2));
+    let close = CancellationToken::new();
+    let writer = write_loop(write_half, queue);
+    tokio::pin!(writer);
+    let mut writer_done = false;
+
+    let shutdown = ctx.shutdown.clone();
+    let mut conn = Conn {
+        ctx,
+        peer,
+        outbound,
+        close: close.clone(),
+        session: None,
+        pending: None,
+        last_activity: Instant::now(),
+    };
+    let end = tokio::select! {
+        end = conn.read_loop(&mut frames) => end,
+        kicked = &mut writer => {
+            writer_done = true;
+            if kicked { End::Kicked } else { End::LinkClose }
+        }
+        () = close.cancelled() => if shutdown.is_cancelled() { End::Shutdown } else { End::Kicked },
+    };
+    drop(frames);
+
+    if let End::Protocol(code, message) = &end {
+        metrics::counter!(m::PROTOCOL_ERRORS, "reason" => *code).increment(1);
+        let error = ErrorFrame { code: (*code).to_owned(), message: message.clone() };
+        let _ = conn.outbound.try_send(frame(server_frame::Kind::Error(error)));
+    }
+    let Conn { ctx, session, pending, outbound, .. } = conn;
+    let session = session.or(pending);
+    let kicked = matches!(end, End::Kicked)
+        || session.as_ref().is_some_and(|s| s.handle.kicked.load(Ordering::Acquire));
+    if let Some(session) = &session {
+        ctx.sessions.remove(&session.id);
+    }
+    // Let the writer flush what is queued (LogoutOk, Error, Kicked), then close the socket.
+    drop(outbound);
+    if !writer_done && !close.is_cancelled() {
+        let _ = tokio::time::timeout(FLUSH_GRACE, &mut writer).await;
+    }
+    let label = if kicked { "kicked" } else { end.label() };
+    metrics::counter!(m::DISCONNECTS, "reason" => label).increment(1);
+
+    let reason = match end {
+        End::Timeout => Some(EventReason::Timeout),
+        // LoginFailed has a session only when the registry's answer timed out.
+        End::LinkClose | End::Shutdown | End::Protocol(..) | End::LoginFailed => Some(EventReason::LinkClose),
+        End::Logout | End::Kicked => None,
+    };
+    if let (Some(session), Some(reason), false) = (session, reason, kicked) {
+        Box::pin(report_disconnect(&ctx, session.reference(), reason)).await;
+    }
+}
+
+impl Conn {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, frames: &mut FramedRead<R, ServerCodec>) -> End {
+        let started = Instant::now();
+        let login_deadline = started + self.ctx.login_timeout;
+        let heartbeat_timeout = Duration::from_secs(u64::from(self.ctx.heartbeat_timeout_s.max(1)));
+        let timer = tokio::time::sleep_until(login_deadline);
+        tokio::pin!(timer);
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return End::Shutdown,
+                () = &mut timer => {
+                    let logged_in = self.session.is_some();
+                    let deadline = if logged_in { self.last_activity + heartbeat_timeout } else { login_deadline };
+                    if Instant::now() >= deadline {
+                        return if logged_in {
+                            End::Timeout
+                        } else {
+                            End::Protocol("login_timeout", "no Login in time".into())
+                        };
+                    }
+                    timer.as_mut().reset(deadline);
+                }
+                next = frames.next() => {
+                    self.last_activity = Instant::now();
+                    let frame = match next {
+                        None | Some(Err(FrameError::Io(_))) => return End::LinkClose,
+                        Some(Err(err)) => return End::Protocol(err.reason(), err.to_string()),
+                        Some(Ok(frame)) => frame,
+                    };
+                    let was_logged_in = self.session.is_some();
+                    if let Some(end) = self.handle(frame.kind).await {
+                        return end;
+                    }
+                    if !was_logged_in && self.session.is_some() {
+                        // From the login deadline to the heartbeat deadline: once per session.
+                        timer.as_mut().reset(self.last_activity + heartbeat_timeout);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one frame; `Some` ends the connection. Registry calls are boxed: their futures
+    /// are large and would otherwise inflate every idle connection's task.
+    async fn handle(&mut self, kind: Option<client_frame::Kind>) -> Option<End> {
+        match (kind, self.session.is_some()) {
+            (None, _) => Some(End::Protocol("empty_frame", "frame without a message".into())),
+            (Some(client_frame::Kind::Login(login)), false) => Box::pin(self.login(login)).await.err(),
+            (Some(client_frame::Kind::Login(_)), true) => {
+                Some(End::Protocol("duplicate_login", "already logged in".into()))
+            }
+            (Some(_), false) => Some(End::Protocol("login_required", "the first frame must be Login".into())),
+            (Some(client_frame::Kind::Heartbeat(_)), true) => {
+                metrics::counter!(m::HEARTBEATS).increment(1);
+                let ack = server_frame::Kind::HeartbeatAck(HeartbeatAck { server_time_ms: now_ms() });
+                self.push(ack).err()
+            }
+            (Some(client_frame::Kind::Logout(_)), true) => Some(Box::pin(self.logout()).await),
+        }
+    }
+
+    /// Queues a frame; a full queue means the device does not read.
+    fn push(&self, kind: server_frame::Kind) -> Result<(), End> {
+        match self.outbound.try_send(frame(kind)) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(End::Protocol("slow_consumer", "outbound queue full: the device does not read".into()))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::LinkClose),
+        }
+    }
+
+    fn refuse(&self, code: &'static str, message: &str) -> End {
+        metrics::counter!(m::LOGINS, "result" => code).increment(1);
+        let error = LoginError { code: code.to_owned(), message: message.to_owned() };
+        let _ = self.push(server_frame::Kind::LoginError(error));
+        End::LoginFailed
+    }
+
+    async fn login(&mut self, login: Login) -> Result<(), End> {
+        let app_id = if login.app_id.is_empty() { DEFAULT_APP_ID.to_owned() } else { login.app_id.clone() };
+        let platform = Platform::try_from(login.platform).ok().filter(|p| *p != Platform::Unspecified);
+        let too_long = [&app_id, &login.user_id, &login.device_id, &login.client_version]
+            .iter()
+            .any(|s| s.len() > MAX_ID_LEN)
+            || login.token.len() > MAX_TOKEN_LEN;
+        let Some(platform) = platform else {
+            return Err(self.refuse("bad_request", "platform is required"));
+        };
+        if login.user_id.is_empty() || login.device_id.is_empty() || too_long {
+            return Err(
+                self.refuse("bad_request", "user_id and device_id are required, strings at most 256 bytes")
+            );
+        }
+        let Some(app) = self.ctx.apps.get(&app_id) else {
+            return Err(self.refuse("bad_token", "unknown app"));
+        };
+        if let Err(err) = auth::verify(&login.token, &app.token_secret, &app_id, &login.user_id) {
+            return Err(self.refuse(err.code(), "token rejected"));
+        }
+        if !self.ctx.link.is_attached() {
+            return Err(self.refuse("unavailable", "registry unavailable, retry later"));
+        }
+
+        // Registered before the registry hears of it: a kick for this session can arrive before
+        // the LoginReply does.
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let handle = Arc::new(SessionHandle {
+            app_id: app_id.clone(),
+            user_id: login.user_id.clone(),
+            device_id: login.device_id.clone(),
+            confirmed: Default::default(),
+            outbound: self.outbound.clone(),
+            close: self.close.clone(),
+            kicked: Default::default(),
+        });
+        self.ctx.sessions.insert(session_id.clone(), handle.clone());
+        self.pending = Some(Session { id: session_id.clone(), handle: handle.clone() });
+        let request = LoginRequest {
+            gateway_id: self.ctx.gateway_id.clone(),
+            session: Some(DeviceSession {
+                app_id,
+                user_id: login.user_id,
+                device_id: login.device_id,
+                platform: platform as i32,
+                session_id: session_id.clone(),
+                client_version: login.client_version,
+                push_enabled: login.push_enabled,
+                peer_addr: self.peer.to_string(),
+            }),
+        };
+        let mut registry = self.ctx.registry.clone();
+        let reply = match tokio::time::timeout(REGISTRY_TIMEOUT, registry.login(request)).await {
+            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) => {
+                self.pending = None;
+                self.ctx.sessions.remove(&session_id);
+                tracing::debug!(%status, "registry refused a login");
+                return Err(self.refuse(login_error_code(&status), status.message()));
+            }
+            Err(_) => {
+                // The registry may still apply it: report it like a session that went away.
+                self.session = self.pending.take();
+                return Err(self.refuse("unavailable", "registry timed out"));
+            }
+        };
+        handle.confirmed.store(true, Ordering::Release);
+        self.session = self.pending.take();
+        if handle.kicked.load(Ordering::Acquire) {
+            // Kicked while pending: the Kicked frame is already queued; the writer closes after it.
+            return Err(End::Kicked);
+        }
+        metrics::counter!(m::LOGINS, "result" => "ok").increment(1);
+        let ok = LoginOk {
+            session_id,
+            heartbeat_interval_s: self.ctx.heartbeat_interval_s,
+            heartbeat_timeout_s: self.ctx.heartbeat_timeout_s,
+            kicked_devices: reply.kicked_devices,
+        };
+        self.push(server_frame::Kind::LoginOk(ok))
+    }
+
+    async fn logout(&mut self) -> End {
+        let Some(session) = &self.session else { return End::LinkClose };
+        let session_ref = session.reference();
+        let ctx = self.ctx.clone();
+        let applied = retry_unavailable(|| {
+            let mut registry = ctx.registry.clone();
+            let request = LogoutRequest { session: Some(session_ref.clone()) };
+            async move { registry.logout(request).await.map(|_| ()) }
+        })
+        .await;
+        if let Err(status) = applied {
+            // Not reported: the next attach snapshot (without this session) reconciles it.
+            tracing::warn!(%status, "registry logout failed");
+        }
+        let _ = self.push(server_frame::Kind::LogoutOk(LogoutOk {}));
+        End::Logout
+    }
+}
+
+fn frame(kind: server_frame::Kind) -> Outbound {
+    Outbound::Frame(Box::new(ServerFrame { kind: Some(kind) }))
+}
+
+/// LoginError code for a registry failure.
+fn login_error_code(status: &tonic::Status) -> &'static str {
+    match status.code() {
+        // The registry has not (yet) seen this gateway attach: a transient state.
+        Code::InvalidArgument if status.message().contains("not attached") => "unavailable",
+        Code::InvalidArgument => "bad_request",
+        Code::NotFound => "bad_token",
+        _ => "unavailable",
+    }
+}
+
+/// Writes queued frames until the queue closes; true when it ended by delivering a kick.
+async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut queue: mpsc::Receiver<Outbound>) -> bool {
+    while let Some(item) = queue.recv().await {
+        let (frame, kick) = match item {
+            Outbound::Frame(frame) => (*frame, false),
+            Outbound::Kick(kicked) => (ServerFrame { kind: Some(server_frame::Kind::Kicked(*kicked)) }, true),
+        };
+        // A fresh buffer per frame: an idle connection holds no write buffer at all.
+        let mut buf = bytes::BytesMut::new();
+        if encode_frame(&frame, &mut buf).is_err() {
+            continue;
+        }
+        if out.write_all(&buf).await.is_err() {
+            return false;
+        }
+        if kick {
+            let _ = out.shutdown().await;
+            return true;
+        }
+    }
+    let _ = out.shutdown().await;
+    false
+}
+
+/// Codes that mean "the registry is not reachable right now", not "the request is wrong".
+fn transient(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::ResourceExhausted)
+}
+
+/// Runs `call` until it succeeds, fails with something other than a [`transient`] code, or
+/// [`REPORT_RETRY_FOR`] has passed.
+async fn retry_unavailable<F, Fut>(mut call: F) -> Result<(), tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    let give_up = Instant::now() + REPORT_RETRY_FOR;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match tokio::time::timeout(REGISTRY_TIMEOUT, call()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(status)) if !transient(status.code()) => return Err(status),
+            Ok(Err(status)) if Instant::now() + delay > give_up => return Err(status),
+            Err(_) if Instant::now() + delay > give_up => {
+                return Err(tonic::Status::unavailable("timed out"));
+            }
+            _ => {}
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn report_disconnect(ctx: &Context, session: SessionRef, reason: EventReason) {
+    let result = retry_unavailable(|| {
+        let mut registry = ctx.registry.clone();
+        let request = DisconnectRequest { session: Some(session.clone()), reason: reason as i32 };
+        async move { registry.disconnect(request).await.map(|_| ()) }
+    })
+    .await;
+    if let Err(status) = result {
+        tracing::warn!(%status, session_id = %session.session_id, "disconnect not reported; the next attach reconciles it");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, C, Fut: std::future::Future>(_: fn(A, B, C) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        let size = future_size(serve::<tokio::net::TcpStream>);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= 2048, "connection future is {size} bytes");
+    }
+}

@@ -1,0 +1,195 @@
+//! connection-gateway: holds device connections and reports them to the registry.
+//!
+//! Devices speak the client protocol (`../shared/design/client-protocol.md`) over TCP or TLS.
+//! The gateway verifies their tokens, reports logins, logouts and disconnects to the registry,
+//! and delivers the registry's kicks over one long-lived link ([`link`]). The registry is the
+//! authority; the gateway only knows the sessions it holds ([`sessions`]).
+
+mod auth;
+mod config;
+mod connection;
+pub mod link;
+mod listener;
+pub mod metric_names;
+pub mod sessions;
+mod tls;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use presence_common::{AppDirectory, db, shutdown::DEFAULT_GRACE};
+use presence_proto::v1::presence_registry_client::PresenceRegistryClient;
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Endpoint;
+
+pub use config::GatewayConfig;
+pub use presence_common::Shutdown;
+
+use crate::{connection::Context, link::LinkState, metric_names as m, sessions::SessionTable};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Directory(#[from] presence_common::app_directory::DirectoryError),
+    #[error("bad REGISTRY_URL: {0}")]
+    RegistryUrl(#[source] tonic::transport::Error),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY go together")]
+    TlsHalfConfigured,
+    #[error("metrics server: {0}")]
+    Metrics(std::io::Error),
+    #[error("gateway task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started gateway.
+pub struct RunningGateway {
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub gateway_id: String,
+    /// Live sessions, for tests and diagnostics.
+    pub sessions: SessionTable,
+    link_state: LinkState,
+    accept: JoinHandle<()>,
+    link: JoinHandle<()>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningGateway {
+    /// Whether the registry link is attached (logins are accepted).
+    pub fn is_attached(&self) -> bool {
+        self.link_state.is_attached()
+    }
+
+    /// Until every connection is closed and the link detached (after `shutdown`).
+    pub async fn wait(self) -> Result<(), GatewayError> {
+        self.accept.await?;
+        self.link.await?;
+        self.http.await?.map_err(GatewayError::Metrics)?;
+        Ok(())
+    }
+}
+
+fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> GatewayError {
+    move |source| GatewayError::Bind { addr, source }
+}
+
+/// Loads the apps, binds the listeners, attaches to the registry, and serves until `shutdown`.
+pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningGateway, GatewayError> {
+    let nofile = listener::raise_nofile_limit();
+    let max_connections = config.max_connections.unwrap_or_else(|| listener::default_max_connections(nofile));
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err(GatewayError::TlsHalfConfigured),
+    };
+    let gateway_id = config.resolved_gateway_id();
+
+    let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
+    let apps = AppDirectory::start(pool, shutdown.clone()).await?;
+    let channel = Endpoint::from_shared(config.registry_url.clone())
+        .map_err(GatewayError::RegistryUrl)?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy();
+
+    let devices = listener::bind(config.listen_addr).map_err(bind_error(config.listen_addr))?;
+    let listen_addr = devices.local_addr().map_err(bind_error(config.listen_addr))?;
+    let admin = TcpListener::bind(config.metrics_addr).await.map_err(bind_error(config.metrics_addr))?;
+    let metrics_addr = admin.local_addr().map_err(bind_error(config.metrics_addr))?;
+
+    let sessions = SessionTable::default();
+    let link_state = LinkState::default();
+    let link = tokio::spawn(link::run(
+        channel.clone(),
+        gateway_id.clone(),
+        sessions.clone(),
+        link_state.clone(),
+        shutdown.clone(),
+    ));
+    let ctx = Arc::new(Context {
+        gateway_id: gateway_id.clone(),
+        apps,
+        registry: PresenceRegistryClient::new(channel),
+        sessions: sessions.clone(),
+        link: link_state.clone(),
+        login_timeout: Duration::from_secs(config.login_timeout_s.max(1)),
+        heartbeat_interval_s: config.heartbeat_interval_s,
+        heartbeat_timeout_s: config.heartbeat_timeout_s.max(1),
+        outbound_queue: config.outbound_queue,
+        shutdown: shutdown.clone(),
+    });
+    let accept = tokio::spawn(accept_loop(devices, ctx, tls, max_connections));
+    let http =
+        tokio::spawn(presence_common::http::serve(admin, presence_common::http::admin_routes(), shutdown));
+    tracing::info!(%listen_addr, %metrics_addr, %gateway_id, max_connections, "connection-gateway serving");
+    Ok(RunningGateway { listen_addr, metrics_addr, gateway_id, sessions, link_state, accept, link, http })
+}
+
+/// Accepts until shutdown, then closes every connection and waits (bounded) for them to end.
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning; connections will close.
+                metrics::counter!(m::ACCEPT_ERRORS).increment(1);
+                tracing::warn!(%err, ?backoff, "accept failed");
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!(m::CONNECTIONS_REFUSED).increment(1);
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let ctx = ctx.clone();
+        let tls = tls.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
+            match tls {
+                None => connection::serve(tcp, peer, ctx).await,
+                Some(acceptor) => match tokio::time::timeout(ctx.login_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => connection::serve(stream, peer, ctx).await,
+                    Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+            metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+        });
+    }
+    drop(listener);
+    ctx.sessions.close_all();
+    tracker.close();
+    if tokio::time::timeout(DEFAULT_GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still open after the grace period");
+    }
+}

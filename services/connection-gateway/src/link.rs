@@ -1,0 +1,195 @@
+//! The gateway's one long-lived link to the registry (`GatewayLink.Attach`): hello, a snapshot of
+//! the live sessions, then lease renewals up and kicks down. Any failure re-attaches after a
+//! capped backoff with a fresh snapshot; device connections stay up meanwhile.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use presence_proto::v1::{
+    GatewayUplink, Hello, Kicked, LeaseRenewal, SessionSnapshot, gateway_downlink,
+    gateway_link_client::GatewayLinkClient, gateway_uplink,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, wrappers::ReceiverStream};
+use tonic::transport::Channel;
+
+use crate::{Shutdown, metric_names as m, sessions::SessionTable};
+
+/// Sessions per snapshot chunk.
+pub const SNAPSHOT_CHUNK: usize = 1000;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Whether the link is attached (logins need it).
+#[derive(Clone, Default)]
+pub struct LinkState(Arc<AtomicBool>);
+
+impl LinkState {
+    pub fn is_attached(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, attached: bool) {
+        self.0.store(attached, Ordering::Release);
+        metrics::gauge!(m::LINK_ATTACHED).set(if attached { 1.0 } else { 0.0 });
+    }
+}
+
+/// Hello then the snapshot in chunks of at most [`SNAPSHOT_CHUNK`]; the last chunk has `last`.
+pub fn attach_messages(gateway_id: &str, sessions: &SessionTable) -> Vec<GatewayUplink> {
+    let live = sessions.live();
+    let mut messages = vec![GatewayUplink {
+        kind: Some(gateway_uplink::Kind::Hello(Hello { gateway_id: gateway_id.to_owned() })),
+    }];
+    let chunks: Vec<_> = live.chunks(SNAPSHOT_CHUNK).collect();
+    if chunks.is_empty() {
+        messages.push(snapshot(Vec::new(), true));
+    }
+    let count = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        messages.push(snapshot(chunk.to_vec(), i + 1 == count));
+    }
+    messages
+}
+
+fn snapshot(sessions: Vec<presence_proto::v1::LiveSession>, last: bool) -> GatewayUplink {
+    GatewayUplink { kind: Some(gateway_uplink::Kind::Snapshot(SessionSnapshot { sessions, last })) }
+}
+
+/// Keeps the link attached until `shutdown`, then closes the stream (a clean detach).
+pub async fn run(
+    channel: Channel,
+    gateway_id: String,
+    sessions: SessionTable,
+    state: LinkState,
+    shutdown: Shutdown,
+) {
+    let mut backoff = BACKOFF_MIN;
+    while !shutdown.is_cancelled() {
+        match attach_once(&channel, &gateway_id, &sessions, &state, &shutdown).await {
+            Ok(()) => backoff = BACKOFF_MIN,
+            Err(err) => tracing::warn!(%err, ?backoff, "registry link down; re-attaching"),
+        }
+        state.set(false);
+        if shutdown.is_cancelled() {
+            break;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    state.set(false);
+}
+
+/// One attach: returns `Ok` when the stream ended after having been attached (backoff resets).
+async fn attach_once(
+    channel: &Channel,
+    gateway_id: &str,
+    sessions: &SessionTable,
+    state: &LinkState,
+    shutdown: &Shutdown,
+) -> Result<(), tonic::Status> {
+    let (renew_tx, renew_rx) = mpsc::channel::<GatewayUplink>(4);
+    let uplink =
+        tokio_stream::iter(attach_messages(gateway_id, sessions)).chain(ReceiverStream::new(renew_rx));
+    let mut client = GatewayLinkClient::new(channel.clone());
+    let mut downlink = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        response = client.attach(uplink) => response?.into_inner(),
+    };
+    let lease_s = loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            message = downlink.message() => message?,
+        };
+        match message.and_then(|m| m.kind) {
+            Some(gateway_downlink::Kind::Attached(attached)) => break attached.lease_s.max(1),
+            Some(gateway_downlink::Kind::Kick(kick)) => deliver(sessions, kick),
+            None => return Err(tonic::Status::unavailable("registry closed the link before Attached")),
+        }
+    };
+    state.set(true);
+    metrics::counter!(m::LINK_ATTACHES).increment(1);
+    tracing::info!(gateway_id, lease_s, sessions = sessions.len(), "attached to the registry");
+
+    let every = Duration::from_millis(u64::from(lease_s) * 1000 / 3).max(Duration::from_millis(100));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            _ = renew.tick() => {
+                let renewal = GatewayUplink { kind: Some(gateway_uplink::Kind::Renew(LeaseRenewal {})) };
+                if renew_tx.send(renewal).await.is_err() {
+                    return Err(tonic::Status::unavailable("uplink closed"));
+                }
+            }
+            message = downlink.message() => match message?.and_then(|m| m.kind) {
+                Some(gateway_downlink::Kind::Kick(kick)) => deliver(sessions, kick),
+                Some(gateway_downlink::Kind::Attached(_)) => {}
+                None => return Err(tonic::Status::unavailable("registry closed the link")),
+            },
+        }
+    }
+}
+
+fn deliver(sessions: &SessionTable, kick: presence_proto::v1::KickSession) {
+    let kicked =
+        Kicked { reason: kick.reason, by_platform: kick.by_platform, by_device_id: kick.by_device_id };
+    if sessions.kick(&kick.session_id, kicked) {
+        metrics::counter!(m::KICKS_DELIVERED).increment(1);
+    } else {
+        tracing::debug!(session_id = %kick.session_id, "kick for a session no longer here");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_snapshot_is_one_last_chunk() {
+        let messages = attach_messages("gw", &SessionTable::default());
+        assert_eq!(messages.len(), 2);
+        assert!(matches!(&messages[0].kind, Some(gateway_uplink::Kind::Hello(h)) if h.gateway_id == "gw"));
+        assert!(
+            matches!(&messages[1].kind, Some(gateway_uplink::Kind::Snapshot(s)) if s.last && s.sessions.is_empty())
+        );
+    }
+
+    #[test]
+    fn confirmed_sessions_go_out_in_chunks_of_a_thousand() {
+        use crate::sessions::SessionHandle;
+        use std::sync::{Arc, atomic::AtomicBool};
+        let table = SessionTable::default();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        for i in 0..2_501 {
+            let handle = SessionHandle {
+                app_id: "a".into(),
+                user_id: format!("u{i}"),
+                device_id: "d".into(),
+                // One pending login: not asserted until the registry confirmed it.
+                confirmed: AtomicBool::new(i != 0),
+                outbound: tx.clone(),
+                close: Default::default(),
+                kicked: AtomicBool::new(false),
+            };
+            table.insert(format!("s{i}"), Arc::new(handle));
+        }
+        let chunks: Vec<_> = attach_messages("gw", &table)
+            .into_iter()
+            .skip(1)
+            .map(|m| match m.kind {
+                Some(gateway_uplink::Kind::Snapshot(s)) => (s.sessions.len(), s.last),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(chunks, vec![(1000, false), (1000, false), (500, true)]);
+    }
+}

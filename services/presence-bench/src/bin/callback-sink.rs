@@ -1,0 +1,90 @@
+//! A loopback callback receiver for benchmarks: counts deliveries and unique event ids, and can
+//! play a slow or flaky app backend.
+//!
+//! Usage: callback-sink [--addr 127.0.0.1:9000] [--delay-ms 0] [--fail-pct 0]
+//! `GET /stats` -> {"requests", "unique", "duplicates", "failed", "first_ms", "last_ms"}.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{Json, Router, extract::State, http::HeaderMap, http::StatusCode, routing::get};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    addr: SocketAddr,
+    /// Delay before answering each request.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// Share of requests answered 500, in percent.
+    #[arg(long, default_value_t = 0.0)]
+    fail_pct: f64,
+}
+
+#[derive(Default)]
+struct Stats {
+    requests: u64,
+    failed: u64,
+    ids: HashSet<String>,
+    first_ms: u64,
+    last_ms: u64,
+}
+
+struct Sink {
+    delay: Duration,
+    fail_pct: f64,
+    stats: Mutex<Stats>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+async fn receive(State(sink): State<Arc<Sink>>, headers: HeaderMap) -> StatusCode {
+    if !sink.delay.is_zero() {
+        tokio::time::sleep(sink.delay).await;
+    }
+    if sink.fail_pct > 0.0 && rand::random::<f64>() * 100.0 < sink.fail_pct {
+        sink.stats.lock().unwrap_or_else(|e| e.into_inner()).failed += 1;
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let id = headers.get("x-presence-event-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let mut stats = sink.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let now = now_ms();
+    if stats.requests == 0 {
+        stats.first_ms = now;
+    }
+    stats.requests += 1;
+    stats.last_ms = now;
+    stats.ids.insert(id);
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(sink): State<Arc<Sink>>) -> Json<serde_json::Value> {
+    let s = sink.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let unique = s.ids.len() as u64;
+    Json(serde_json::json!({
+        "requests": s.requests, "unique": unique, "duplicates": s.requests - unique,
+        "failed": s.failed, "first_ms": s.first_ms, "last_ms": s.last_ms,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sink = Arc::new(Sink {
+        delay: Duration::from_millis(args.delay_ms),
+        fail_pct: args.fail_pct,
+        stats: Mutex::default(),
+    });
+    let app = Router::new().route("/stats", get(stats)).fallback(receive).with_state(sink);
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    eprintln!("callback-sink on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

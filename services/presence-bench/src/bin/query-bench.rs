@@ -1,0 +1,153 @@
+//! Batch status queries of 500 users: saturation throughput (closed loop, C in flight) and
+//! latency at a fixed rate (open loop, paced), over gRPC (the registry) or REST (the facade).
+//! Loopback only; bounded by --seconds.
+//!
+//! Usage: query-bench --via grpc|rest --users 1000000 --batch 500 --seconds 10 [--rate 1000]
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use clap::Parser;
+use presence_bench::stats::percentiles;
+use presence_proto::v1::{QueryRequest, presence_registry_client::PresenceRegistryClient};
+use tokio::sync::Mutex;
+
+#[derive(Parser, Clone)]
+struct Args {
+    #[arg(long, default_value = "grpc")]
+    via: String,
+    #[arg(long, default_value = "http://127.0.0.1:7200")]
+    registry: String,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    facade: String,
+    #[arg(long, default_value = "bench-key")]
+    api_key: String,
+    #[arg(long, default_value = "bench")]
+    app: String,
+    /// User ids are `<prefix><n>` for n in 0..users.
+    #[arg(long, default_value = "q")]
+    prefix: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    users: usize,
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Queries per second (0: saturation with --concurrency in flight).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+enum Target {
+    Grpc(PresenceRegistryClient<tonic::transport::Channel>),
+    Rest(reqwest::Client),
+}
+
+impl Target {
+    async fn query(&mut self, args: &Args, ids: Vec<String>) -> Result<usize, String> {
+        match self {
+            Target::Grpc(client) => client
+                .query(QueryRequest { app_id: args.app.clone(), user_ids: ids, detail: false })
+                .await
+                .map(|r| r.into_inner().results.len())
+                .map_err(|e| e.code().to_string()),
+            Target::Rest(client) => {
+                let response = client
+                    .post(format!("{}/v1/presence/query", args.facade))
+                    .bearer_auth(&args.api_key)
+                    .json(&serde_json::json!({ "user_ids": ids, "detail": false }))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !response.status().is_success() {
+                    return Err(response.status().to_string());
+                }
+                let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+                Ok(body["results"].as_array().map_or(0, Vec::len))
+            }
+        }
+    }
+}
+
+fn batch(args: &Args, seed: u64) -> Vec<String> {
+    // A cheap deterministic spread over the id space.
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..args.batch)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            format!("{}{}", args.prefix, x as usize % args.users.max(1))
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    rustls::crypto::ring::default_provider().install_default().ok();
+    let args = Args::parse();
+    for url in [&args.registry, &args.facade] {
+        let host = url.split("://").nth(1).unwrap_or(url).split(':').next().unwrap_or("");
+        anyhow::ensure!(host == "127.0.0.1" || host == "localhost", "loopback targets only: {url}");
+    }
+    let connect = || async {
+        Ok::<_, anyhow::Error>(match args.via.as_str() {
+            "grpc" => Target::Grpc(PresenceRegistryClient::connect(args.registry.clone()).await?),
+            "rest" => Target::Rest(reqwest::Client::builder().build()?),
+            other => anyhow::bail!("--via grpc|rest, not {other}"),
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let workers = if args.rate > 0.0 { (args.rate / 50.0).ceil().max(1.0) as usize } else { args.concurrency };
+    for w in 0..workers {
+        let mut target = connect().await?;
+        let (args, samples, errors) = (args.clone(), samples.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let per_worker = args.rate / workers as f64;
+            let mut n: u64 = 0;
+            while Instant::now() < deadline {
+                if per_worker > 0.0 {
+                    let due = started + Duration::from_secs_f64(n as f64 / per_worker);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let ids = batch(&args, (w as u64) << 32 | n);
+                n += 1;
+                let t = Instant::now();
+                match target.query(&args, ids).await {
+                    Ok(len) if len == args.batch => mine.push(t.elapsed().as_micros() as u64),
+                    _ => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+            samples.lock().await.extend(mine);
+        }));
+    }
+    for task in tasks {
+        task.await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut samples = samples.lock().await.clone();
+    let count = samples.len();
+    let p = percentiles(&mut samples);
+    let summary = serde_json::json!({
+        "via": args.via, "batch": args.batch, "rate_target": args.rate,
+        "queries_per_s": count as f64 / elapsed, "errors": errors.load(std::sync::atomic::Ordering::Relaxed),
+        "latency": p,
+    });
+    eprintln!(
+        "{} {} qps (target {}), p50 {:.2} ms p99 {:.2} ms, errors {}",
+        args.via, (count as f64 / elapsed).round(), args.rate, p.p50_ms, p.p99_ms, summary["errors"]
+    );
+    println!("{summary}");
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Benchmark tooling: a load generator that drives many devices from many loopback source
+//! addresses and processes, and the peers our figures are compared with.
+
+pub mod connect;
+pub mod stats;
+pub mod wire;

@@ -1,0 +1,263 @@
+//! presence-loadgen: drives N devices against a gateway (or a baseline peer) and prints a JSON
+//! summary. Loopback targets only; every phase is bounded in time.
+//!
+//! Devices are spread over many 127.0.0.x source addresses and, past one process's
+//! file-descriptor limit, over several processes (this binary re-executes itself per shard and
+//! merges what the shards report).
+
+mod modes;
+mod report;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use presence_bench::connect::{connect_from, source_addr};
+use tokio::{net::TcpStream, sync::Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    modes::{Device, Mode},
+    report::{ShardReport, Summary},
+};
+
+/// Devices one process handles at most (the hard file-descriptor limit here is 20,000).
+const DEVICES_PER_PROCESS: usize = 18_000;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Load generator for presence (and its baselines): loopback only, bounded in time")]
+pub struct Args {
+    /// presence (the gateway's protocol), raw (the raw-ceiling server) or mqtt (Mosquitto).
+    #[arg(long, value_enum, default_value_t = Mode::Presence)]
+    mode: Mode,
+    /// Where to connect; must be a loopback address.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    target: SocketAddr,
+    /// Devices in the first wave (one per user).
+    #[arg(long, default_value_t = 1000)]
+    devices: usize,
+    /// Connects started per second over all processes (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Handshakes in flight per process.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Processes (0: one per 18,000 devices).
+    #[arg(long, default_value_t = 0)]
+    processes: usize,
+    /// Loopback source addresses to spread over (127.0.0.2 and up).
+    #[arg(long, default_value_t = 50)]
+    source_ips: usize,
+    /// Second wave: another device per user, which the policy (or MQTT takeover) makes kick the
+    /// first; measures new-login-to-old-socket-closed.
+    #[arg(long)]
+    kick: bool,
+    /// Seconds to hold the connections after the waves (heartbeating).
+    #[arg(long, default_value_t = 0)]
+    hold_s: u64,
+    /// Heartbeat interval while holding (0: none).
+    #[arg(long, default_value_t = 0)]
+    heartbeat_s: u64,
+    /// Share of devices that go silent (no heartbeats) while keeping their sockets open.
+    #[arg(long, default_value_t = 0.0)]
+    silent_share: f64,
+    /// App and its token secret (presence mode).
+    #[arg(long, default_value = "default")]
+    app: String,
+    #[arg(long, default_value = "dev-token-secret")]
+    secret: String,
+    /// Prefix of user ids, so runs do not collide.
+    #[arg(long, default_value = "lg")]
+    user_prefix: String,
+    /// Hard bound on the whole run.
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+    /// Internal: run shard I of N and print its raw report.
+    #[arg(long, hide = true)]
+    shard: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.target.ip().is_loopback() {
+        bail!("refusing a non-loopback target {}: load goes to 127.0.0.0/8 only", args.target);
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    if let Some(shard) = &args.shard {
+        let (index, count) = parse_shard(shard)?;
+        let report = runtime.block_on(run_shard(&args, index, count));
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let processes =
+        if args.processes == 0 { args.devices.div_ceil(DEVICES_PER_PROCESS).max(1) } else { args.processes };
+    let reports =
+        if processes == 1 { vec![runtime.block_on(run_shard(&args, 0, 1))] } else { run_shards(processes)? };
+    let summary = Summary::merge(&args.mode.to_string(), args.devices, reports);
+    eprintln!("{}", summary.table());
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn parse_shard(shard: &str) -> anyhow::Result<(usize, usize)> {
+    let (i, n) = shard.split_once('/').context("--shard I/N")?;
+    Ok((i.parse()?, n.parse()?))
+}
+
+/// Re-executes this binary once per shard and collects their reports.
+fn run_shards(count: usize) -> anyhow::Result<Vec<ShardReport>> {
+    let exe = std::env::current_exe()?;
+    let passed: Vec<String> = std::env::args().skip(1).collect();
+    let children: Vec<_> = (0..count)
+        .map(|i| {
+            std::process::Command::new(&exe)
+                .args(&passed)
+                .arg("--shard")
+                .arg(format!("{i}/{count}"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    children
+        .into_iter()
+        .map(|child| {
+            let out = child.wait_with_output()?;
+            serde_json::from_slice(&out.stdout).context("shard report")
+        })
+        .collect()
+}
+
+/// A connection kept open after its handshake.
+struct Held {
+    /// When its login (CONNECT, first frame) was sent, right after the TCP connect.
+    login_sent: Instant,
+    /// Set when the peer closes the connection.
+    closed_at: Arc<OnceLock<Instant>>,
+}
+
+async fn run_shard(args: &Args, index: usize, count: usize) -> ShardReport {
+    let bound = Duration::from_secs(args.timeout_s);
+    let mut report = ShardReport::default();
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let run = async {
+        let mine: Vec<usize> = (index..args.devices).step_by(count).collect();
+        let rate = if args.rate > 0.0 { args.rate / count as f64 } else { 0.0 };
+
+        let first = wave(args, &mine, "a", rate, &stop, &mut report).await;
+        report.wave_s = started.elapsed().as_secs_f64();
+
+        if args.kick {
+            let second = wave(args, &mine, "b", rate, &stop, &mut report).await;
+            // Each old socket should close shortly after its replacement logged in.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let pending =
+                |first: &[Option<Held>]| first.iter().flatten().any(|h| h.closed_at.get().is_none());
+            while Instant::now() < deadline && pending(&first) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            for (old, new) in first.iter().zip(&second) {
+                let (Some(old), Some(new)) = (old, new) else { continue };
+                match old.closed_at.get() {
+                    Some(closed) => report
+                        .kick_us
+                        .push(closed.saturating_duration_since(new.login_sent).as_micros() as u64),
+                    None => report.count_error("old socket not closed after the kick"),
+                }
+            }
+        }
+        if args.hold_s > 0 {
+            tokio::time::sleep(Duration::from_secs(args.hold_s)).await;
+        }
+    };
+    if tokio::time::timeout(bound, run).await.is_err() {
+        report.count_error("run timed out");
+    }
+    stop.cancel();
+    report
+}
+
+/// Connects and handshakes `devices` (by index; `suffix` names the wave); keeps them open.
+async fn wave(
+    args: &Args,
+    devices: &[usize],
+    suffix: &str,
+    rate: f64,
+    stop: &CancellationToken,
+    report: &mut ShardReport,
+) -> Vec<Option<Held>> {
+    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(devices.len());
+    for (k, &n) in devices.iter().enumerate() {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(k as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        let device = Device::new(args, n, suffix);
+        let (args, stop) = (args.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let result = handshake(&args, &device).await;
+            drop(permit);
+            result.map(|(stream, login_sent)| (t.elapsed(), hold(&args, device, stream, login_sent, stop)))
+        }));
+    }
+    let mut held = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(Ok((latency, h))) => {
+                report.connected += 1;
+                // The first wave's latencies are the login figures; a kick wave is measured by kick_us.
+                if suffix == "a" {
+                    report.connect_us.push(latency.as_micros() as u64);
+                }
+                held.push(Some(h));
+            }
+            Ok(Err(err)) => {
+                report.count_error(&err);
+                held.push(None);
+            }
+            Err(_) => {
+                report.count_error("task panicked");
+                held.push(None);
+            }
+        }
+    }
+    held
+}
+
+/// TCP connect from the device's source address, then the mode's handshake.
+async fn handshake(args: &Args, device: &Device) -> Result<(TcpStream, Instant), String> {
+    let source = source_addr(device.index, args.source_ips);
+    let mut stream = connect_from(source, args.target).await.map_err(|e| format!("connect: {}", e.kind()))?;
+    let login_sent = Instant::now();
+    args.mode.handshake(&mut stream, device).await?;
+    Ok((stream, login_sent))
+}
+
+/// Keeps `stream` open: heartbeats while asked to, notes when the peer closes it.
+fn hold(
+    args: &Args,
+    device: Device,
+    stream: TcpStream,
+    login_sent: Instant,
+    stop: CancellationToken,
+) -> Held {
+    let closed_at = Arc::new(OnceLock::new());
+    let closed = closed_at.clone();
+    let mode = args.mode;
+    let silent = device.silent(args.silent_share);
+    let interval = (args.heartbeat_s > 0 && !silent).then(|| Duration::from_secs(args.heartbeat_s));
+    tokio::spawn(async move {
+        if mode.hold(stream, interval, stop).await {
+            let _ = closed.set(Instant::now());
+        }
+    });
+    Held { login_sent, closed_at }
+}

@@ -1,0 +1,92 @@
+//! What one shard measured, and the merged summary of all shards.
+
+use std::collections::BTreeMap;
+
+use presence_bench::stats::{Percentiles, percentiles};
+use serde::{Deserialize, Serialize};
+
+/// Raw measurements of one process.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ShardReport {
+    pub connected: usize,
+    pub errors: BTreeMap<String, usize>,
+    /// Connect + handshake latency of each device, in microseconds.
+    pub connect_us: Vec<u64>,
+    /// New login sent -> old socket closed, in microseconds.
+    pub kick_us: Vec<u64>,
+    /// Seconds the first wave took.
+    pub wave_s: f64,
+}
+
+impl ShardReport {
+    pub fn count_error(&mut self, what: &str) {
+        *self.errors.entry(what.to_owned()).or_default() += 1;
+    }
+}
+
+/// The run's figures.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub mode: String,
+    pub devices: usize,
+    pub processes: usize,
+    pub connected: usize,
+    pub errors: BTreeMap<String, usize>,
+    pub wave_s: f64,
+    /// Handshakes completed per second in the first wave(s).
+    pub rate_per_s: f64,
+    pub connect: Percentiles,
+    pub kick: Percentiles,
+}
+
+impl Summary {
+    pub fn merge(mode: &str, devices: usize, reports: Vec<ShardReport>) -> Self {
+        let processes = reports.len();
+        let mut errors = BTreeMap::new();
+        let (mut connect_us, mut kick_us) = (Vec::new(), Vec::new());
+        let (mut connected, mut wave_s) = (0, 0.0f64);
+        for r in reports {
+            connected += r.connected;
+            wave_s = wave_s.max(r.wave_s);
+            connect_us.extend(r.connect_us);
+            kick_us.extend(r.kick_us);
+            for (k, v) in r.errors {
+                *errors.entry(k).or_default() += v;
+            }
+        }
+        let first_wave = connect_us.len().min(devices);
+        Self {
+            mode: mode.to_owned(),
+            devices,
+            processes,
+            connected,
+            errors,
+            wave_s,
+            rate_per_s: if wave_s > 0.0 { first_wave as f64 / wave_s } else { 0.0 },
+            connect: percentiles(&mut connect_us),
+            kick: percentiles(&mut kick_us),
+        }
+    }
+
+    /// One human-readable block for stderr.
+    pub fn table(&self) -> String {
+        let row = |name: &str, p: &Percentiles| {
+            format!(
+                "{name:<8} n={:<7} p50={:>8.2}ms p90={:>8.2}ms p99={:>8.2}ms max={:>8.2}ms",
+                p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms
+            )
+        };
+        format!(
+            "{} x{} in {} process(es): {} connected, {:.0}/s over {:.2}s, errors {:?}\n{}\n{}",
+            self.mode,
+            self.devices,
+            self.processes,
+            self.connected,
+            self.rate_per_s,
+            self.wave_s,
+            self.errors,
+            row("connect", &self.connect),
+            row("kick", &self.kick)
+        )
+    }
+}

@@ -1,0 +1,55 @@
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// Registry settings, from environment variables (names in `rename`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RegistryConfig {
+    /// gRPC (registry API, gateway link, event feed, health, reflection). Default `0.0.0.0:7200`.
+    #[serde(rename = "registry_listen_addr", default = "default_listen")]
+    pub listen_addr: SocketAddr,
+    /// `/metrics` and `/healthz`. Default `0.0.0.0:9200`.
+    #[serde(rename = "registry_metrics_addr", default = "default_metrics")]
+    pub metrics_addr: SocketAddr,
+    /// Default `postgres://postgres@127.0.0.1:5432/presence`.
+    #[serde(default = "presence_common::config::default_database_url")]
+    pub database_url: String,
+    /// Pool size. Default 8.
+    #[serde(rename = "registry_db_max_connections", default = "default_db_connections")]
+    pub db_max_connections: u32,
+    /// A gateway silent this long is presumed dead; its devices go offline (link_close). Default 30.
+    #[serde(rename = "registry_gateway_lease_s", default = "default_lease")]
+    pub gateway_lease_s: u64,
+    /// How often leases and push_online expiries are checked. Default 1000 ms.
+    #[serde(rename = "registry_sweep_interval_ms", default = "default_sweep")]
+    pub sweep_interval_ms: u64,
+    /// Most mutations written in one transaction (group commit). Default 512.
+    #[serde(rename = "registry_commit_batch_max", default = "default_batch")]
+    pub commit_batch_max: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7200))
+}
+fn default_metrics() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9200))
+}
+fn default_db_connections() -> u32 {
+    8
+}
+fn default_lease() -> u64 {
+    30
+}
+fn default_sweep() -> u64 {
+    1000
+}
+fn default_batch() -> usize {
+    512
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        presence_common::config::from_vars::<Self, _, String, String>([])
+            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+    }
+}

@@ -1,0 +1,133 @@
+//! The gateways the registry knows: their downlink for kicks, and their lease.
+//!
+//! A gateway is alive while it renews its lease. Its stream ending does not end the lease: a
+//! gateway that re-attaches in time (after a registry or network hiccup) keeps every device. One
+//! whose lease runs out is presumed dead, and its devices are disconnected with `link_close`.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use presence_proto::v1::{GatewayDownlink, KickSession, gateway_downlink::Kind};
+use tokio::sync::mpsc::UnboundedSender;
+
+pub type Downlink = UnboundedSender<Result<GatewayDownlink, tonic::Status>>;
+
+struct Gateway {
+    downlink: Option<(u64, Downlink)>,
+    deadline: Instant,
+}
+
+pub struct Gateways {
+    lease: Duration,
+    inner: Mutex<HashMap<String, Gateway>>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+impl Gateways {
+    pub fn new(lease: Duration) -> Self {
+        Self { lease, inner: Mutex::default(), next_generation: 1.into() }
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Gateway>> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A gateway that held devices before a restart: it has one lease to come back.
+    pub fn expect(&self, gateway_id: &str) {
+        let deadline = Instant::now() + self.lease;
+        self.lock().entry(gateway_id.to_owned()).or_insert(Gateway { downlink: None, deadline });
+    }
+
+    /// Attaches a (new) stream; returns its generation for [`Gateways::detach`].
+    pub fn attach(&self, gateway_id: &str, downlink: Downlink) -> u64 {
+        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let deadline = Instant::now() + self.lease;
+        self.lock()
+            .insert(gateway_id.to_owned(), Gateway { downlink: Some((generation, downlink)), deadline });
+        metrics::gauge!("registry_gateways_attached").increment(1.0);
+        generation
+    }
+
+    /// The stream of `generation` ended; a newer stream of the same gateway is left alone.
+    pub fn detach(&self, gateway_id: &str, generation: u64) {
+        if let Some(gw) = self.lock().get_mut(gateway_id)
+            && gw.downlink.as_ref().is_some_and(|(g, _)| *g == generation)
+        {
+            gw.downlink = None;
+            metrics::gauge!("registry_gateways_attached").decrement(1.0);
+        }
+    }
+
+    pub fn renew(&self, gateway_id: &str) {
+        if let Some(gw) = self.lock().get_mut(gateway_id) {
+            gw.deadline = Instant::now() + self.lease;
+        }
+    }
+
+    pub fn is_attached(&self, gateway_id: &str) -> bool {
+        self.lock().get(gateway_id).is_some_and(|gw| gw.downlink.is_some())
+    }
+
+    /// Sends a kick down the gateway's stream; false if it is not attached (its next snapshot
+    /// then shows the stale session, and the kick is sent at re-attach).
+    pub fn kick(&self, gateway_id: &str, kick: KickSession) -> bool {
+        let sent = self
+            .lock()
+            .get(gateway_id)
+            .and_then(|gw| gw.downlink.as_ref())
+            .is_some_and(|(_, tx)| tx.send(Ok(GatewayDownlink { kind: Some(Kind::Kick(kick)) })).is_ok());
+        metrics::counter!("registry_kicks_sent_total", "delivered" => if sent { "yes" } else { "no" })
+            .increment(1);
+        sent
+    }
+
+    /// Gateways whose lease has run out.
+    pub fn expired(&self, now: Instant) -> Vec<String> {
+        self.lock().iter().filter(|(_, gw)| gw.deadline <= now).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Drops a gateway once its devices are disconnected, unless it came back meanwhile.
+    pub fn forget_if_expired(&self, gateway_id: &str, now: Instant) {
+        let mut inner = self.lock();
+        if inner.get(gateway_id).is_some_and(|gw| gw.deadline <= now)
+            && let Some(Gateway { downlink: Some(_), .. }) = inner.remove(gateway_id)
+        {
+            metrics::gauge!("registry_gateways_attached").decrement(1.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_stream_does_not_detach_a_newer_one() {
+        let gateways = Gateways::new(Duration::from_secs(30));
+        let (tx1, _rx1) = tokio::sync::mpsc::unbounded_channel();
+        let (tx2, mut rx2) = tokio::sync::mpsc::unbounded_channel();
+        let first = gateways.attach("gw", tx1);
+        let _second = gateways.attach("gw", tx2);
+        gateways.detach("gw", first);
+        assert!(gateways.is_attached("gw"));
+        assert!(gateways.kick("gw", KickSession::default()));
+        assert!(rx2.try_recv().is_ok());
+    }
+
+    #[test]
+    fn leases_expire_unless_renewed() {
+        let gateways = Gateways::new(Duration::from_millis(0));
+        gateways.expect("gw");
+        let later = Instant::now() + Duration::from_millis(1);
+        assert_eq!(gateways.expired(later), ["gw"]);
+        gateways.forget_if_expired("gw", later);
+        assert!(gateways.expired(later).is_empty());
+    }
+}

@@ -1,0 +1,87 @@
+use std::{pin::Pin, time::Duration};
+
+use futures::Stream;
+use presence_proto::v1::{
+    PresenceEvent, ReadEventsReply, ReadEventsRequest, SubscribeRequest, event_feed_server::EventFeed,
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::{Shutdown, registry::SharedRegistry};
+
+/// Events read from Postgres per round trip of a subscription.
+const PAGE: u32 = 500;
+/// Default and maximum page of ReadEvents.
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+pub struct EventFeedService {
+    pub registry: SharedRegistry,
+    pub shutdown: Shutdown,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<PresenceEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EventFeed for EventFeedService {
+    async fn read_events(
+        &self,
+        request: Request<ReadEventsRequest>,
+    ) -> Result<Response<ReadEventsReply>, Status> {
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_LIMIT,
+            n if n <= MAX_LIMIT => n,
+            _ => return Err(Status::invalid_argument(format!("limit must be 1 to {MAX_LIMIT}"))),
+        };
+        let events = self
+            .registry
+            .log
+            .read_app(&req.app_id, req.after_seq, limit)
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        Ok(Response::new(ReadEventsReply { events }))
+    }
+
+    type SubscribeStream = EventStream;
+
+    /// Catch-up from Postgres, then live: the stream waits on the writer's committed feed_id and
+    /// reads what is new. A slow subscriber slows only its own reads (bounded channel).
+    async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        let mut cursor = request.into_inner().after_feed_id;
+        let (tx, rx) = tokio::sync::mpsc::channel(PAGE as usize * 2);
+        let log = self.registry.log.clone();
+        let mut committed = log.committed();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                if *committed.borrow_and_update() > cursor {
+                    match log.read_feed(cursor, PAGE).await {
+                        Ok(events) => {
+                            for event in events {
+                                cursor = event.feed_id;
+                                if tx.send(Ok(event)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::warn!(%err, "event feed read failed; retrying");
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                            }
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    changed = committed.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,68 @@
+use presence_proto::v1::{
+    DisconnectReply, DisconnectRequest, KickReply, KickRequest, LoginReply, LoginRequest, LogoutReply,
+    LogoutRequest, Platform, QueryReply, QueryRequest, presence_registry_server::PresenceRegistry,
+};
+use tonic::{Request, Response, Status};
+
+use crate::registry::SharedRegistry;
+
+pub struct PresenceApi {
+    pub registry: SharedRegistry,
+}
+
+fn required<T>(value: Option<T>, what: &str) -> Result<T, Status> {
+    value.ok_or_else(|| Status::invalid_argument(format!("{what} is required")))
+}
+
+#[tonic::async_trait]
+impl PresenceRegistry for PresenceApi {
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
+        let req = request.into_inner();
+        let session = required(req.session, "session")?;
+        let started = std::time::Instant::now();
+        let outcome = self.registry.login(&req.gateway_id, session).await;
+        metrics::histogram!("registry_login_seconds").record(started.elapsed().as_secs_f64());
+        let outcome = outcome?;
+        Ok(Response::new(LoginReply {
+            kicked_devices: outcome.kicked,
+            seq: outcome.event.seq,
+            user_version: outcome.event.user_version,
+        }))
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutReply>, Status> {
+        let session = required(request.into_inner().session, "session")?;
+        let applied = self.registry.logout(&session).await?;
+        Ok(Response::new(LogoutReply { applied }))
+    }
+
+    async fn disconnect(
+        &self,
+        request: Request<DisconnectRequest>,
+    ) -> Result<Response<DisconnectReply>, Status> {
+        let req = request.into_inner();
+        let reason = req.reason();
+        let session = required(req.session, "session")?;
+        let applied = self.registry.disconnect(&session, reason).await?;
+        Ok(Response::new(DisconnectReply { applied }))
+    }
+
+    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {
+        let req = request.into_inner();
+        let (results, as_of_seq) = self.registry.query(&req.app_id, &req.user_ids, req.detail).await?;
+        Ok(Response::new(QueryReply { results, as_of_seq }))
+    }
+
+    async fn kick(&self, request: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
+        let req = request.into_inner();
+        let platforms = req
+            .platforms
+            .iter()
+            .map(|p| {
+                Platform::try_from(*p).map_err(|_| Status::invalid_argument(format!("unknown platform {p}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let kicked_devices = self.registry.kick(&req.app_id, &req.user_id, &platforms).await?;
+        Ok(Response::new(KickReply { kicked_devices }))
+    }
+}

@@ -1,0 +1,138 @@
+//! presence-registry: the authoritative presence of every (app, user, device).
+//!
+//! Gateways report logins, logouts and disconnects; the registry applies each app's login
+//! policy under a per-user lock, makes the resulting event durable (group commit), and kicks the
+//! devices the policy forces offline through the gateway that holds them. The notifier and the
+//! REST facade read the event feed and query state. See `docs/architecture.md`.
+
+mod config;
+mod event_log;
+mod gateways;
+mod grpc;
+mod login_policy;
+mod registry;
+mod restore;
+mod session_table;
+mod sweeper;
+mod transition;
+mod user_state;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use presence_common::{AppDirectory, db, shutdown::DEFAULT_GRACE};
+use presence_proto::v1::{
+    event_feed_server::EventFeedServer, gateway_link_server::GatewayLinkServer,
+    presence_registry_server::PresenceRegistryServer,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub use config::RegistryConfig;
+pub use presence_common::Shutdown;
+pub use registry::{MAX_QUERY_USERS, RegistryError};
+
+use crate::{event_log::EventLog, gateways::Gateways, registry::Registry, session_table::SessionTable};
+
+/// gRPC service names, for health.
+const SERVICES: &[&str] =
+    &["presence.v1.PresenceRegistry", "presence.v1.GatewayLink", "presence.v1.EventFeed"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Directory(#[from] presence_common::app_directory::DirectoryError),
+    #[error(transparent)]
+    Log(#[from] event_log::LogError),
+    #[error("restoring state: {0}")]
+    Restore(#[from] sqlx::Error),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("metrics server: {0}")]
+    Metrics(std::io::Error),
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started registry.
+pub struct RunningRegistry {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningRegistry {
+    /// Until the servers stop (after `shutdown`).
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.grpc.await??;
+        self.http.await?.map_err(StartError::Metrics)?;
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Connects to Postgres, restores state, and serves until `shutdown`.
+pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<RunningRegistry, StartError> {
+    let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
+    let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
+    let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;
+    let sessions = SessionTable::default();
+    let gateways = Gateways::new(Duration::from_secs(config.gateway_lease_s.max(1)));
+    let users = restore::restore(&pool, &sessions, &gateways).await?;
+    tracing::info!(users, "state restored");
+    let registry = Arc::new(Registry { sessions, log, gateways, apps, pool });
+
+    let grpc_listener = bind(config.listen_addr).await?;
+    let metrics_listener = bind(config.metrics_addr).await?;
+    let grpc_addr =
+        grpc_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr: config.metrics_addr, source })?;
+
+    tokio::spawn(sweeper::run(
+        registry.clone(),
+        Duration::from_millis(config.sweep_interval_ms.max(10)),
+        shutdown.clone(),
+    ));
+
+    let (health_reporter, health) = presence_common::grpc::health(SERVICES).await;
+    tokio::spawn(presence_common::grpc::track_database(
+        registry.pool.clone(),
+        health_reporter.clone(),
+        SERVICES,
+        shutdown.clone(),
+    ));
+    let router = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(presence_common::grpc::reflection()?)
+        .add_service(PresenceRegistryServer::new(grpc::PresenceApi { registry: registry.clone() }))
+        .add_service(GatewayLinkServer::new(grpc::GatewayLinkService {
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+        }))
+        .add_service(EventFeedServer::new(grpc::EventFeedService { registry, shutdown: shutdown.clone() }));
+    let grpc = tokio::spawn(presence_common::grpc::serve(
+        router,
+        grpc_listener,
+        shutdown.clone(),
+        health_reporter,
+        SERVICES,
+        DEFAULT_GRACE,
+    ));
+    let http = tokio::spawn(presence_common::http::serve(
+        metrics_listener,
+        presence_common::http::admin_routes(),
+        shutdown,
+    ));
+    tracing::info!(%grpc_addr, %metrics_addr, "presence-registry serving");
+    Ok(RunningRegistry { grpc_addr, metrics_addr, grpc, http })
+}

@@ -1,0 +1,342 @@
+//! The registry's operations. Each runs a [`transition`] under the user's lock, makes it durable,
+//! applies it in memory, then sends the kicks it implies.
+
+use std::{collections::HashSet, sync::Arc, time::Instant};
+
+use presence_common::{AppDirectory, ErrorCode, time::now_ms};
+use presence_proto::v1::{
+    DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
+    PresenceEvent, SessionRef, UserPresence,
+};
+use sqlx::PgPool;
+
+use crate::{
+    event_log::{EventLog, LogError},
+    gateways::Gateways,
+    session_table::{SessionTable, UserKey},
+    transition::{self, Change, KICK_REPLACED},
+    user_state::{Device, UserState},
+};
+
+/// Most users one query may name.
+pub const MAX_QUERY_USERS: usize = 500;
+/// Longest id (app, user, device, session) the registry accepts.
+pub const MAX_ID_LEN: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("unknown app `{0}`")]
+    UnknownApp(String),
+    #[error("gateway `{0}` is not attached")]
+    GatewayNotAttached(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<RegistryError> for tonic::Status {
+    fn from(err: RegistryError) -> Self {
+        let code = match &err {
+            RegistryError::BadRequest(_) | RegistryError::GatewayNotAttached(_) => ErrorCode::BadRequest,
+            RegistryError::UnknownApp(_) => ErrorCode::NotFound,
+            RegistryError::Log(_) | RegistryError::Database(_) => ErrorCode::Unavailable,
+        };
+        code.status(err.to_string())
+    }
+}
+
+/// A login as it was committed.
+pub struct LoginOutcome {
+    pub kicked: Vec<KickedDevice>,
+    pub event: PresenceEvent,
+}
+
+pub struct Registry {
+    pub(crate) sessions: SessionTable,
+    pub(crate) log: EventLog,
+    pub(crate) gateways: Gateways,
+    pub(crate) apps: AppDirectory,
+    pub(crate) pool: PgPool,
+}
+
+fn check_id(what: &str, value: &str) -> Result<(), RegistryError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(RegistryError::BadRequest(format!("{what} must be 1 to {MAX_ID_LEN} bytes")));
+    }
+    Ok(())
+}
+
+fn check_session(s: &SessionRef) -> Result<(), RegistryError> {
+    check_id("app_id", &s.app_id)?;
+    check_id("user_id", &s.user_id)?;
+    check_id("device_id", &s.device_id)?;
+    check_id("session_id", &s.session_id)
+}
+
+impl Registry {
+    /// Runs `plan` under the user's lock; commits and applies its change, then kicks.
+    async fn change_user<F>(
+        &self,
+        key: UserKey,
+        create: bool,
+        plan: F,
+    ) -> Result<Option<(Change, Vec<PresenceEvent>)>, RegistryError>
+    where
+        F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
+    {
+        let cell = if create { Some(self.sessions.entry(key.clone())) } else { self.sessions.get(&key) };
+        let Some(cell) = cell else { return Ok(None) };
+        let mut state = cell.lock().await;
+        let Some(change) = plan(&state)? else { return Ok(None) };
+        let events = self.log.commit(change.mutation(&key.app_id, &key.user_id)).await?;
+        *state = change.next.clone();
+        drop(state);
+        for event in &events {
+            metrics::counter!("registry_events_total", "action" => event.action().name().unwrap_or("unknown"))
+                .increment(1);
+        }
+        for kick in &change.kicks {
+            self.gateways.kick(
+                &kick.device.gateway_id,
+                KickSession {
+                    app_id: key.app_id.clone(),
+                    user_id: key.user_id.clone(),
+                    device_id: kick.device.device_id.clone(),
+                    session_id: kick.device.session_id.clone(),
+                    reason: kick.reason.to_owned(),
+                    by_platform: kick.by_platform as i32,
+                    by_device_id: kick.by_device_id.clone(),
+                },
+            );
+        }
+        Ok(Some((change, events)))
+    }
+
+    pub async fn login(
+        &self,
+        gateway_id: &str,
+        session: DeviceSession,
+    ) -> Result<LoginOutcome, RegistryError> {
+        check_id("gateway_id", gateway_id)?;
+        check_id("app_id", &session.app_id)?;
+        check_id("user_id", &session.user_id)?;
+        check_id("device_id", &session.device_id)?;
+        check_id("session_id", &session.session_id)?;
+        let platform = Platform::try_from(session.platform)
+            .ok()
+            .filter(|p| *p != Platform::Unspecified)
+            .ok_or_else(|| RegistryError::BadRequest("platform is required".into()))?;
+        let app = self
+            .apps
+            .get(&session.app_id)
+            .ok_or_else(|| RegistryError::UnknownApp(session.app_id.clone()))?;
+        if !self.gateways.is_attached(gateway_id) {
+            return Err(RegistryError::GatewayNotAttached(gateway_id.to_owned()));
+        }
+        let now = now_ms();
+        let device = Device {
+            device_id: session.device_id.clone(),
+            platform,
+            status: DeviceStatus::Online,
+            session_id: session.session_id.clone(),
+            gateway_id: gateway_id.to_owned(),
+            since_ms: now,
+            client_version: session.client_version.clone(),
+            push_enabled: session.push_enabled,
+            peer_addr: session.peer_addr.clone(),
+            disconnected_at_ms: None,
+        };
+        let key = UserKey::new(&session.app_id, &session.user_id);
+        let outcome = self
+            .change_user(key, true, |state| Ok(Some(transition::login(state, &app.policy, device, now))))
+            .await?;
+        let (change, mut events) =
+            outcome.ok_or_else(|| RegistryError::BadRequest("login had no effect".into()))?;
+        let event = events.pop().ok_or_else(|| RegistryError::BadRequest("login had no event".into()))?;
+        Ok(LoginOutcome { kicked: change.forced_offline.iter().map(Device::kicked).collect(), event })
+    }
+
+    /// True if the session was current and is now logged out.
+    pub async fn logout(&self, session: &SessionRef) -> Result<bool, RegistryError> {
+        check_session(session)?;
+        let key = UserKey::new(&session.app_id, &session.user_id);
+        let now = now_ms();
+        let done = self
+            .change_user(key, false, |state| {
+                Ok(transition::logout(state, &session.device_id, &session.session_id, now))
+            })
+            .await?;
+        Ok(done.is_some())
+    }
+
+    /// True if the session was current and is now disconnected.
+    pub async fn disconnect(&self, session: &SessionRef, reason: EventReason) -> Result<bool, RegistryError> {
+        check_session(session)?;
+        if !matches!(reason, EventReason::LinkClose | EventReason::Timeout) {
+            return Err(RegistryError::BadRequest("disconnect reason must be link_close or timeout".into()));
+        }
+        let key = UserKey::new(&session.app_id, &session.user_id);
+        let now = now_ms();
+        let done = self
+            .change_user(key, false, |state| {
+                Ok(transition::disconnect(state, &session.device_id, &session.session_id, reason, now))
+            })
+            .await?;
+        Ok(done.is_some())
+    }
+
+    /// Admin kick; returns the devices forced offline.
+    pub async fn kick(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        platforms: &[Platform],
+    ) -> Result<Vec<KickedDevice>, RegistryError> {
+        check_id("user_id", user_id)?;
+        if self.apps.get(app_id).is_none() {
+            return Err(RegistryError::UnknownApp(app_id.to_owned()));
+        }
+        let now = now_ms();
+        let done = self
+            .change_user(UserKey::new(app_id, user_id), false, |state| {
+                Ok(transition::admin_kick(state, platforms, now))
+            })
+            .await?;
+        Ok(done
+            .map(|(change, _)| change.forced_offline.iter().map(Device::kicked).collect())
+            .unwrap_or_default())
+    }
+
+    /// Presence of `user_ids` in order, and the feed position it reflects at least.
+    pub async fn query(
+        &self,
+        app_id: &str,
+        user_ids: &[String],
+        detail: bool,
+    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        if user_ids.is_empty() || user_ids.len() > MAX_QUERY_USERS {
+            return Err(RegistryError::BadRequest(format!("user_ids must hold 1 to {MAX_QUERY_USERS} ids")));
+        }
+        if self.apps.get(app_id).is_none() {
+            return Err(RegistryError::UnknownApp(app_id.to_owned()));
+        }
+        // Read first: every event up to here is applied by the time we hold each user's lock.
+        let as_of_seq = self.log.last_seq(app_id);
+        let mut results = Vec::with_capacity(user_ids.len());
+        for user_id in user_ids {
+            let presence = match self.sessions.get(&UserKey::new(app_id, user_id)) {
+                Some(cell) => cell.lock().await.presence(user_id, detail),
+                None => UserState::default().presence(user_id, detail),
+            };
+            results.push(presence);
+        }
+        Ok((results, as_of_seq))
+    }
+
+    /// Devices this registry holds as online on `gateway_id`, as (user key, device, session).
+    async fn online_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT app_id, user_id, device_id, session_id FROM devices WHERE gateway_id = $1 AND status = 'online'",
+        )
+        .bind(gateway_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(app_id, user_id, device_id, session_id)| SessionRef {
+                app_id,
+                user_id,
+                device_id,
+                session_id,
+            })
+            .collect())
+    }
+
+    /// Aligns the registry with a gateway's snapshot of live sessions: devices it no longer holds
+    /// are disconnected (`link_close`); sessions the registry no longer knows as current are
+    /// returned as kicks for the gateway. Unchanged devices produce no event.
+    pub async fn reconcile(
+        &self,
+        gateway_id: &str,
+        live: &[LiveSession],
+    ) -> Result<Vec<KickSession>, RegistryError> {
+        let live_ids: HashSet<&str> = live.iter().map(|s| s.session_id.as_str()).collect();
+        for held in self.online_on(gateway_id).await? {
+            if !live_ids.contains(held.session_id.as_str()) {
+                self.disconnect(&held, EventReason::LinkClose).await?;
+            }
+        }
+        let mut stale = Vec::new();
+        for s in live {
+            let current = match self.sessions.get(&UserKey::new(&s.app_id, &s.user_id)) {
+                Some(cell) => cell
+                    .lock()
+                    .await
+                    .online_session(&s.device_id, &s.session_id)
+                    .is_some_and(|d| d.gateway_id == gateway_id),
+                None => false,
+            };
+            if !current {
+                stale.push(KickSession {
+                    app_id: s.app_id.clone(),
+                    user_id: s.user_id.clone(),
+                    device_id: s.device_id.clone(),
+                    session_id: s.session_id.clone(),
+                    reason: KICK_REPLACED.to_owned(),
+                    by_platform: Platform::Unspecified as i32,
+                    by_device_id: String::new(),
+                });
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Disconnects (`link_close`) every device of gateways whose lease ran out.
+    pub async fn expire_gateways(&self) -> Result<usize, RegistryError> {
+        let now = Instant::now();
+        let mut disconnected = 0;
+        for gateway_id in self.gateways.expired(now) {
+            tracing::warn!(%gateway_id, "gateway lease expired; disconnecting its devices");
+            for held in self.online_on(&gateway_id).await? {
+                if self.disconnect(&held, EventReason::LinkClose).await? {
+                    disconnected += 1;
+                }
+            }
+            self.gateways.forget_if_expired(&gateway_id, now);
+            metrics::counter!("registry_gateway_leases_expired_total").increment(1);
+        }
+        Ok(disconnected)
+    }
+
+    /// Logs out (`push_expired`) push_online devices past their app's TTL.
+    pub async fn expire_push(&self) -> Result<usize, RegistryError> {
+        let now = now_ms();
+        let candidates: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT d.app_id, d.user_id, d.device_id, a.push_online_ttl_s FROM devices d JOIN apps a USING (app_id) \
+             WHERE d.status = 'push_online' AND d.disconnected_at_ms + a.push_online_ttl_s * 1000 <= $1 \
+             ORDER BY d.disconnected_at_ms LIMIT 1000",
+        )
+        .bind(i64::try_from(now).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut expired = 0;
+        for (app_id, user_id, device_id, ttl_s) in candidates {
+            let ttl_ms = u64::try_from(ttl_s).unwrap_or(0).saturating_mul(1000);
+            let key = UserKey::new(&app_id, &user_id);
+            if self
+                .change_user(key, false, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))
+                .await?
+                .is_some()
+            {
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+}
+
+/// Shared handle used by the gRPC services and the sweeper.
+pub type SharedRegistry = Arc<Registry>;

@@ -1,0 +1,304 @@
+//! Every way a user's state changes, as pure functions: the next state, its events and rows, and
+//! the kicks to send once it is durable. The registry runs them under the user's lock.
+
+use presence_common::PolicyMode;
+use presence_proto::v1::{DeviceStatus, EventAction, EventReason, Platform};
+
+use crate::{
+    event_log::{Mutation, NewEvent, UserRow},
+    login_policy,
+    user_state::{Device, UserState, status_of},
+};
+
+/// Reason strings of the client protocol's `Kicked` frame.
+pub const KICK_REPLACED: &str = "replaced_by_login";
+pub const KICK_ADMIN: &str = "admin";
+
+/// A session to close on its gateway once the change is durable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kick {
+    pub device: Device,
+    pub reason: &'static str,
+    pub by_platform: Platform,
+    pub by_device_id: String,
+}
+
+/// The outcome of one transition.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub next: UserState,
+    pub events: Vec<NewEvent>,
+    pub upserts: Vec<Device>,
+    pub deletes: Vec<String>,
+    pub kicks: Vec<Kick>,
+    /// Devices forced offline by a login, for the LoginReply.
+    pub forced_offline: Vec<Device>,
+}
+
+impl Change {
+    fn new(state: &UserState) -> Self {
+        Self {
+            next: state.clone(),
+            events: Vec::new(),
+            upserts: Vec::new(),
+            deletes: Vec::new(),
+            kicks: Vec::new(),
+            forced_offline: Vec::new(),
+        }
+    }
+
+    /// Appends an event about `device`, numbered after the previous one, as of `self.next`.
+    fn record(
+        &mut self,
+        action: EventAction,
+        reason: EventReason,
+        device: &Device,
+        kicked: &[Device],
+        now: u64,
+    ) {
+        self.next.version += 1;
+        self.next.last_seen_ms = Some(now);
+        if action != EventAction::Login {
+            self.next.last_reason = Some(reason);
+        }
+        self.events.push(NewEvent {
+            user_version: self.next.version,
+            event_time_ms: now,
+            action,
+            reason,
+            device: device.event_device(),
+            kicked_devices: kicked.iter().map(Device::kicked).collect(),
+            user_status: status_of(&self.next.devices),
+        });
+    }
+
+    /// Takes `device_id` out of the next state.
+    fn remove(&mut self, device_id: &str) -> Option<Device> {
+        let index = self.next.devices.iter().position(|d| d.device_id == device_id)?;
+        self.deletes.push(device_id.to_owned());
+        Some(self.next.devices.remove(index))
+    }
+
+    pub fn mutation(&self, app_id: &str, user_id: &str) -> Mutation {
+        Mutation {
+            app_id: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+            events: self.events.clone(),
+            upserts: self.upserts.clone(),
+            deletes: self.deletes.clone(),
+            user: UserRow {
+                version: self.next.version,
+                last_seen_ms: self.next.last_seen_ms,
+                last_reason: self.next.last_reason,
+            },
+        }
+    }
+}
+
+/// `new` logs in: the policy forces devices offline, and an older session of the same device is
+/// replaced (closed, but not listed as kicked: the device stays online).
+pub fn login(state: &UserState, policy: &PolicyMode, new: Device, now: u64) -> Change {
+    let mut change = Change::new(state);
+    if let Some(old) = change.next.devices.iter().position(|d| d.device_id == new.device_id) {
+        let old = change.next.devices.remove(old);
+        if old.is_online() && old.session_id != new.session_id {
+            change.kicks.push(Kick {
+                device: old,
+                reason: KICK_REPLACED,
+                by_platform: new.platform,
+                by_device_id: new.device_id.clone(),
+            });
+        }
+    }
+    let mut forced = login_policy::devices_to_kick(policy, &change.next.devices, new.platform);
+    forced.sort_unstable_by(|a, b| b.cmp(a));
+    for index in forced {
+        let device = change.next.devices.remove(index);
+        change.deletes.push(device.device_id.clone());
+        if device.is_online() {
+            change.kicks.push(Kick {
+                device: device.clone(),
+                reason: KICK_REPLACED,
+                by_platform: new.platform,
+                by_device_id: new.device_id.clone(),
+            });
+        }
+        change.forced_offline.push(device);
+    }
+    change.forced_offline.reverse();
+    change.next.devices.push(new.clone());
+    change.upserts.push(new.clone());
+    let kicked = change.forced_offline.clone();
+    change.record(EventAction::Login, EventReason::Register, &new, &kicked, now);
+    change
+}
+
+/// The session logs out: the device is gone, push or not. None if the session is not current.
+pub fn logout(state: &UserState, device_id: &str, session_id: &str, now: u64) -> Option<Change> {
+    state.online_session(device_id, session_id)?;
+    let mut change = Change::new(state);
+    let device = change.remove(device_id)?;
+    change.record(EventAction::Logout, EventReason::Unregister, &device, &[], now);
+    Some(change)
+}
+
+/// The session's link is lost (`link_close` or `timeout`): a push device stays push_online.
+pub fn disconnect(
+    state: &UserState,
+    device_id: &str,
+    session_id: &str,
+    reason: EventReason,
+    now: u64,
+) -> Option<Change> {
+    let current = state.online_session(device_id, session_id)?.clone();
+    let mut change = Change::new(state);
+    if current.push_enabled {
+        let device = change.next.devices.iter_mut().find(|d| d.device_id == device_id)?;
+        device.status = DeviceStatus::PushOnline;
+        device.disconnected_at_ms = Some(now);
+        change.upserts.push(device.clone());
+    } else {
+        change.remove(device_id)?;
+    }
+    change.record(EventAction::Disconnect, reason, &current, &[], now);
+    Some(change)
+}
+
+/// An admin forces devices offline: those of `platforms`, or all when empty. One logout event
+/// per device. None if no device matches.
+pub fn admin_kick(state: &UserState, platforms: &[Platform], now: u64) -> Option<Change> {
+    let targets: Vec<Device> = state
+        .devices
+        .iter()
+        .filter(|d| platforms.is_empty() || platforms.contains(&d.platform))
+        .cloned()
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
+    let mut change = Change::new(state);
+    for device in targets {
+        change.remove(&device.device_id);
+        change.record(EventAction::Logout, EventReason::AdminKick, &device, &[], now);
+        if device.is_online() {
+            change.kicks.push(Kick {
+                device: device.clone(),
+                reason: KICK_ADMIN,
+                by_platform: Platform::Unspecified,
+                by_device_id: String::new(),
+            });
+        }
+        change.forced_offline.push(device);
+    }
+    Some(change)
+}
+
+/// A push_online device disconnected at least `ttl_ms` ago is no longer reachable: it logs out
+/// with reason `push_expired`.
+pub fn expire_push(state: &UserState, device_id: &str, ttl_ms: u64, now: u64) -> Option<Change> {
+    let device = state.device(device_id)?;
+    let expired = device.status == DeviceStatus::PushOnline
+        && device.disconnected_at_ms.is_some_and(|at| at.saturating_add(ttl_ms) <= now);
+    if !expired {
+        return None;
+    }
+    let mut change = Change::new(state);
+    let device = change.remove(device_id)?;
+    change.record(EventAction::Logout, EventReason::PushExpired, &device, &[], now);
+    Some(change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::user_state::tests::device;
+    use presence_proto::v1::{DeviceStatus::Online, UserStatus};
+
+    fn online(id: &str, platform: Platform, since: u64) -> Device {
+        device(id, platform, Online, since)
+    }
+
+    #[test]
+    fn login_kicks_under_single_device_and_numbers_the_event() {
+        let mut state = UserState::default();
+        state.devices.push(online("old", Platform::Ios, 1));
+        state.version = 4;
+        let change = login(&state, &PolicyMode::SingleDevice, online("new", Platform::Android, 9), 10);
+        assert_eq!(change.next.devices.len(), 1);
+        assert_eq!(change.next.version, 5);
+        assert_eq!(change.events.len(), 1);
+        let event = &change.events[0];
+        assert_eq!(event.user_version, 5);
+        assert_eq!(event.kicked_devices.len(), 1);
+        assert_eq!(event.kicked_devices[0].device_id, "old");
+        assert_eq!(event.user_status, UserStatus::Online);
+        assert_eq!(change.kicks.len(), 1);
+        assert_eq!(change.kicks[0].reason, KICK_REPLACED);
+        assert_eq!(change.deletes, ["old"]);
+    }
+
+    #[test]
+    fn relogin_of_the_same_device_replaces_its_session_without_listing_it() {
+        let mut state = UserState::default();
+        state.devices.push(online("d", Platform::Ios, 1));
+        let mut again = online("d", Platform::Ios, 5);
+        again.session_id = "s-new".into();
+        let change = login(&state, &PolicyMode::OnePerPlatform, again, 5);
+        assert!(change.events[0].kicked_devices.is_empty());
+        assert_eq!(change.kicks.len(), 1, "the old socket must be closed");
+        assert_eq!(change.next.devices[0].session_id, "s-new");
+        assert!(change.deletes.is_empty());
+    }
+
+    #[test]
+    fn disconnect_keeps_push_devices_push_online() {
+        let mut state = UserState::default();
+        let mut phone = online("p", Platform::Ios, 1);
+        phone.push_enabled = true;
+        state.devices.push(phone);
+        let change = disconnect(&state, "p", "s-p", EventReason::LinkClose, 50).expect("current session");
+        assert_eq!(change.next.status(), UserStatus::PushOnline);
+        assert_eq!(change.events[0].user_status, UserStatus::PushOnline);
+        assert_eq!(change.next.last_reason, Some(EventReason::LinkClose));
+        assert!(disconnect(&state, "p", "other-session", EventReason::Timeout, 50).is_none());
+
+        let expired = expire_push(&change.next, "p", 100, 149);
+        assert!(expired.is_none(), "not yet expired");
+        let expired = expire_push(&change.next, "p", 100, 150).expect("expired");
+        assert_eq!(expired.events[0].reason, EventReason::PushExpired);
+        assert_eq!(expired.next.status(), UserStatus::Offline);
+    }
+
+    #[test]
+    fn disconnect_of_a_plain_device_forgets_it() {
+        let mut state = UserState::default();
+        state.devices.push(online("w", Platform::Web, 1));
+        let change = disconnect(&state, "w", "s-w", EventReason::Timeout, 2).expect("current session");
+        assert!(change.next.devices.is_empty());
+        assert_eq!(change.deletes, ["w"]);
+    }
+
+    #[test]
+    fn logout_ignores_a_stale_session() {
+        let mut state = UserState::default();
+        state.devices.push(online("w", Platform::Web, 1));
+        assert!(logout(&state, "w", "stale", 2).is_none());
+        let change = logout(&state, "w", "s-w", 2).expect("current session");
+        assert_eq!(change.events[0].action, EventAction::Logout);
+        assert_eq!(change.events[0].reason, EventReason::Unregister);
+    }
+
+    #[test]
+    fn admin_kick_emits_one_event_per_device() {
+        let mut state = UserState::default();
+        state.devices.push(online("a", Platform::Ios, 1));
+        state.devices.push(online("b", Platform::Mac, 2));
+        state.devices.push(online("c", Platform::Ios, 3));
+        let change = admin_kick(&state, &[Platform::Ios], 10).expect("matches");
+        assert_eq!(change.events.len(), 2);
+        assert_eq!(change.events.iter().map(|e| e.user_version).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(change.next.devices.len(), 1);
+        assert!(change.kicks.iter().all(|k| k.reason == KICK_ADMIN));
+        assert!(admin_kick(&state, &[Platform::Web], 10).is_none());
+    }
+}

@@ -1,0 +1,135 @@
+//! What the registry knows of one user: devices that are online or push_online, and the
+//! bookkeeping that outlives them.
+
+use presence_proto::v1::{
+    DevicePresence, DeviceStatus, EventDevice, EventReason, KickedDevice, Platform, UserPresence, UserStatus,
+};
+
+/// A device that is online or push_online. Offline devices are forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: String,
+    pub platform: Platform,
+    pub status: DeviceStatus,
+    pub session_id: String,
+    /// The gateway that holds (or last held) the device's connection.
+    pub gateway_id: String,
+    pub since_ms: u64,
+    pub client_version: String,
+    pub push_enabled: bool,
+    pub peer_addr: String,
+    pub disconnected_at_ms: Option<u64>,
+}
+
+impl Device {
+    pub fn is_online(&self) -> bool {
+        self.status == DeviceStatus::Online
+    }
+
+    pub fn kicked(&self) -> KickedDevice {
+        KickedDevice { platform: self.platform as i32, device_id: self.device_id.clone() }
+    }
+
+    pub fn event_device(&self) -> EventDevice {
+        EventDevice {
+            device_id: self.device_id.clone(),
+            platform: self.platform as i32,
+            client_version: self.client_version.clone(),
+        }
+    }
+
+    fn presence(&self) -> DevicePresence {
+        DevicePresence {
+            device_id: self.device_id.clone(),
+            platform: self.platform as i32,
+            status: self.status as i32,
+            since_ms: self.since_ms,
+            client_version: self.client_version.clone(),
+            push_enabled: self.push_enabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserState {
+    pub devices: Vec<Device>,
+    /// `user_version` of the user's latest event; the next event gets `version + 1`.
+    pub version: u64,
+    pub last_seen_ms: Option<u64>,
+    pub last_reason: Option<EventReason>,
+}
+
+impl UserState {
+    /// online if any device is connected, else push_online if a push device is reachable, else offline.
+    pub fn status(&self) -> UserStatus {
+        status_of(&self.devices)
+    }
+
+    pub fn device(&self, device_id: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.device_id == device_id)
+    }
+
+    /// The device if `session_id` is its current, connected session.
+    pub fn online_session(&self, device_id: &str, session_id: &str) -> Option<&Device> {
+        self.device(device_id).filter(|d| d.session_id == session_id && d.is_online())
+    }
+
+    pub fn presence(&self, user_id: &str, detail: bool) -> UserPresence {
+        UserPresence {
+            user_id: user_id.to_owned(),
+            status: self.status() as i32,
+            devices: if detail { self.devices.iter().map(Device::presence).collect() } else { Vec::new() },
+            last_seen_ms: self.last_seen_ms,
+            last_reason: self.last_reason.unwrap_or(EventReason::Unspecified) as i32,
+        }
+    }
+}
+
+/// The user status a set of devices amounts to.
+pub fn status_of(devices: &[Device]) -> UserStatus {
+    if devices.iter().any(Device::is_online) {
+        UserStatus::Online
+    } else if devices.iter().any(|d| d.status == DeviceStatus::PushOnline) {
+        UserStatus::PushOnline
+    } else {
+        UserStatus::Offline
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn device(id: &str, platform: Platform, status: DeviceStatus, since_ms: u64) -> Device {
+        Device {
+            device_id: id.into(),
+            platform,
+            status,
+            session_id: format!("s-{id}"),
+            gateway_id: "gw".into(),
+            since_ms,
+            client_version: "1.0".into(),
+            push_enabled: status == DeviceStatus::PushOnline,
+            peer_addr: "127.0.0.1:1".into(),
+            disconnected_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn status_prefers_online_over_push_online() {
+        let mut user = UserState::default();
+        assert_eq!(user.status(), UserStatus::Offline);
+        user.devices.push(device("a", Platform::Ios, DeviceStatus::PushOnline, 1));
+        assert_eq!(user.status(), UserStatus::PushOnline);
+        user.devices.push(device("b", Platform::Mac, DeviceStatus::Online, 2));
+        assert_eq!(user.status(), UserStatus::Online);
+    }
+
+    #[test]
+    fn presence_lists_devices_only_with_detail() {
+        let mut user = UserState::default();
+        user.devices.push(device("a", Platform::Ios, DeviceStatus::Online, 1));
+        assert!(user.presence("u", false).devices.is_empty());
+        assert_eq!(user.presence("u", true).devices.len(), 1);
+    }
+}
