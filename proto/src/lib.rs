@@ -4,8 +4,10 @@
 //!   `ServerFrame`) and the internal gRPC services (registry, gateway link, event feed).
 //! - [`framing`]: the client protocol's length-prefixed frames, as a `tokio_util` codec.
 //! - [`json`]: the JSON shapes app backends see (`../shared/design/http-api.md`).
+//! - [`callback_signature`]: how callbacks are signed and verified.
 //! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
 
+pub mod callback_signature;
 pub mod framing;
 pub mod json;
 mod names;

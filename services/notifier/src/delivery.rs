@@ -1,0 +1,99 @@
+use std::time::{Duration, Instant};
+
+use presence_common::AppDirectory;
+use presence_proto::callback_signature::{self, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use reqwest::header::CONTENT_TYPE;
+
+use crate::{callback::Callback, metric_names};
+
+/// Receivers' answers are not read beyond this: we only need the status.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The result of one attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Delivered,
+    /// The app has no callback URL (or no longer exists): nothing to deliver.
+    NoReceiver,
+    Failed(String),
+}
+
+/// Signs and POSTs callbacks, reading each app's URL and secret live from the directory so that
+/// an admin's SQL change applies to the next attempt.
+#[derive(Clone)]
+pub struct CallbackDelivery {
+    client: reqwest::Client,
+    apps: AppDirectory,
+    timeout: Duration,
+}
+
+impl CallbackDelivery {
+    pub fn new(apps: AppDirectory, timeout: Duration) -> Result<Self, reqwest::Error> {
+        presence_common::tls::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { client, apps, timeout })
+    }
+
+    pub async fn attempt(&self, callback: &Callback) -> Attempt {
+        let Some(app) = self.apps.get(&callback.app_id) else { return Attempt::NoReceiver };
+        let Some(url) = app.callback_url.as_deref().filter(|url| !url.is_empty()) else {
+            return Attempt::NoReceiver;
+        };
+        let Some(secret) = app.callback_secret.as_deref() else {
+            return Attempt::Failed("the app has a callback_url but no callback_secret".to_owned());
+        };
+        let timestamp = presence_common::time::now_ms().to_string();
+        let signature = callback_signature::sign(secret, &timestamp, &callback.body);
+        let started = Instant::now();
+        let sent = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(EVENT_ID_HEADER, &callback.event_id)
+            .header(TIMESTAMP_HEADER, &timestamp)
+            .header(SIGNATURE_HEADER, signature)
+            .body(callback.body.clone())
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(mut response) => {
+                let status = response.status();
+                // Read (a bounded part of) the answer so the connection can be reused.
+                let mut read = 0;
+                while read < MAX_RESPONSE_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => read += chunk.len(),
+                        _ => break,
+                    }
+                }
+                if status.is_success() {
+                    Attempt::Delivered
+                } else {
+                    Attempt::Failed(format!("HTTP {status}"))
+                }
+            }
+            Err(err) if err.is_timeout() => Attempt::Failed(format!("no answer within {:?}", self.timeout)),
+            Err(err) => Attempt::Failed(error_chain(&err)),
+        };
+        metrics::histogram!(metric_names::LATENCY, "app" => callback.app_id.clone())
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+/// reqwest's own message hides the cause ("error sending request"); name it.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,201 @@
+use std::{
+    collections::{HashMap, VecDeque, hash_map::Entry},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    Shutdown,
+    callback::{Callback, Origin},
+    lock,
+    dead_letters::{Burial, DeadLetters},
+    delivery::{Attempt, CallbackDelivery},
+    metric_names,
+    retry::RetryPolicy,
+    watermark::Watermark,
+};
+
+/// Retry delay of bookkeeping writes (dead letters) while Postgres is away.
+const DB_RETRY: Duration = Duration::from_secs(1);
+
+type UserKey = (String, String);
+
+/// A queued callback and its share of the in-memory budget.
+struct Queued {
+    callback: Callback,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Per-user queues, each drained by one task: a user's events go out one after another, in feed
+/// order, while different users' go out concurrently (bounded per app). A user's queue and task
+/// exist only while it has something to deliver.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queues: Mutex<HashMap<UserKey, VecDeque<Queued>>>,
+    app_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    concurrency_per_app: usize,
+    delivery: CallbackDelivery,
+    retry: RetryPolicy,
+    dead_letters: DeadLetters,
+    watermark: Arc<Mutex<Watermark>>,
+    shutdown: Shutdown,
+}
+
+pub struct DispatcherParts {
+    pub delivery: CallbackDelivery,
+    pub retry: RetryPolicy,
+    pub dead_letters: DeadLetters,
+    pub watermark: Arc<Mutex<Watermark>>,
+    pub concurrency_per_app: usize,
+    pub shutdown: Shutdown,
+}
+
+impl Dispatcher {
+    pub fn new(parts: DispatcherParts) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                queues: Mutex::default(),
+                app_slots: Mutex::default(),
+                concurrency_per_app: parts.concurrency_per_app.max(1),
+                delivery: parts.delivery,
+                retry: parts.retry,
+                dead_letters: parts.dead_letters,
+                watermark: parts.watermark,
+                shutdown: parts.shutdown,
+            }),
+        }
+    }
+
+    /// Queues `callback` behind its user's earlier ones. `budget` is released once it is settled.
+    pub fn enqueue(&self, callback: Callback, budget: Option<OwnedSemaphorePermit>) {
+        let key = (callback.app_id.clone(), callback.user_id.clone());
+        let queued = Queued { callback, _budget: budget };
+        let start_worker = match lock(&self.inner.queues).entry(key.clone()) {
+            Entry::Occupied(mut queue) => {
+                queue.get_mut().push_back(queued);
+                false
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(VecDeque::from([queued]));
+                true
+            }
+        };
+        if start_worker {
+            tokio::spawn(self.clone().drain(key));
+        }
+    }
+
+    /// Delivers `key`'s queue until it is empty (then forgets it) or the notifier shuts down.
+    async fn drain(self, key: UserKey) {
+        loop {
+            let Some(callback) =
+                lock(&self.inner.queues).get(&key).and_then(|q| q.front()).map(|q| q.callback.clone())
+            else {
+                return;
+            };
+            if !self.settle(&callback).await {
+                return; // Shutting down: the cursor stays below this event; a restart resends it.
+            }
+            if callback.origin == Origin::Feed {
+                lock(&self.inner.watermark).settled(callback.feed_id);
+            }
+            let mut queues = lock(&self.inner.queues);
+            let Some(queue) = queues.get_mut(&key) else { return };
+            queue.pop_front();
+            if queue.is_empty() {
+                queues.remove(&key);
+                return;
+            }
+        }
+    }
+
+    fn app_slots(&self, app_id: &str) -> Arc<Semaphore> {
+        lock(&self.inner.app_slots)
+            .entry(app_id.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.concurrency_per_app)))
+            .clone()
+    }
+
+    /// Delivers, retrying with backoff, until delivered, skipped or dead-lettered (true), or until
+    /// shutdown (false).
+    async fn settle(&self, callback: &Callback) -> bool {
+        let app = callback.app_id.clone();
+        let slots = self.app_slots(&app);
+        let shutdown = &self.inner.shutdown;
+        let mut failures = 0u32;
+        let mut first_failure: Option<(Instant, SystemTime)> = None;
+        loop {
+            let attempt = {
+                let Ok(_slot) = slots.acquire().await else { return false };
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    attempt = self.inner.delivery.attempt(callback) => attempt,
+                }
+            };
+            let error = match attempt {
+                Attempt::Delivered => {
+                    metrics::counter!(metric_names::DELIVERED, "app" => app).increment(1);
+                    if callback.origin == Origin::Replay {
+                        return self.persist(|| self.inner.dead_letters.forget(&callback.event_id)).await;
+                    }
+                    return true;
+                }
+                Attempt::NoReceiver => {
+                    metrics::counter!(metric_names::SKIPPED).increment(1);
+                    return true;
+                }
+                Attempt::Failed(error) => error,
+            };
+            failures += 1;
+            let (since, first_attempt_at) =
+                *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
+            if self.inner.retry.gives_up(failures, since.elapsed()) {
+                tracing::warn!(app, user = callback.user_id, event_id = callback.event_id, failures, error,
+                    "callback dead-lettered");
+                metrics::counter!(metric_names::DEAD_LETTERED, "app" => app).increment(1);
+                let burial = || {
+                    self.inner.dead_letters.bury(Burial {
+                        callback,
+                        attempts: failures,
+                        last_error: &error,
+                        first_attempt_at,
+                    })
+                };
+                return self.persist(burial).await;
+            }
+            if failures == 1 {
+                tracing::info!(app, event_id = callback.event_id, error, "callback failed; retrying");
+            }
+            metrics::counter!(metric_names::RETRIED, "app" => app.clone()).increment(1);
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(self.inner.retry.delay(failures)) => {}
+            }
+        }
+    }
+
+    /// Runs a bookkeeping write until it succeeds (true) or the notifier shuts down (false):
+    /// an event is settled only once what settles it is durable.
+    async fn persist<F, Fut>(&self, write: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(), sqlx::Error>>,
+    {
+        loop {
+            match write().await {
+                Ok(()) => return true,
+                Err(err) => tracing::warn!(%err, "writing dead letter state failed; retrying"),
+            }
+            tokio::select! {
+                () = self.inner.shutdown.cancelled() => return false,
+                () = tokio::time::sleep(DB_RETRY) => {}
+            }
+        }
+    }
+}
