@@ -13,10 +13,11 @@ impl CursorStore {
     }
 
     pub async fn load(&self) -> Result<u64, sqlx::Error> {
-        let feed_id: Option<i64> = sqlx::query_scalar("SELECT feed_id FROM notifier_cursor WHERE consumer = $1")
-            .bind(&self.consumer)
-            .fetch_optional(&self.pool)
-            .await?;
+        let feed_id: Option<i64> =
+            sqlx::query_scalar("SELECT feed_id FROM notifier_cursor WHERE consumer = $1")
+                .bind(&self.consumer)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(feed_id.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
     }
 

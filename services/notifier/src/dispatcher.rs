@@ -9,10 +9,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::{
     Shutdown,
     callback::{Callback, Origin},
-    lock,
     dead_letters::{Burial, DeadLetters},
     delivery::{Attempt, CallbackDelivery},
-    metric_names,
+    lock, metric_names,
     retry::RetryPolicy,
     watermark::Watermark,
 };
@@ -156,8 +155,14 @@ impl Dispatcher {
             let (since, first_attempt_at) =
                 *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
             if self.inner.retry.gives_up(failures, since.elapsed()) {
-                tracing::warn!(app, user = callback.user_id, event_id = callback.event_id, failures, error,
-                    "callback dead-lettered");
+                tracing::warn!(
+                    app,
+                    user = callback.user_id,
+                    event_id = callback.event_id,
+                    failures,
+                    error,
+                    "callback dead-lettered"
+                );
                 metrics::counter!(metric_names::DEAD_LETTERED, "app" => app).increment(1);
                 let burial = || {
                     self.inner.dead_letters.bury(Burial {

@@ -44,9 +44,12 @@ impl FeedReader {
 
     /// One subscription, until it ends, fails, or shutdown.
     async fn follow(&self, after: &mut u64, delay: &mut Duration) -> Result<(), tonic::Status> {
-        let channel = self.endpoint.connect().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
-        let mut stream =
-            EventFeedClient::new(channel).subscribe(SubscribeRequest { after_feed_id: *after }).await?.into_inner();
+        let channel =
+            self.endpoint.connect().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        let mut stream = EventFeedClient::new(channel)
+            .subscribe(SubscribeRequest { after_feed_id: *after })
+            .await?
+            .into_inner();
         tracing::info!(after = *after, "following the event feed");
         loop {
             let message = tokio::select! {
@@ -56,7 +59,7 @@ impl FeedReader {
             let Some(event) = message else { return Ok(()) };
             *delay = RECONNECT_MIN;
             *after = event.feed_id;
-            if !self.apps.get(&event.app_id).is_some_and(|app| app.callback_url.is_some()) {
+            if self.apps.get(&event.app_id).is_none_or(|app| app.callback_url.is_none()) {
                 metrics::counter!(metric_names::SKIPPED).increment(1);
                 let mut watermark = crate::lock(&self.watermark);
                 watermark.received(event.feed_id, event.event_time_ms);

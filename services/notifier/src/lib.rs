@@ -105,7 +105,10 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
     let watermark = Arc::new(Mutex::new(Watermark::starting_at(after)));
     let dead_letters = DeadLetters::new(pool.clone());
     let dispatcher = Dispatcher::new(DispatcherParts {
-        delivery: CallbackDelivery::new(apps.clone(), Duration::from_millis(config.request_timeout_ms.max(1)))?,
+        delivery: CallbackDelivery::new(
+            apps.clone(),
+            Duration::from_millis(config.request_timeout_ms.max(1)),
+        )?,
         retry: RetryPolicy {
             initial: Duration::from_millis(config.backoff_initial_ms.max(1)),
             max: Duration::from_millis(config.backoff_max_ms.max(config.backoff_initial_ms).max(1)),

@@ -1,0 +1,201 @@
+//! The notifier against a real registry, gateway and HTTP receiver on loopback.
+
+mod common;
+
+use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};
+
+use common::{Receiver, TestNotifier, eventually, logins, system};
+use presence_proto::{callback_signature, json::PresenceEventJson, v1::Platform};
+
+#[tokio::test]
+async fn callbacks_carry_the_contract_json_and_a_verifiable_signature() {
+    let receiver = Receiver::default();
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let _notifier = TestNotifier::start(&registry, &[]).await;
+
+    let (_phone, _) = gateway.login("alice", "phone", Platform::Ios).await;
+    let (_tablet, _) = gateway.login("alice", "tablet", Platform::Android).await;
+    let events = registry.events().await;
+    assert_eq!(events.len(), 2);
+    receiver.wait_for_all(&events).await;
+
+    for (event, got) in events.iter().zip(receiver.accepted()) {
+        assert_eq!(got.event_id_header, event.event_id);
+        assert!(
+            callback_signature::verify("cb-default", &got.timestamp, &got.body, &got.signature),
+            "signature {} does not verify",
+            got.signature
+        );
+        assert!(!callback_signature::verify("wrong", &got.timestamp, &got.body, &got.signature));
+        let sent_at: u64 = got.timestamp.parse().expect("timestamp is unix ms");
+        assert!(sent_at >= event.event_time_ms);
+        let expected = serde_json::to_value(PresenceEventJson::from(event)).unwrap();
+        assert_eq!(got.json, expected);
+    }
+    // The second login forced the phone offline: one event naming it, with the contract's fields.
+    let second = &receiver.accepted()[1].json;
+    let mut keys: Vec<&str> = second.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "app_id",
+            "device",
+            "event_id",
+            "event_time_ms",
+            "kicked_devices",
+            "reason",
+            "seq",
+            "user_id",
+            "user_status",
+            "user_version"
+        ]
+    );
+    assert_eq!(second["action"], "login");
+    assert_eq!(second["reason"], "register");
+    assert_eq!(second["user_id"], "alice");
+    assert_eq!(second["seq"], 2);
+    assert_eq!(second["user_version"], 2);
+    assert_eq!(second["user_status"], "online");
+    assert_eq!(second["device"]["device_id"], "tablet");
+    assert_eq!(second["device"]["platform"], "android");
+    assert_eq!(second["kicked_devices"], serde_json::json!([{"device_id": "phone", "platform": "ios"}]));
+}
+
+#[tokio::test]
+async fn one_users_events_arrive_in_order_while_users_go_concurrently() {
+    let receiver = Receiver::default();
+    receiver.delay_ms.store(15, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let _notifier = TestNotifier::start(&registry, &[("NOTIFIER_CONCURRENCY_PER_APP", "8")]).await;
+
+    let _clients = logins(&gateway, "u", 12, 6).await;
+    let events = registry.events().await;
+    assert_eq!(events.len(), 72);
+    receiver.wait_for_all(&events).await;
+
+    for (user, versions) in receiver.versions_by_user() {
+        assert_eq!(versions, (1..=6).collect::<Vec<u64>>(), "{user} got its events out of order");
+    }
+    let max = receiver.max_in_flight.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&max), "users delivered concurrently within the app's bound: {max} in flight");
+}
+
+#[tokio::test]
+async fn a_failing_receiver_gets_everything_once_it_recovers() {
+    let receiver = Receiver::default();
+    receiver.failing.store(true, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let notifier = TestNotifier::start(&registry, &[]).await;
+
+    let _clients = logins(&gateway, "u", 10, 3).await;
+    let events = registry.events().await;
+    eventually("retries", async || receiver.attempts.load(Ordering::SeqCst) > 60).await;
+    assert!(receiver.accepted().is_empty());
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    receiver.wait_for_all(&events).await;
+    for (user, versions) in receiver.versions_by_user() {
+        assert_eq!(versions, [1, 2, 3], "{user}");
+    }
+    let metrics = notifier.metrics().await;
+    assert!(metrics.contains("notifier_callback_retries_total{app=\"default\"}"), "{metrics}");
+    assert!(metrics.contains("notifier_callbacks_delivered_total{app=\"default\"} 30"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_restarted_notifier_loses_nothing() {
+    let receiver = Receiver::default();
+    receiver.delay_ms.store(20, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let mut notifier = TestNotifier::start(&registry, &[("NOTIFIER_CONCURRENCY_PER_APP", "2")]).await;
+
+    let mut clients = logins(&gateway, "u", 20, 3).await;
+    eventually("some deliveries", async || receiver.accepted().len() >= 10).await;
+    notifier.stop().await;
+    let delivered_before = receiver.distinct_event_ids().len();
+    assert!(delivered_before < 60, "stopped mid-stream ({delivered_before} delivered)");
+
+    // Events keep happening while the notifier is down.
+    clients.extend(logins(&gateway, "v", 10, 2).await);
+    notifier.start_again().await;
+    let events = registry.events().await;
+    assert_eq!(events.len(), 80);
+    receiver.wait_for_all(&events).await;
+
+    let expected: HashSet<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(receiver.distinct_event_ids(), expected, "nothing but the feed's events");
+    for (user, versions) in receiver.versions_by_user() {
+        let rounds = if user.starts_with('u') { 3 } else { 2 };
+        assert_eq!(versions, (1..=rounds).collect::<Vec<u64>>(), "{user}: no gap, in order");
+    }
+    let duplicates = receiver.accepted().len() - expected.len();
+    assert!(duplicates <= 4, "only what was in flight is sent again: {duplicates} duplicates");
+}
+
+#[tokio::test]
+async fn failing_events_are_dead_lettered_and_replayed_by_sql() {
+    let receiver = Receiver::default();
+    receiver.failing.store(true, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let _notifier = TestNotifier::start(&registry, &[("NOTIFIER_MAX_ATTEMPTS", "3")]).await;
+
+    let _clients = logins(&gateway, "u", 2, 1).await;
+    let events = registry.events().await;
+    let dead = async || -> Vec<(String, i32, String)> {
+        sqlx::query_as(
+            "SELECT event_id::text, attempts, last_error FROM callback_dead_letters ORDER BY feed_id",
+        )
+        .fetch_all(&registry.db.pool)
+        .await
+        .unwrap()
+    };
+    eventually("two dead letters", async || dead().await.len() == 2).await;
+    for ((event_id, attempts, last_error), event) in dead().await.into_iter().zip(&events) {
+        assert_eq!(event_id, event.event_id);
+        assert_eq!(attempts, 3);
+        assert!(last_error.contains("500"), "{last_error}");
+    }
+    // Given up on means settled: the cursor moves past them.
+    let max_feed_id = events.iter().map(|e| e.feed_id).max().unwrap() as i64;
+    eventually("the cursor passes dead letters", async || {
+        sqlx::query_scalar::<_, i64>("SELECT feed_id FROM notifier_cursor")
+            .fetch_optional(&registry.db.pool)
+            .await
+            .unwrap()
+            == Some(max_feed_id)
+    })
+    .await;
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.accepted().is_empty(), "dead letters wait for an admin");
+    registry.sql("UPDATE callback_dead_letters SET replay_requested = true").await;
+    receiver.wait_for_all(&events).await;
+    eventually("replayed dead letters are removed", async || dead().await.is_empty()).await;
+}
+
+#[tokio::test]
+async fn callback_url_changes_by_sql_apply_without_restart() {
+    let first = Receiver::default();
+    let second = Receiver::default();
+    let (registry, gateway) = system(&first.start().await).await;
+    let second_url = second.start().await;
+    let _notifier = TestNotifier::start(&registry, &[]).await;
+
+    let (_a, _) = gateway.login("alice", "phone", Platform::Ios).await;
+    first.wait_for_all(&registry.events().await).await;
+
+    registry
+        .sql(&format!("UPDATE apps SET callback_url = '{second_url}', callback_secret = 'rotated'"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (_b, _) = gateway.login("bob", "phone", Platform::Ios).await;
+    let events = registry.events().await;
+    second.wait_for_all(&events[1..]).await;
+    let got = &second.accepted()[0];
+    assert_eq!(got.json["user_id"], "bob");
+    assert!(callback_signature::verify("rotated", &got.timestamp, &got.body, &got.signature));
+    assert_eq!(first.accepted().len(), 1);
+}
