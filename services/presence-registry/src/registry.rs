@@ -40,9 +40,12 @@ pub enum RegistryError {
 impl From<RegistryError> for tonic::Status {
     fn from(err: RegistryError) -> Self {
         let code = match &err {
-            RegistryError::BadRequest(_) | RegistryError::GatewayNotAttached(_) => ErrorCode::BadRequest,
+            RegistryError::BadRequest(_) => ErrorCode::BadRequest,
             RegistryError::UnknownApp(_) => ErrorCode::NotFound,
-            RegistryError::Log(_) | RegistryError::Database(_) => ErrorCode::Unavailable,
+            // A gateway is between links (e.g. the registry just restarted): retry shortly.
+            RegistryError::GatewayNotAttached(_) | RegistryError::Log(_) | RegistryError::Database(_) => {
+                ErrorCode::Unavailable
+            }
         };
         code.status(err.to_string())
     }

@@ -373,7 +373,7 @@ async fn bad_requests_get_clear_errors() {
         session: Some(s),
     };
     let err = api.login(login("gw", session("u", "d", Platform::Ios))).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument, "gateway not attached: {err:?}");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "gateway not attached: {err:?}");
 
     let _gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
     let err = api.login(login("gw", session("u", "d", Platform::Unspecified))).await.unwrap_err();
