@@ -1,1 +1,76 @@
-//! placeholder
+//! rest-facade: the REST API app backends call (`../shared/design/http-api.md`).
+//!
+//! It holds no state: API keys are checked against the live [`AppDirectory`], and every request
+//! becomes one call to the presence registry (Query, Kick, ReadEvents) scoped to the caller's app.
+//! The registry channel connects lazily, so the facade starts, and answers 503, while the
+//! registry is down. See `docs/architecture.md`.
+
+mod auth;
+mod config;
+mod error;
+mod extract;
+pub mod http_metrics;
+mod openapi;
+mod presence_json;
+mod registry_client;
+mod routes;
+mod state;
+
+use std::{net::SocketAddr, time::Duration};
+
+use presence_common::{AppDirectory, db};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub use config::FacadeConfig;
+pub use presence_common::Shutdown;
+pub use routes::{events::MAX_LIMIT as MAX_EVENTS_LIMIT, query::MAX_QUERY_USERS};
+
+use crate::{registry_client::RegistryClient, state::AppState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Directory(#[from] presence_common::app_directory::DirectoryError),
+    #[error("bad REGISTRY_URL: {0}")]
+    RegistryUrl(#[source] tonic::transport::Error),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+    #[error("server task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A started facade.
+pub struct RunningFacade {
+    pub http_addr: SocketAddr,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningFacade {
+    /// Until the server stops (after `shutdown`, once in-flight requests are answered).
+    pub async fn wait(self) -> Result<(), StartError> {
+        self.http.await?.map_err(StartError::Serve)
+    }
+}
+
+/// Loads the apps, binds the listener and serves until `shutdown`.
+pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFacade, StartError> {
+    let timeout = Duration::from_millis(config.request_timeout_ms.max(1));
+    let registry =
+        RegistryClient::connect_lazy(&config.registry_url, timeout).map_err(StartError::RegistryUrl)?;
+    let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
+    let apps = AppDirectory::start(pool, shutdown.clone()).await?;
+
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let http_addr =
+        listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let router = routes::router(AppState { apps, registry }, config.max_body_bytes);
+    let http = tokio::spawn(presence_common::http::serve(listener, router, shutdown));
+    tracing::info!(%http_addr, registry = %config.registry_url, "rest-facade serving");
+    Ok(RunningFacade { http_addr, http })
+}

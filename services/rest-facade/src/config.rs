@@ -1,0 +1,76 @@
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// Facade settings, from environment variables (names in `rename`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FacadeConfig {
+    /// REST API, `/openapi.json`, `/metrics`, `/healthz`. Default `0.0.0.0:8080`.
+    #[serde(rename = "facade_listen_addr", default = "default_listen")]
+    pub listen_addr: SocketAddr,
+    /// The registry's gRPC endpoint. Default `http://127.0.0.1:7200`.
+    #[serde(default = "default_registry_url")]
+    pub registry_url: String,
+    /// Where the apps (API key hashes) live. Default `postgres://postgres@127.0.0.1:5432/presence`.
+    #[serde(default = "presence_common::config::default_database_url")]
+    pub database_url: String,
+    /// Pool size; the facade only reads `apps`. Default 2.
+    #[serde(rename = "facade_db_max_connections", default = "default_db_connections")]
+    pub db_max_connections: u32,
+    /// Longest a registry call may take before the request fails with 503. Default 5000.
+    #[serde(rename = "facade_request_timeout_ms", default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Largest request body accepted; larger ones get 413. Default 65536 (64 KiB).
+    #[serde(rename = "facade_max_body_bytes", default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_registry_url() -> String {
+    "http://127.0.0.1:7200".to_owned()
+}
+fn default_db_connections() -> u32 {
+    2
+}
+fn default_request_timeout() -> u64 {
+    5000
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+impl Default for FacadeConfig {
+    fn default() -> Self {
+        presence_common::config::from_vars::<Self, _, String, String>([])
+            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let c = FacadeConfig::default();
+        assert_eq!(c.listen_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.registry_url, "http://127.0.0.1:7200");
+        assert_eq!(c.database_url, presence_common::config::default_database_url());
+        assert_eq!((c.db_max_connections, c.request_timeout_ms, c.max_body_bytes), (2, 5000, 65536));
+    }
+
+    #[test]
+    fn variables_override_defaults() {
+        let c: FacadeConfig = presence_common::config::from_vars([
+            ("FACADE_LISTEN_ADDR", "127.0.0.1:0"),
+            ("FACADE_MAX_BODY_BYTES", "10"),
+            ("REGISTRY_URL", "http://10.0.0.1:7200"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen_addr.port(), 0);
+        assert_eq!(c.max_body_bytes, 10);
+        assert_eq!(c.registry_url, "http://10.0.0.1:7200");
+    }
+}

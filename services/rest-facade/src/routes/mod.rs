@@ -1,0 +1,87 @@
+//! The router: the `/v1` API (documented by utoipa as it is routed), `/openapi.json`, the admin
+//! endpoints, and the JSON 404/405 fallbacks, under one set of layers.
+
+pub mod events;
+pub mod kick;
+pub mod query;
+pub mod user;
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderValue, Uri, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{error::ApiError, extract::BodyLimit, http_metrics, openapi, state::AppState};
+
+/// Longest user id accepted (the registry's bound).
+pub const MAX_ID_LEN: usize = 256;
+
+pub(crate) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
+    if user_id.is_empty() || user_id.len() > MAX_ID_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            format!("a user id must be 1 to {MAX_ID_LEN} bytes, got {}", user_id.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The `/v1` routes and the OpenAPI document describing exactly them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(query::query))
+        .routes(routes!(user::presence))
+        .routes(routes!(kick::kick))
+        .routes(routes!(events::events))
+        .split_for_parts();
+    (router, openapi::complete(openapi))
+}
+
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_owned())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A panic in a handler is a bug; the client still gets the JSON error shape.
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    tracing::error!("handler panicked");
+    ApiError::Internal.into_response()
+}
+
+/// The whole HTTP surface of the facade.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (api, document) = api();
+    let document: Arc<str> = match serde_json::to_string(&document) {
+        Ok(json) => json.into(),
+        Err(err) => {
+            tracing::error!(%err, "OpenAPI document does not serialise");
+            "{}".into()
+        }
+    };
+    let openapi_json = get(move || {
+        let document = document.clone();
+        async move {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], document.to_string())
+        }
+    });
+    api.with_state(state)
+        .route("/openapi.json", openapi_json)
+        .merge(presence_common::http::admin_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(http_metrics::track))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(Extension(BodyLimit(max_body_bytes)))
+        .layer(CatchPanicLayer::custom(panic_response))
+}

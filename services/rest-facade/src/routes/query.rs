@@ -1,0 +1,72 @@
+//! `POST /v1/presence/query`: the presence of up to 500 users at once.
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::{
+    auth::CallerApp,
+    error::{ApiError, ErrorResponse},
+    extract::ApiJson,
+    presence_json::UserPresenceJson,
+    routes::check_user_id,
+    state::AppState,
+};
+
+/// Most users one query may name (http-api.md; the registry enforces the same bound).
+pub const MAX_QUERY_USERS: usize = 500;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// 1 to 500 user ids; results come back in this order (duplicates included).
+    #[schema(min_items = 1, max_items = 500, example = json!(["u1", "u2"]))]
+    pub user_ids: Vec<String>,
+    /// List each user's devices. Default false.
+    #[serde(default)]
+    pub detail: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueryResponse {
+    /// One per requested id, in request order; unknown users are `offline`.
+    pub results: Vec<UserPresenceJson>,
+    /// The app's event `seq` this snapshot reflects: events after it are not in it.
+    pub as_of_seq: u64,
+}
+
+/// Presence of several users of the calling app.
+#[utoipa::path(
+    post,
+    path = "/v1/presence/query",
+    tag = "presence",
+    request_body = QueryBody,
+    responses(
+        (status = 200, description = "Presence of each user, in request order", body = QueryResponse),
+        (status = 400, description = "`no_user_ids`, `too_many_user_ids`, `invalid_user_id`, \
+            `invalid_json` or `invalid_body`", body = ErrorResponse),
+        (status = 401, description = "Missing or unknown API key", body = ErrorResponse),
+        (status = 413, description = "Body larger than FACADE_MAX_BODY_BYTES", body = ErrorResponse),
+        (status = 503, description = "Registry unavailable", body = ErrorResponse),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn query(
+    app: CallerApp,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<QueryBody>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    if body.user_ids.is_empty() {
+        return Err(ApiError::bad_request("no_user_ids", "user_ids must name at least one user"));
+    }
+    if body.user_ids.len() > MAX_QUERY_USERS {
+        return Err(ApiError::bad_request(
+            "too_many_user_ids",
+            format!("user_ids names {} users; at most {MAX_QUERY_USERS} per query", body.user_ids.len()),
+        ));
+    }
+    body.user_ids.iter().try_for_each(|id| check_user_id(id))?;
+    let reply = state.registry.query(app.id(), body.user_ids, body.detail).await?;
+    let results = reply.results.iter().map(|p| UserPresenceJson::new(p, body.detail)).collect();
+    Ok(Json(QueryResponse { results, as_of_seq: reply.as_of_seq }))
+}

@@ -1,0 +1,54 @@
+//! `GET /v1/users/{user_id}/presence`: one user, with devices.
+
+use axum::{Json, extract::State};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{
+    auth::CallerApp,
+    error::{ApiError, ErrorResponse},
+    extract::ApiPath,
+    presence_json::UserPresenceJson,
+    routes::check_user_id,
+    state::AppState,
+};
+
+/// One user's presence (with `devices`) and the snapshot's feed position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserPresenceResponse {
+    #[serde(flatten)]
+    pub presence: UserPresenceJson,
+    /// The app's event `seq` this snapshot reflects.
+    pub as_of_seq: u64,
+}
+
+/// Presence of one user of the calling app, with devices.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/presence",
+    tag = "presence",
+    params(("user_id" = String, Path, description = "The app's user id (1 to 256 bytes)")),
+    responses(
+        (status = 200, description = "The user's presence; unknown users are `offline`", body = UserPresenceResponse),
+        (status = 400, description = "`invalid_user_id`", body = ErrorResponse),
+        (status = 401, description = "Missing or unknown API key", body = ErrorResponse),
+        (status = 503, description = "Registry unavailable", body = ErrorResponse),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn presence(
+    app: CallerApp,
+    State(state): State<AppState>,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Json<UserPresenceResponse>, ApiError> {
+    check_user_id(&user_id)?;
+    let reply = state.registry.query(app.id(), vec![user_id], true).await?;
+    let Some(first) = reply.results.first() else {
+        tracing::error!("registry answered a one-user query with no result");
+        return Err(ApiError::Internal);
+    };
+    Ok(Json(UserPresenceResponse {
+        presence: UserPresenceJson::new(first, true),
+        as_of_seq: reply.as_of_seq,
+    }))
+}
