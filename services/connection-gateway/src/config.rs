@@ -2,6 +2,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
+use crate::limits::LimitSettings;
+
 /// Gateway settings, from environment variables (names in `rename`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct GatewayConfig {
@@ -45,6 +47,20 @@ pub struct GatewayConfig {
     /// PEM private key for `GATEWAY_TLS_CERT`.
     #[serde(rename = "gateway_tls_key", default)]
     pub tls_key: Option<PathBuf>,
+    /// Most concurrent connections from one source IP; more are answered with an `Error` frame
+    /// (`too_many_connections`) and closed. Default 0 = off: NATs put many devices behind one IP,
+    /// and the load generator spreads over a few 127.0.0.x sources.
+    #[serde(rename = "gateway_max_connections_per_ip", default)]
+    pub max_connections_per_ip: u32,
+    /// Login attempts per second from one source IP (token bucket refill); beyond it a login is
+    /// refused with `LoginError{code: "rate_limited"}` and the connection closed. Checked before
+    /// the token, so a flood costs no JWT verification. Default 0 = off, for the same reasons.
+    #[serde(rename = "gateway_login_rate_per_ip", default)]
+    pub login_rate_per_ip: f64,
+    /// Login attempts one source IP may make at once after being quiet (bucket size).
+    /// Default 0 = twice `GATEWAY_LOGIN_RATE_PER_IP` (at least 1).
+    #[serde(rename = "gateway_login_burst_per_ip", default)]
+    pub login_burst_per_ip: u32,
 }
 
 fn default_listen() -> SocketAddr {
@@ -73,6 +89,19 @@ fn default_outbound_queue() -> usize {
 }
 
 impl GatewayConfig {
+    /// The per-IP limits of this configuration.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            max_connections_per_ip: self.max_connections_per_ip,
+            login_rate_per_ip: if self.login_rate_per_ip.is_finite() {
+                self.login_rate_per_ip.max(0.0)
+            } else {
+                0.0
+            },
+            login_burst_per_ip: self.login_burst_per_ip,
+        }
+    }
+
     /// The configured id, or `gw-<hostname>-<pid>`.
     pub fn resolved_gateway_id(&self) -> String {
         if let Some(id) = self.gateway_id.as_ref().filter(|id| !id.is_empty()) {
@@ -107,6 +136,7 @@ mod tests {
         assert_eq!(c.registry_url, "http://127.0.0.1:7200");
         assert_eq!((c.login_timeout_s, c.heartbeat_interval_s, c.heartbeat_timeout_s), (10, 120, 400));
         assert_eq!(c.outbound_queue, 32);
+        assert_eq!(c.limit_settings(), LimitSettings::default(), "per-IP limits are off by default");
         assert!(c.resolved_gateway_id().starts_with("gw-"));
     }
 
@@ -115,9 +145,17 @@ mod tests {
         let c: GatewayConfig = presence_common::config::from_vars([
             ("GATEWAY_ID", "gw-a"),
             ("GATEWAY_HEARTBEAT_TIMEOUT_S", "2"),
+            ("GATEWAY_MAX_CONNECTIONS_PER_IP", "100"),
+            ("GATEWAY_LOGIN_RATE_PER_IP", "0.5"),
+            ("GATEWAY_LOGIN_BURST_PER_IP", "4"),
         ])
         .unwrap();
         assert_eq!(c.resolved_gateway_id(), "gw-a");
         assert_eq!(c.heartbeat_timeout_s, 2);
+        let limits = c.limit_settings();
+        assert_eq!(
+            (limits.max_connections_per_ip, limits.login_rate_per_ip, limits.login_burst_per_ip),
+            (100, 0.5, 4)
+        );
     }
 }

@@ -32,6 +32,7 @@ use tonic::{Code, transport::Channel};
 
 use crate::{
     auth,
+    limits::IpLimits,
     link::LinkState,
     metric_names as m,
     sessions::{Outbound, SessionHandle, SessionTable},
@@ -60,6 +61,7 @@ pub struct Context {
     pub heartbeat_interval_s: u32,
     pub heartbeat_timeout_s: u32,
     pub outbound_queue: usize,
+    pub limits: IpLimits,
     pub shutdown: Shutdown,
 }
 
@@ -264,6 +266,10 @@ impl Conn {
     }
 
     async fn login(&mut self, login: Login) -> Result<(), End> {
+        // First, before any parsing or JWT check: a flood must cost as little as possible.
+        if !self.ctx.limits.allow_login(self.peer.ip()) {
+            return Err(self.refuse("rate_limited", "too many login attempts from this address, retry later"));
+        }
         let app_id = if login.app_id.is_empty() { DEFAULT_APP_ID.to_owned() } else { login.app_id.clone() };
         let platform = Platform::try_from(login.platform).ok().filter(|p| *p != Platform::Unspecified);
         let too_long = [&app_id, &login.user_id, &login.device_id, &login.client_version]

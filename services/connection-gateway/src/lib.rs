@@ -8,6 +8,7 @@
 mod auth;
 mod config;
 mod connection;
+mod limits;
 pub mod link;
 mod listener;
 pub mod metric_names;
@@ -26,7 +27,9 @@ use tonic::transport::Endpoint;
 pub use config::GatewayConfig;
 pub use presence_common::Shutdown;
 
-use crate::{connection::Context, link::LinkState, metric_names as m, sessions::SessionTable};
+use crate::{
+    connection::Context, limits::IpLimits, link::LinkState, metric_names as m, sessions::SessionTable,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -115,6 +118,10 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         link_state.clone(),
         shutdown.clone(),
     ));
+    let limits = IpLimits::new(config.limit_settings());
+    if limits.is_enabled() {
+        tokio::spawn(sweep_limits(limits.clone(), shutdown.clone()));
+    }
     let ctx = Arc::new(Context {
         gateway_id: gateway_id.clone(),
         apps,
@@ -125,12 +132,19 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         heartbeat_interval_s: config.heartbeat_interval_s,
         heartbeat_timeout_s: config.heartbeat_timeout_s.max(1),
         outbound_queue: config.outbound_queue,
+        limits,
         shutdown: shutdown.clone(),
     });
     let accept = tokio::spawn(accept_loop(devices, ctx, tls, max_connections));
     let http =
         tokio::spawn(presence_common::http::serve(admin, presence_common::http::admin_routes(), shutdown));
-    tracing::info!(%listen_addr, %metrics_addr, %gateway_id, max_connections, "connection-gateway serving");
+    let per_ip = config.limit_settings();
+    tracing::info!(
+        %listen_addr, %metrics_addr, %gateway_id, max_connections,
+        max_connections_per_ip = per_ip.max_connections_per_ip,
+        login_rate_per_ip = per_ip.login_rate_per_ip,
+        "connection-gateway serving"
+    );
     Ok(RunningGateway { listen_addr, metrics_addr, gateway_id, sessions, link_state, accept, link, http })
 }
 
@@ -165,7 +179,13 @@ async fn accept_loop(
         };
         backoff = Duration::from_millis(10);
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics::counter!(m::CONNECTIONS_REFUSED).increment(1);
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "max_connections").increment(1);
+            drop(tcp);
+            continue;
+        };
+        let Some(ip_slot) = ctx.limits.try_connect(peer.ip()) else {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "per_ip").increment(1);
+            refuse_too_many(&tcp);
             drop(tcp);
             continue;
         };
@@ -174,6 +194,7 @@ async fn accept_loop(
         let tls = tls.clone();
         tracker.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
             match tls {
                 None => connection::serve(tcp, peer, ctx).await,
@@ -191,5 +212,36 @@ async fn accept_loop(
     tracker.close();
     if tokio::time::timeout(DEFAULT_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after the grace period");
+    }
+}
+
+/// Best effort, never blocking the accept loop: a fresh socket's send buffer is empty, so the
+/// `Error` frame fits; then the caller closes. (Over TLS the frame is not readable: the close
+/// alone tells the device.)
+fn refuse_too_many(tcp: &tokio::net::TcpStream) {
+    let error = presence_proto::v1::Error {
+        code: "too_many_connections".to_owned(),
+        message: "too many connections from this address".to_owned(),
+    };
+    let frame =
+        presence_proto::v1::ServerFrame { kind: Some(presence_proto::v1::server_frame::Kind::Error(error)) };
+    let mut buf = bytes::BytesMut::new();
+    if presence_proto::framing::encode_frame(&frame, &mut buf).is_ok() {
+        let _ = tcp.try_write(&buf);
+    }
+}
+
+/// Forgets IPs with no connection and a full login bucket; one timer for the whole gateway.
+async fn sweep_limits(limits: IpLimits, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(limits::SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        limits.sweep();
+        // Precision loss is irrelevant for a gauge of this size.
+        metrics::gauge!(m::LIMIT_TRACKED_IPS).set(limits.tracked_ips() as f64);
     }
 }

@@ -102,8 +102,13 @@ impl Client {
     /// Opens a plain TCP connection.
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await.map_err(ClientError::Connect)?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// Wraps a connection opened some other way (e.g. bound to a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
-        Ok(Self { framed: Framed::with_capacity(stream, ClientCodec::new(), 256) })
+        Self { framed: Framed::with_capacity(stream, ClientCodec::new(), 256) }
     }
 
     /// Sends any frame without waiting for an answer.
