@@ -1,0 +1,187 @@
+//! What the facade does with bad input, a missing registry, and its own admin endpoints.
+
+mod support;
+
+use std::time::Duration;
+
+use presence_common::testing::fresh_database;
+use serde_json::{Value, json};
+use support::{KEY, Stack, assert_error, facade_config, http_client, into_json};
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx() {
+    let stack = Stack::start().await;
+    let query = stack.url("/v1/presence/query");
+    let post = |body: &'static str| {
+        stack.http.post(&query).bearer_auth(KEY).header("content-type", "application/json").body(body).send()
+    };
+    assert_error(&into_json(post("{\"user_ids\": [").await).await, 400, "invalid_json");
+    assert_error(&into_json(post("not json").await).await, 400, "invalid_json");
+    assert_error(&into_json(post("").await).await, 400, "invalid_json");
+    let unknown = into_json(post(r#"{"user_ids": ["a"], "details": true}"#).await).await;
+    assert!(assert_error(&unknown, 400, "invalid_body").contains("details"));
+    assert_error(&into_json(post(r#"{"user_ids": "a"}"#).await).await, 400, "invalid_body");
+    assert_error(&into_json(post(r#"{"user_ids": [1, 2]}"#).await).await, 400, "invalid_body");
+    assert_error(
+        &into_json(post(r#"{"user_ids": ["a"], "detail": "yes"}"#).await).await,
+        400,
+        "invalid_body",
+    );
+    assert_error(&into_json(post(r#"{"detail": true}"#).await).await, 400, "invalid_body");
+    assert_error(&into_json(post(r#"["a"]"#).await).await, 400, "invalid_body");
+
+    let kick = stack.url("/v1/users/u1/kick");
+    let kicked = stack.http.post(&kick).bearer_auth(KEY).json(&json!({ "platform": ["ios"] })).send().await;
+    assert_error(&into_json(kicked).await, 400, "invalid_body");
+    let kicked = stack.http.post(&kick).bearer_auth(KEY).json(&json!({ "platforms": "ios" })).send().await;
+    assert_error(&into_json(kicked).await, 400, "invalid_body");
+    let too_long = stack.url(&format!("/v1/users/{}/presence", "u".repeat(300)));
+    assert_error(&stack.get(&too_long[too_long.find("/v1").unwrap()..]).await, 400, "invalid_user_id");
+
+    let form = stack.http.post(&query).bearer_auth(KEY).body(r#"{"user_ids": ["a"]}"#).send().await;
+    assert_error(&into_json(form).await, 415, "unsupported_media_type");
+
+    // 64 KiB by default: a bigger body is refused whole, well-formed or not.
+    let huge: Vec<String> = (0..400).map(|i| format!("{i:0>200}")).collect();
+    let (status, body) = stack.post("/v1/presence/query", &json!({ "user_ids": huge })).await;
+    assert!(assert_error(&(status, body), 413, "payload_too_large").contains("65536"));
+
+    let wrong_method = stack.http.get(&query).bearer_auth(KEY).send().await;
+    assert_error(&into_json(wrong_method).await, 405, "method_not_allowed");
+    let wrong_method = stack.http.delete(stack.url("/v1/events")).bearer_auth(KEY).send().await;
+    assert_error(&into_json(wrong_method).await, 405, "method_not_allowed");
+    let nowhere = stack.http.get(stack.url("/v2/presence")).bearer_auth(KEY).send().await;
+    assert_error(&into_json(nowhere).await, 404, "not_found");
+    assert_error(&into_json(stack.http.get(stack.url("/")).send().await).await, 404, "not_found");
+
+    // None of it hurt: a good request still works.
+    let (status, ok) = stack.post("/v1/presence/query", &json!({ "user_ids": ["a"] })).await;
+    assert_eq!((status, &ok["results"][0]["status"]), (200, &json!("offline")), "{ok}");
+    stack.stop().await;
+}
+
+/// A facade whose registry is `registry_url`, on a fresh database with the app `default`.
+async fn lone_facade(
+    registry_url: &str,
+    extra: &[(&str, &str)],
+) -> (rest_facade::RunningFacade, rest_facade::Shutdown) {
+    let db = fresh_database().await;
+    db.add_app("default", "secret").await;
+    let shutdown = rest_facade::Shutdown::new();
+    let facade = rest_facade::start(facade_config(&db.url, registry_url, extra), shutdown.clone())
+        .await
+        .expect("starts");
+    (facade, shutdown)
+}
+
+async fn assert_all_unavailable(base: &str) {
+    let http = http_client();
+    let requests = [
+        http.post(format!("{base}/v1/presence/query")).json(&json!({ "user_ids": ["a"] })),
+        http.get(format!("{base}/v1/users/a/presence")),
+        http.post(format!("{base}/v1/users/a/kick")),
+        http.get(format!("{base}/v1/events?after_seq=0")),
+    ];
+    for request in requests {
+        let got = into_json(request.bearer_auth(KEY).send().await).await;
+        assert_error(&got, 503, "unavailable");
+    }
+}
+
+#[tokio::test]
+async fn a_missing_registry_is_a_503_not_a_crash() {
+    // A port nobody listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (facade, shutdown) = lone_facade(&format!("http://{free}"), &[]).await;
+    let base = format!("http://{}", facade.http_addr);
+    assert_all_unavailable(&base).await;
+    // Still healthy, still answering.
+    let health = http_client().get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_all_unavailable(&base).await;
+    shutdown.cancel();
+    tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
+}
+
+#[tokio::test]
+async fn a_registry_that_never_answers_times_out_as_503() {
+    // Accepts connections and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let (facade, shutdown) =
+        lone_facade(&format!("http://{addr}"), &[("FACADE_REQUEST_TIMEOUT_MS", "300")]).await;
+    let started = std::time::Instant::now();
+    assert_all_unavailable(&format!("http://{}", facade.http_addr)).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    shutdown.cancel();
+    tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
+}
+
+#[tokio::test]
+async fn openapi_health_and_metrics() {
+    let stack = Stack::start().await;
+    let (status, doc) = into_json(stack.http.get(stack.url("/openapi.json")).send().await).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/v1/presence/query", "post"),
+        ("/v1/users/{user_id}/presence", "get"),
+        ("/v1/users/{user_id}/kick", "post"),
+        ("/v1/events", "get"),
+        ("/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+    }
+    assert_eq!(paths.len(), 7, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer");
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "QueryBody",
+        "QueryResponse",
+        "UserPresenceJson",
+        "KickResponse",
+        "PresenceEventJson",
+        "ErrorResponse",
+    ] {
+        assert!(
+            schemas.contains_key(schema),
+            "schema {schema} missing: {:?}",
+            schemas.keys().collect::<Vec<_>>()
+        );
+    }
+    let params: Vec<&Value> =
+        doc["paths"]["/v1/events"]["get"]["parameters"].as_array().unwrap().iter().collect();
+    let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["after_seq", "limit"]);
+
+    let health = stack.http.get(stack.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    let _ = stack.post("/v1/presence/query", &json!({ "user_ids": ["a"] })).await;
+    let _ = stack.get("/v1/users/some-user/presence").await;
+    let _ = stack.http.get(stack.url("/nowhere")).send().await;
+    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = |route: &str, status: &str| {
+        metrics.lines().any(|l| {
+            l.starts_with(rest_facade::http_metrics::REQUESTS)
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(line("/v1/presence/query", "200"), "{metrics}");
+    assert!(line("/v1/users/{user_id}/presence", "200"), "route template, not user ids: {metrics}");
+    assert!(line("unmatched", "404"), "{metrics}");
+    assert!(metrics.contains(rest_facade::http_metrics::DURATION), "{metrics}");
+    assert!(!metrics.contains("some-user"), "{metrics}");
+    stack.stop().await;
+}
