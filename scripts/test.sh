@@ -18,6 +18,8 @@ if docker compose version >/dev/null 2>&1; then
 elif command -v docker-compose >/dev/null; then
   echo "== docker-compose config"; docker-compose config -q
 fi
+echo "== build the service binaries (the system tests in services/testkit run them as processes)"
+cargo build --workspace --bins --locked
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"
