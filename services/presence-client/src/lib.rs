@@ -12,7 +12,13 @@
 //! # let _ = ok; Ok(()) }
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod token;
+
+/// How callbacks are signed and verified (`X-Presence-Signature`), for receivers and tests: the
+/// one implementation the notifier signs with.
+pub use presence_proto::callback_signature;
 
 use std::time::Duration;
 
