@@ -46,9 +46,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// A GET without authentication answering 200 with `content_type`.
-fn admin_get(summary: &str, content_type: &str) -> PathItem {
-    let body = Content::new(Some(ObjectBuilder::new().schema_type(Type::String).build()));
+/// A GET without authentication answering 200 with `content_type` holding a `body_type`.
+fn admin_get(summary: &str, content_type: &str, body_type: Type) -> PathItem {
+    let body = Content::new(Some(ObjectBuilder::new().schema_type(body_type).build()));
     let operation = OperationBuilder::new()
         .tag("admin")
         .summary(Some(summary))
@@ -60,8 +60,11 @@ fn admin_get(summary: &str, content_type: &str) -> PathItem {
 /// Adds the endpoints the handlers do not declare themselves.
 pub fn complete(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let paths = &mut openapi.paths.paths;
-    paths.insert("/openapi.json".to_owned(), admin_get("This OpenAPI document", "application/json"));
-    paths.insert("/healthz".to_owned(), admin_get("Liveness: `ok`", "text/plain"));
-    paths.insert("/metrics".to_owned(), admin_get("Prometheus metrics", "text/plain"));
+    paths.insert(
+        "/openapi.json".to_owned(),
+        admin_get("This OpenAPI document", "application/json", Type::Object),
+    );
+    paths.insert("/healthz".to_owned(), admin_get("Liveness: `ok`", "text/plain", Type::String));
+    paths.insert("/metrics".to_owned(), admin_get("Prometheus metrics", "text/plain", Type::String));
     openapi
 }

@@ -38,6 +38,10 @@ async fn bad_input_gets_a_json_4xx() {
     let too_long = stack.url(&format!("/v1/users/{}/presence", "u".repeat(300)));
     assert_error(&stack.get(&too_long[too_long.find("/v1").unwrap()..]).await, 400, "invalid_user_id");
 
+    assert_error(&stack.get("/v1/users/%FF%FE/presence").await, 400, "invalid_path");
+    let (status, slash) = stack.get("/v1/users/a%2Fb/presence").await;
+    assert_eq!((status, &slash["user_id"]), (200, &json!("a/b")), "{slash}");
+
     let form = stack.http.post(&query).bearer_auth(KEY).body(r#"{"user_ids": ["a"]}"#).send().await;
     assert_error(&into_json(form).await, 415, "unsupported_media_type");
 
@@ -46,8 +50,9 @@ async fn bad_input_gets_a_json_4xx() {
     let (status, body) = stack.post("/v1/presence/query", &json!({ "user_ids": huge })).await;
     assert!(assert_error(&(status, body), 413, "payload_too_large").contains("65536"));
 
-    let wrong_method = stack.http.get(&query).bearer_auth(KEY).send().await;
-    assert_error(&into_json(wrong_method).await, 405, "method_not_allowed");
+    let wrong_method = stack.http.get(&query).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    assert_error(&into_json(Ok(wrong_method)).await, 405, "method_not_allowed");
     let wrong_method = stack.http.delete(stack.url("/v1/events")).bearer_auth(KEY).send().await;
     assert_error(&into_json(wrong_method).await, 405, "method_not_allowed");
     let nowhere = stack.http.get(stack.url("/v2/presence")).bearer_auth(KEY).send().await;
