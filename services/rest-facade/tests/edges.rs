@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use presence_common::testing::fresh_database;
+use presence_common::testing::{TestDatabase, fresh_database};
 use serde_json::{Value, json};
 use support::{KEY, Stack, assert_error, facade_config, http_client, into_json};
 
@@ -69,14 +69,14 @@ async fn bad_input_gets_a_json_4xx() {
 async fn lone_facade(
     registry_url: &str,
     extra: &[(&str, &str)],
-) -> (rest_facade::RunningFacade, rest_facade::Shutdown) {
+) -> (rest_facade::RunningFacade, rest_facade::Shutdown, TestDatabase) {
     let db = fresh_database().await;
     db.add_app("default", "secret").await;
     let shutdown = rest_facade::Shutdown::new();
     let facade = rest_facade::start(facade_config(&db.url, registry_url, extra), shutdown.clone())
         .await
         .expect("starts");
-    (facade, shutdown)
+    (facade, shutdown, db)
 }
 
 async fn assert_all_unavailable(base: &str) {
@@ -94,18 +94,45 @@ async fn assert_all_unavailable(base: &str) {
 }
 
 #[tokio::test]
-async fn a_missing_registry_is_a_503_not_a_crash() {
-    // A port nobody listens on.
+async fn a_missing_registry_is_a_503_until_it_comes_up() {
+    // A port nobody listens on yet.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (facade, shutdown) = lone_facade(&format!("http://{free}"), &[]).await;
+    let (facade, shutdown, db) = lone_facade(&format!("http://{free}"), &[]).await;
     let base = format!("http://{}", facade.http_addr);
     assert_all_unavailable(&base).await;
     // Still healthy, still answering.
     let health = http_client().get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     assert_all_unavailable(&base).await;
+
+    // The registry starts on that port: the facade's lazy channel reconnects by itself.
+    let registry_config: presence_registry::RegistryConfig = presence_common::config::from_vars([
+        ("DATABASE_URL", db.url.clone()),
+        ("REGISTRY_LISTEN_ADDR", free.to_string()),
+        ("REGISTRY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+    ])
+    .unwrap();
+    let registry_shutdown = rest_facade::Shutdown::new();
+    let registry =
+        presence_registry::start(registry_config, registry_shutdown.clone()).await.expect("registry");
+    let http = http_client();
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let request = http.post(format!("{base}/v1/presence/query")).bearer_auth(KEY);
+        let (status, body) = into_json(request.json(&json!({ "user_ids": ["a"] })).send().await).await;
+        if status == 200 {
+            assert_eq!(body["results"][0]["status"], "offline");
+            break;
+        }
+        assert_error(&(status, body), 503, "unavailable");
+        assert!(tokio::time::Instant::now() < deadline, "the facade never reached the registry");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     shutdown.cancel();
     tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
+    registry_shutdown.cancel();
+    tokio::time::timeout(support::WAIT, registry.wait()).await.expect("stops in time").expect("cleanly");
 }
 
 #[tokio::test]
@@ -119,7 +146,7 @@ async fn a_registry_that_never_answers_times_out_as_503() {
             held.push(socket);
         }
     });
-    let (facade, shutdown) =
+    let (facade, shutdown, _db) =
         lone_facade(&format!("http://{addr}"), &[("FACADE_REQUEST_TIMEOUT_MS", "300")]).await;
     let started = std::time::Instant::now();
     assert_all_unavailable(&format!("http://{}", facade.http_addr)).await;
