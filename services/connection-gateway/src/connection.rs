@@ -302,7 +302,7 @@ impl Conn {
             user_id: login.user_id.clone(),
             device_id: login.device_id.clone(),
             confirmed: Default::default(),
-            outbound: self.outbound.clone(),
+            outbound: self.outbound.downgrade(),
             close: self.close.clone(),
             kicked: Default::default(),
         });

@@ -176,7 +176,7 @@ mod tests {
                 device_id: "d".into(),
                 // One pending login: not asserted until the registry confirmed it.
                 confirmed: AtomicBool::new(i != 0),
-                outbound: tx.clone(),
+                outbound: tx.downgrade(),
                 close: Default::default(),
                 kicked: AtomicBool::new(false),
             };

@@ -27,7 +27,9 @@ pub struct SessionHandle {
     pub device_id: String,
     /// False while the registry's LoginReply is in flight: not yet part of a snapshot.
     pub confirmed: AtomicBool,
-    pub outbound: mpsc::Sender<Outbound>,
+    /// Weak: only the connection itself keeps its queue open, so once it has queued its last
+    /// frame (LogoutOk, Error) and dropped its sender, the writer flushes and closes at once.
+    pub outbound: mpsc::WeakSender<Outbound>,
     /// Closes the connection at once (a kick that finds the outbound queue full).
     pub close: CancellationToken,
     /// Set once the registry forced this session offline: no Disconnect is reported for it.
@@ -60,7 +62,9 @@ impl SessionTable {
     pub fn kick(&self, session_id: &str, kicked: Kicked) -> bool {
         let Some(handle) = self.sessions.get(session_id).map(|h| h.clone()) else { return false };
         handle.kicked.store(true, Ordering::Release);
-        if handle.outbound.try_send(Outbound::Kick(Box::new(kicked))).is_err() {
+        let queued =
+            handle.outbound.upgrade().is_some_and(|tx| tx.try_send(Outbound::Kick(Box::new(kicked))).is_ok());
+        if !queued {
             // Queue full (the device does not read) or already closing: close without the frame.
             handle.close.cancel();
         }

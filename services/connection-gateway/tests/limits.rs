@@ -159,3 +159,17 @@ async fn a_login_flood_from_one_ip_is_rate_limited() {
     let metrics = gateway.metrics().await;
     assert!(metrics.contains("result=\"rate_limited\""), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_logout_frees_its_slot_at_once() {
+    let registry = TestRegistry::start().await;
+    let gateway = TestGateway::start(&registry, "gw-1", &[("GATEWAY_MAX_CONNECTIONS_PER_IP", "1")]).await;
+    let mut client = login_from(6, &gateway, "leaver").await.expect("login");
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(WAIT, client.logout()).await.expect("answered").expect("LogoutOk");
+    assert!(frames_until_eof(&mut client).await.is_empty());
+    // The socket closes right after LogoutOk (it used to linger for the 2 s flush grace).
+    assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
+    let _next = login_eventually(6, &gateway, "leaver").await;
+    assert!(started.elapsed() < Duration::from_secs(1), "slot free after {:?}", started.elapsed());
+}
