@@ -7,11 +7,13 @@
 
 pub mod process;
 pub mod receiver;
+pub mod system;
 
 use std::time::Duration;
 
 pub use process::{ServiceProcess, free_port};
 pub use receiver::{Received, Receiver};
+pub use system::System;
 
 /// Bound on every wait in tests: a hang fails instead of blocking.
 pub const WAIT: Duration = Duration::from_secs(15);

@@ -1,0 +1,213 @@
+//! The four services as processes on loopback ports around a fresh database, with a callback
+//! receiver as the app backend: what the system tests drive.
+
+use std::{net::SocketAddr, time::Duration};
+
+use presence_client::{Client, LoginParams, mint_token};
+use presence_common::testing::{TestDatabase, fresh_database};
+use presence_proto::v1::{LoginOk, Platform};
+use serde_json::{Value, json};
+
+use crate::{Receiver, ServiceProcess, WAIT, free_port};
+
+/// Token secret of the app `default`.
+pub const SECRET: &str = "secret";
+
+/// A running service process and its `/healthz` address.
+pub struct Service {
+    pub process: ServiceProcess,
+    pub admin_addr: SocketAddr,
+}
+
+impl Service {
+    fn spawn(binary: &str, name: &str, admin_addr: SocketAddr, env: &[(&str, String)]) -> Self {
+        Self { process: ServiceProcess::spawn(binary, name, env), admin_addr }
+    }
+
+    pub async fn wait_healthy(&mut self) {
+        self.process.wait_healthy(self.admin_addr).await;
+    }
+
+    /// SIGKILL, then the same binary again, healthy.
+    pub async fn kill9_and_restart(&mut self) {
+        self.process.kill9();
+        self.process.restart();
+        self.wait_healthy().await;
+    }
+}
+
+pub struct System {
+    pub db: TestDatabase,
+    pub receiver: Receiver,
+    pub registry: Service,
+    pub gateway: Service,
+    pub notifier: Service,
+    pub facade: Service,
+    pub gateway_addr: SocketAddr,
+    pub facade_url: String,
+    registry_url: String,
+}
+
+/// Short lease and sweep so that fault tests finish quickly.
+pub const LEASE_S: u64 = 3;
+
+impl System {
+    pub async fn start() -> Self {
+        let db = fresh_database().await;
+        db.add_app("default", SECRET).await;
+        let receiver = Receiver::default();
+        let callback_url = receiver.start().await;
+        sqlx::query("UPDATE apps SET callback_url = $1")
+            .bind(&callback_url)
+            .execute(&db.pool)
+            .await
+            .expect("set callback URL");
+
+        let (registry_grpc, registry_admin) = (free_port(), free_port());
+        let registry_url = format!("http://{registry_grpc}");
+        let common = [("DATABASE_URL", db.url.clone()), ("REGISTRY_URL", registry_url.clone())];
+        let env = |extra: &[(&'static str, String)]| [&common[..], extra].concat();
+        let mut registry = Service::spawn(
+            "presence-registry",
+            "registry",
+            registry_admin,
+            &env(&[
+                ("REGISTRY_LISTEN_ADDR", registry_grpc.to_string()),
+                ("REGISTRY_METRICS_ADDR", registry_admin.to_string()),
+                ("REGISTRY_GATEWAY_LEASE_S", LEASE_S.to_string()),
+                ("REGISTRY_SWEEP_INTERVAL_MS", "200".into()),
+            ]),
+        );
+        registry.wait_healthy().await;
+        let notifier_admin = free_port();
+        let mut notifier = Service::spawn(
+            "notifier",
+            "notifier",
+            notifier_admin,
+            &env(&[
+                ("NOTIFIER_METRICS_ADDR", notifier_admin.to_string()),
+                ("NOTIFIER_FLUSH_INTERVAL_MS", "100".into()),
+                ("NOTIFIER_BACKOFF_INITIAL_MS", "50".into()),
+                ("NOTIFIER_BACKOFF_MAX_MS", "500".into()),
+            ]),
+        );
+        let facade_addr = free_port();
+        let mut facade = Service::spawn(
+            "rest-facade",
+            "facade",
+            facade_addr,
+            &env(&[("FACADE_LISTEN_ADDR", facade_addr.to_string())]),
+        );
+        notifier.wait_healthy().await;
+        facade.wait_healthy().await;
+        let (gateway, gateway_addr) = spawn_gateway(&db.url, &registry_url, "gw-1").await;
+        Self {
+            db,
+            receiver,
+            registry,
+            gateway,
+            notifier,
+            facade,
+            gateway_addr,
+            facade_url: format!("http://{facade_addr}"),
+            registry_url,
+        }
+    }
+
+    /// Another gateway process on the same registry; returns it and its device address.
+    pub async fn spawn_gateway(&self, id: &str) -> (Service, SocketAddr) {
+        spawn_gateway(&self.db.url, &self.registry_url, id).await
+    }
+
+    /// Logs a device in at the first gateway.
+    pub async fn login(&self, user: &str, device: &str, platform: Platform, push: bool) -> (Client, LoginOk) {
+        self.login_at(self.gateway_addr, user, device, platform, push).await
+    }
+
+    /// Logs a device in at `gateway`, retrying while it is still attaching to the registry.
+    pub async fn login_at(
+        &self,
+        gateway: SocketAddr,
+        user: &str,
+        device: &str,
+        platform: Platform,
+        push: bool,
+    ) -> (Client, LoginOk) {
+        let token = mint_token(SECRET, user, None, Duration::from_secs(3600)).expect("token");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut client = Client::connect(gateway).await.expect("gateway reachable");
+            let params = LoginParams {
+                push_enabled: push,
+                client_version: "2.1.0".into(),
+                ..LoginParams::new(user, device, platform, token.clone())
+            };
+            match client.login(params).await {
+                Ok(ok) => return (client, ok),
+                Err(err) => {
+                    assert!(tokio::time::Instant::now() < deadline, "login of {user}: {err}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    pub async fn rest(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.facade_url))
+            .bearer_auth("key-default");
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("facade answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON answer"))
+    }
+
+    /// Statuses of `users` by REST; panics unless the facade answers 200.
+    pub async fn statuses(&self, users: &[&str]) -> Vec<String> {
+        match self.try_statuses(users).await {
+            Ok(statuses) => statuses,
+            Err(body) => panic!("query failed: {body}"),
+        }
+    }
+
+    /// Statuses of `users` by REST, or the error answer (e.g. 503 while the registry restarts).
+    pub async fn try_statuses(&self, users: &[&str]) -> Result<Vec<String>, Value> {
+        let (status, body) =
+            self.rest(reqwest::Method::POST, "/v1/presence/query", Some(json!({"user_ids": users}))).await;
+        if status != 200 {
+            return Err(body);
+        }
+        Ok(body["results"]
+            .as_array()
+            .map(|results| {
+                results.iter().map(|r| r["status"].as_str().unwrap_or_default().to_owned()).collect()
+            })
+            .unwrap_or_default())
+    }
+
+    pub async fn events(&self) -> Vec<Value> {
+        let (status, body) = self.rest(reqwest::Method::GET, "/v1/events?after_seq=0&limit=1000", None).await;
+        assert_eq!(status, 200, "{body}");
+        body["events"].as_array().expect("events").clone()
+    }
+}
+
+async fn spawn_gateway(database_url: &str, registry_url: &str, id: &str) -> (Service, SocketAddr) {
+    let (listen, admin) = (free_port(), free_port());
+    let mut gateway = Service::spawn(
+        "connection-gateway",
+        id,
+        admin,
+        &[
+            ("DATABASE_URL", database_url.to_owned()),
+            ("REGISTRY_URL", registry_url.to_owned()),
+            ("GATEWAY_ID", id.to_owned()),
+            ("GATEWAY_LISTEN_ADDR", listen.to_string()),
+            ("GATEWAY_METRICS_ADDR", admin.to_string()),
+        ],
+    );
+    gateway.wait_healthy().await;
+    (gateway, listen)
+}
