@@ -27,6 +27,15 @@ where
     Ok(envy::from_iter(vars.into_iter().map(|(k, v)| (k.into(), v.into())))?)
 }
 
+/// `T` with every default: what a service runs with when no variable is set.
+///
+/// # Panics
+/// When a default does not parse: a bug in `T`, caught by each service's config tests.
+pub fn defaults<T: DeserializeOwned>() -> T {
+    from_vars(std::iter::empty::<(String, String)>())
+        .unwrap_or_else(|err| panic!("defaults must parse: {err}"))
+}
+
 /// Default `DATABASE_URL` of every service: the development database.
 pub fn default_database_url() -> String {
     "postgres://postgres@127.0.0.1:5432/presence".to_owned()

@@ -6,6 +6,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod net;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -18,7 +18,13 @@ pub struct TestDatabase {
 /// Creates and migrates a new database; panics (tests only) when Postgres is unreachable.
 pub async fn fresh_database() -> TestDatabase {
     let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
-    let (base, _db) = server_url.rsplit_once('/').expect("DATABASE_URL ends in /<database>");
+    fresh_database_on(&server_url).await
+}
+
+/// Creates and migrates a new database on the server of `server_url` (any `.../<database>` URL
+/// of it): for tests that run their own server, e.g. one they stop and restart.
+pub async fn fresh_database_on(server_url: &str) -> TestDatabase {
+    let (base, _db) = server_url.rsplit_once('/').expect("the server URL ends in /<database>");
     let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{base}/postgres"))
         .await

@@ -119,8 +119,7 @@ impl GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        presence_common::config::from_vars::<Self, _, String, String>([])
-            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+        presence_common::config::defaults()
     }
 }
 

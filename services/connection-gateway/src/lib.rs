@@ -27,6 +27,8 @@ use tonic::transport::Endpoint;
 pub use config::GatewayConfig;
 pub use presence_common::Shutdown;
 
+use presence_common::net::BindError;
+
 use crate::{
     connection::Context, limits::IpLimits, link::LinkState, metric_names as m, sessions::SessionTable,
 };
@@ -39,8 +41,8 @@ pub enum GatewayError {
     Directory(#[from] presence_common::app_directory::DirectoryError),
     #[error("bad REGISTRY_URL: {0}")]
     RegistryUrl(#[source] tonic::transport::Error),
-    #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] presence_common::net::BindError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     #[error("GATEWAY_TLS_CERT and GATEWAY_TLS_KEY go together")]
@@ -79,10 +81,6 @@ impl RunningGateway {
     }
 }
 
-fn bind_error(addr: SocketAddr) -> impl FnOnce(std::io::Error) -> GatewayError {
-    move |source| GatewayError::Bind { addr, source }
-}
-
 /// Loads the apps, binds the listeners, attaches to the registry, and serves until `shutdown`.
 pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningGateway, GatewayError> {
     let nofile = listener::raise_nofile_limit();
@@ -104,10 +102,9 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
 
-    let devices = listener::bind(config.listen_addr).map_err(bind_error(config.listen_addr))?;
-    let listen_addr = devices.local_addr().map_err(bind_error(config.listen_addr))?;
-    let admin = TcpListener::bind(config.metrics_addr).await.map_err(bind_error(config.metrics_addr))?;
-    let metrics_addr = admin.local_addr().map_err(bind_error(config.metrics_addr))?;
+    let devices = listener::bind(config.listen_addr).map_err(BindError::at(config.listen_addr))?;
+    let listen_addr = devices.local_addr().map_err(BindError::at(config.listen_addr))?;
+    let (admin, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
     let sessions = SessionTable::default();
     let link_state = LinkState::default();

@@ -89,7 +89,6 @@ fn default_flush_interval() -> u64 {
 
 impl Default for NotifierConfig {
     fn default() -> Self {
-        presence_common::config::from_vars::<Self, _, String, String>([])
-            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+        presence_common::config::defaults()
     }
 }

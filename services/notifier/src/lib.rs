@@ -24,7 +24,7 @@ use std::{
 };
 
 use presence_common::{AppDirectory, db};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+use tokio::{sync::Semaphore, task::JoinHandle};
 use tonic::transport::Endpoint;
 
 pub use config::NotifierConfig;
@@ -55,8 +55,8 @@ pub enum StartError {
     RegistryUrl(#[from] tonic::transport::Error),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] presence_common::net::BindError),
     #[error("metrics server: {0}")]
     Metrics(std::io::Error),
     #[error("task: {0}")]
@@ -95,12 +95,7 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-    let metrics_listener = TcpListener::bind(config.metrics_addr)
-        .await
-        .map_err(|source| StartError::Bind { addr: config.metrics_addr, source })?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr: config.metrics_addr, source })?;
+    let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
     let watermark = Arc::new(Mutex::new(Watermark::starting_at(after)));
     let dead_letters = DeadLetters::new(pool.clone());

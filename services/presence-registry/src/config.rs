@@ -49,7 +49,6 @@ fn default_batch() -> usize {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        presence_common::config::from_vars::<Self, _, String, String>([])
-            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+        presence_common::config::defaults()
     }
 }

@@ -24,7 +24,7 @@ use presence_proto::v1::{
     event_feed_server::EventFeedServer, gateway_link_server::GatewayLinkServer,
     presence_registry_server::PresenceRegistryServer,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 pub use config::RegistryConfig;
 pub use presence_common::Shutdown;
@@ -46,8 +46,8 @@ pub enum StartError {
     Log(#[from] event_log::LogError),
     #[error("restoring state: {0}")]
     Restore(#[from] sqlx::Error),
-    #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] presence_common::net::BindError),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -75,10 +75,6 @@ impl RunningRegistry {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
-}
-
 /// Connects to Postgres, restores state, and serves until `shutdown`.
 pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<RunningRegistry, StartError> {
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
@@ -90,13 +86,8 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     tracing::info!(users, "state restored");
     let registry = Arc::new(Registry { sessions, log, gateways, apps, pool });
 
-    let grpc_listener = bind(config.listen_addr).await?;
-    let metrics_listener = bind(config.metrics_addr).await?;
-    let grpc_addr =
-        grpc_listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
-    let metrics_addr = metrics_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr: config.metrics_addr, source })?;
+    let (grpc_listener, grpc_addr) = presence_common::net::bind(config.listen_addr).await?;
+    let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
     tokio::spawn(sweeper::run(
         registry.clone(),

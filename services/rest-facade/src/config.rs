@@ -43,8 +43,7 @@ fn default_max_body() -> usize {
 
 impl Default for FacadeConfig {
     fn default() -> Self {
-        presence_common::config::from_vars::<Self, _, String, String>([])
-            .unwrap_or_else(|_| unreachable!("defaults always parse"))
+        presence_common::config::defaults()
     }
 }
 

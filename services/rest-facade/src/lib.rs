@@ -19,7 +19,7 @@ mod state;
 use std::{net::SocketAddr, time::Duration};
 
 use presence_common::{AppDirectory, db};
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 pub use config::FacadeConfig;
 pub use presence_common::Shutdown;
@@ -35,8 +35,8 @@ pub enum StartError {
     Directory(#[from] presence_common::app_directory::DirectoryError),
     #[error("bad REGISTRY_URL: {0}")]
     RegistryUrl(#[source] tonic::transport::Error),
-    #[error("binding {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] presence_common::net::BindError),
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
     #[error("server task: {0}")]
@@ -64,11 +64,7 @@ pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFa
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
 
-    let listener = TcpListener::bind(config.listen_addr)
-        .await
-        .map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
-    let http_addr =
-        listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen_addr, source })?;
+    let (listener, http_addr) = presence_common::net::bind(config.listen_addr).await?;
     let router = routes::router(AppState { apps, registry }, config.max_body_bytes);
     let http = tokio::spawn(presence_common::http::serve(listener, router, shutdown));
     tracing::info!(%http_addr, registry = %config.registry_url, "rest-facade serving");
