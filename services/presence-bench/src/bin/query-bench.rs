@@ -106,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    let workers = if args.rate > 0.0 { (args.rate / 50.0).ceil().max(1.0) as usize } else { args.concurrency };
+    let workers =
+        if args.rate > 0.0 { (args.rate / 50.0).ceil().max(1.0) as usize } else { args.concurrency };
     for w in 0..workers {
         let mut target = connect().await?;
         let (args, samples, errors) = (args.clone(), samples.clone(), errors.clone());
@@ -146,7 +147,12 @@ async fn main() -> anyhow::Result<()> {
     });
     eprintln!(
         "{} {} qps (target {}), p50 {:.2} ms p99 {:.2} ms, errors {}",
-        args.via, (count as f64 / elapsed).round(), args.rate, p.p50_ms, p.p99_ms, summary["errors"]
+        args.via,
+        (count as f64 / elapsed).round(),
+        args.rate,
+        p.p50_ms,
+        p.p99_ms,
+        summary["errors"]
     );
     println!("{summary}");
     Ok(())
