@@ -18,6 +18,7 @@ stop() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "stopped"
+  exit 0
 }
 trap stop INT TERM EXIT
 
@@ -55,7 +56,7 @@ presence is up (database $DATABASE_URL)
   gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200)
   callbacks    notifier (metrics :9300) -> http://127.0.0.1:9000/callbacks
 
-  app `default`: REST API key  dev-api-key
+  app 'default': REST API key  dev-api-key
                  token secret  dev-token-secret   (a token for alice: $token)
 
 Try, in other terminals:
@@ -68,3 +69,4 @@ Logs in $logs/. Ctrl-C stops everything.
 INFO
 wait -n "${pids[@]}" || true
 echo "a service exited; see $logs/" >&2
+exit 1
