@@ -5,12 +5,14 @@
 //! client library (devices) and HTTP (the app backend). They need the binaries built first
 //! (`cargo build --workspace --bins`; `scripts/test.sh` does it).
 
+pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod system;
 
 use std::time::Duration;
 
+pub use postgres::ThrowawayPostgres;
 pub use process::{ServiceProcess, free_port};
 pub use receiver::{Received, Receiver};
 pub use system::System;

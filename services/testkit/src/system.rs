@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use presence_client::{Client, LoginParams, mint_token};
-use presence_common::testing::{TestDatabase, fresh_database};
+use presence_common::testing::{TestDatabase, fresh_database, fresh_database_on};
 use presence_proto::v1::{LoginOk, Platform};
 use serde_json::{Value, json};
 
@@ -51,9 +51,24 @@ pub struct System {
 /// Short lease and sweep so that fault tests finish quickly.
 pub const LEASE_S: u64 = 3;
 
+/// How [`System::start_with`] differs from [`System::start`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A URL of the Postgres server to create the test database on (any `.../<database>`);
+    /// `None`: the shared server of `DATABASE_URL`.
+    pub database_server: Option<String>,
+}
+
 impl System {
     pub async fn start() -> Self {
-        let db = fresh_database().await;
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let db = match &options.database_server {
+            Some(server) => fresh_database_on(server).await,
+            None => fresh_database().await,
+        };
         db.add_app("default", SECRET).await;
         let receiver = Receiver::default();
         let callback_url = receiver.start().await;
@@ -111,6 +126,19 @@ impl System {
             gateway_addr,
             facade_url: format!("http://{facade_addr}"),
             registry_url,
+        }
+    }
+
+    /// The registry's gRPC URL (e.g. for a health check).
+    pub fn registry_url(&self) -> &str {
+        &self.registry_url
+    }
+
+    /// Panics if any of the four processes has exited (naming it, with its log), else waits until
+    /// each answers `/healthz`.
+    pub async fn assert_all_running(&mut self) {
+        for service in [&mut self.registry, &mut self.gateway, &mut self.notifier, &mut self.facade] {
+            service.wait_healthy().await;
         }
     }
 
