@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use axum::{Router, routing::get};
+use axum::{Router, routing::get, serve::ListenerExt};
 use tokio::net::TcpListener;
 
 use crate::{Shutdown, telemetry};
@@ -18,6 +18,12 @@ pub fn admin_routes() -> Router {
 
 /// Serves `router` on `listener` until `shutdown`, then lets in-flight requests finish.
 pub async fn serve(listener: TcpListener, router: Router, shutdown: Shutdown) -> std::io::Result<()> {
+    // Without TCP_NODELAY, Nagle and delayed ACKs hold the tail of larger answers back ~40 ms.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
