@@ -7,7 +7,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --workspace --bins \
  && mkdir -p /out \
  && for b in presence-registry connection-gateway notifier rest-facade presence-cli; do \
-      cp "target/release/$b" /out/ 2>/dev/null || true; done
+      cp "target/release/$b" /out/; done
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
