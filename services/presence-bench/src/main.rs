@@ -10,7 +10,10 @@ mod report;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -65,6 +68,19 @@ pub struct Args {
     /// Share of devices that go silent (no heartbeats) while keeping their sockets open.
     #[arg(long, default_value_t = 0.0)]
     silent_share: f64,
+    /// The peer's silence timeout: when set, the report gives, for silent devices, how late the
+    /// peer closed them (close - (last frame sent + this)), and counts "false offlines":
+    /// heartbeating devices the peer closed during the hold.
+    #[arg(long, default_value_t = 0.0)]
+    expect_timeout_s: f64,
+    /// MQTT keep-alive announced in CONNECT (mqtt mode); Mosquitto closes a silent client after
+    /// 1.5 times this.
+    #[arg(long, default_value_t = 120)]
+    mqtt_keepalive_s: u16,
+    /// End the hold early once this file exists (checked every 200 ms), so a script can hold
+    /// devices exactly as long as it measures and still get the report.
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
     /// App and its token secret (presence mode).
     #[arg(long, default_value = "default")]
     app: String,
@@ -97,7 +113,10 @@ fn main() -> anyhow::Result<()> {
         if args.processes == 0 { args.devices.div_ceil(DEVICES_PER_PROCESS).max(1) } else { args.processes };
     let reports =
         if processes == 1 { vec![runtime.block_on(run_shard(&args, 0, 1))] } else { run_shards(processes)? };
-    let summary = Summary::merge(&args.mode.to_string(), args.devices, reports);
+    let mut summary = Summary::merge(&args.mode.to_string(), args.devices, reports);
+    if args.expect_timeout_s <= 0.0 {
+        summary.timeouts = None;
+    }
     eprintln!("{}", summary.table());
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
@@ -137,6 +156,16 @@ struct Held {
     login_sent: Instant,
     /// Set when the peer closes the connection.
     closed_at: Arc<OnceLock<Instant>>,
+    /// When the device last sent a frame, in microseconds after `login_sent`.
+    last_sent_us: Arc<AtomicU64>,
+    /// Whether the device stopped heartbeating (--silent-share).
+    silent: bool,
+}
+
+impl Held {
+    fn last_sent(&self) -> Instant {
+        self.login_sent + Duration::from_micros(self.last_sent_us.load(Ordering::Relaxed))
+    }
 }
 
 async fn run_shard(args: &Args, index: usize, count: usize) -> ShardReport {
@@ -151,7 +180,9 @@ async fn run_shard(args: &Args, index: usize, count: usize) -> ShardReport {
         let first = wave(args, &mine, "a", rate, &stop, &mut report).await;
         report.wave_s = started.elapsed().as_secs_f64();
 
+        let mut holding = first;
         if args.kick {
+            let first = std::mem::take(&mut holding);
             let second = wave(args, &mine, "b", rate, &stop, &mut report).await;
             // Each old socket should close shortly after its replacement logged in.
             let deadline = Instant::now() + Duration::from_secs(10);
@@ -169,9 +200,13 @@ async fn run_shard(args: &Args, index: usize, count: usize) -> ShardReport {
                     None => report.count_error("old socket not closed after the kick"),
                 }
             }
+            holding = second;
         }
         if args.hold_s > 0 {
-            tokio::time::sleep(Duration::from_secs(args.hold_s)).await;
+            hold_for(Duration::from_secs(args.hold_s), args.stop_file.as_deref()).await;
+        }
+        if args.expect_timeout_s > 0.0 {
+            timeouts(&holding, Duration::from_secs_f64(args.expect_timeout_s), &mut report);
         }
     };
     if tokio::time::timeout(bound, run).await.is_err() {
@@ -179,6 +214,40 @@ async fn run_shard(args: &Args, index: usize, count: usize) -> ShardReport {
     }
     stop.cancel();
     report
+}
+
+/// Sleeps `hold`, or less if `stop_file` appears.
+async fn hold_for(hold: Duration, stop_file: Option<&std::path::Path>) {
+    let deadline = Instant::now() + hold;
+    while Instant::now() < deadline {
+        if stop_file.is_some_and(|f| f.exists()) {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+    }
+}
+
+/// Timeout accuracy over the devices held: how late each silent device was closed after
+/// `timeout` of silence, and which heartbeating devices were closed (false offlines).
+fn timeouts(held: &[Option<Held>], timeout: Duration, report: &mut ShardReport) {
+    for h in held.iter().flatten() {
+        let closed = h.closed_at.get();
+        if !h.silent {
+            report.false_offlines += usize::from(closed.is_some());
+            continue;
+        }
+        report.silent += 1;
+        let Some(&closed) = closed else {
+            report.silent_not_closed += 1;
+            continue;
+        };
+        let due = h.last_sent() + timeout;
+        match closed.checked_duration_since(due) {
+            Some(late) => report.timeout_late_us.push(late.as_micros() as u64),
+            None => report.timeout_early += 1,
+        }
+    }
 }
 
 /// Connects and handshakes `devices` (by index; `suffix` names the wave); keeps them open.
@@ -250,14 +319,16 @@ fn hold(
     stop: CancellationToken,
 ) -> Held {
     let closed_at = Arc::new(OnceLock::new());
-    let closed = closed_at.clone();
+    let last_sent_us = Arc::new(AtomicU64::new(0));
+    let (closed, sent) = (closed_at.clone(), last_sent_us.clone());
     let mode = args.mode;
     let silent = device.silent(args.silent_share);
     let interval = (args.heartbeat_s > 0 && !silent).then(|| Duration::from_secs(args.heartbeat_s));
     tokio::spawn(async move {
-        if mode.hold(stream, interval, stop).await {
+        let on_sent = || sent.store(login_sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+        if mode.hold(stream, interval, stop, on_sent).await {
             let _ = closed.set(Instant::now());
         }
     });
-    Held { login_sent, closed_at }
+    Held { login_sent, closed_at, last_sent_us, silent }
 }

@@ -36,6 +36,7 @@ pub struct Device {
     pub device_id: String,
     pub token: String,
     pub app_id: String,
+    pub mqtt_keepalive_s: u16,
 }
 
 impl Device {
@@ -51,7 +52,14 @@ impl Device {
             .unwrap_or_default(),
             Mode::Raw | Mode::Mqtt => String::new(),
         };
-        Self { index, device_id: format!("{user_id}-{wave}"), user_id, token, app_id: args.app.clone() }
+        Self {
+            index,
+            device_id: format!("{user_id}-{wave}"),
+            user_id,
+            token,
+            app_id: args.app.clone(),
+            mqtt_keepalive_s: args.mqtt_keepalive_s,
+        }
     }
 
     /// Whether this device is one of the `share` that stop heartbeating (spread evenly).
@@ -69,17 +77,21 @@ impl Mode {
                 read_frame(stream, 1024).await.map(drop).map_err(|e| e.to_string())
             }
             // The client id is the user's: a second CONNECT with it takes the session over (the kick).
-            Mode::Mqtt => mqtt_handshake(stream, &device.user_id, 120).await.map_err(|e| e.to_string()),
+            Mode::Mqtt => mqtt_handshake(stream, &device.user_id, device.mqtt_keepalive_s)
+                .await
+                .map_err(|e| e.to_string()),
             Mode::Presence => presence_login(stream, device).await,
         }
     }
 
-    /// Holds the connection until `stop`, heartbeating every `interval`. True if the peer closed it.
+    /// Holds the connection until `stop`, heartbeating every `interval` (`on_sent` after each
+    /// heartbeat written). True if the peer closed it.
     pub async fn hold(
         self,
         mut stream: TcpStream,
         interval: Option<Duration>,
         stop: CancellationToken,
+        on_sent: impl Fn(),
     ) -> bool {
         let mut buf = [0u8; 512];
         let mut tick = interval.map(tokio::time::interval);
@@ -110,6 +122,7 @@ impl Mode {
                     if !sent {
                         return true;
                     }
+                    on_sent();
                 }
             }
         }

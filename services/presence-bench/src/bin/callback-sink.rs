@@ -2,7 +2,8 @@
 //! play a slow or flaky app backend.
 //!
 //! Usage: callback-sink [--addr 127.0.0.1:9000] [--delay-ms 0] [--fail-pct 0]
-//! `GET /stats` -> {"requests", "unique", "duplicates", "failed", "first_ms", "last_ms"}.
+//! `GET /stats` -> {"requests", "unique", "duplicates", "failed", "first_ms", "last_ms"}
+//! (first/last successful delivery, Unix ms); `POST /reset` clears them between phases.
 
 use std::{
     collections::HashSet,
@@ -11,7 +12,13 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use axum::{Json, Router, extract::State, http::HeaderMap, http::StatusCode, routing::get};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::HeaderMap,
+    http::StatusCode,
+    routing::{get, post},
+};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -74,6 +81,11 @@ async fn stats(State(sink): State<Arc<Sink>>) -> Json<serde_json::Value> {
     }))
 }
 
+async fn reset(State(sink): State<Arc<Sink>>) -> StatusCode {
+    *sink.stats.lock().unwrap_or_else(|e| e.into_inner()) = Stats::default();
+    StatusCode::NO_CONTENT
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -82,7 +94,11 @@ async fn main() -> anyhow::Result<()> {
         fail_pct: args.fail_pct,
         stats: Mutex::default(),
     });
-    let app = Router::new().route("/stats", get(stats)).fallback(receive).with_state(sink);
+    let app = Router::new()
+        .route("/stats", get(stats))
+        .route("/reset", post(reset))
+        .fallback(receive)
+        .with_state(sink);
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     eprintln!("callback-sink on {}", listener.local_addr()?);
     axum::serve(listener, app).await?;
