@@ -86,3 +86,62 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) pri
 
 # jqv FILE EXPR: a value from a loadgen JSON summary (python, as jq may be missing).
 jqv() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {'d': d}))" "$1" "$2"; }
+
+# bench_stop NAME: stops the processes started as NAME* (TERM, then KILL after 3 s) and forgets them.
+bench_stop() {
+  local pidfile pid pids=() keep=() p
+  for pidfile in "$OUT/$1"*.pid; do
+    [[ -f $pidfile ]] || continue
+    pid=$(cat "$pidfile"); pids+=("$pid"); rm -f "$pidfile"
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  for p in "${BENCH_PIDS[@]}"; do [[ " ${pids[*]} " == *" $p "* ]] || keep+=("$p"); done
+  BENCH_PIDS=("${keep[@]}")
+}
+
+# bench_ports_free PORT...: fails (naming the port) if something already listens on a port we need.
+bench_ports_free() {
+  local port
+  for port in "$@"; do
+    if ss -Htln "sport = :$port" | grep -q .; then
+      echo "port $port is in use (another benchmark or dev.sh running?); stop it first" >&2; return 1
+    fi
+  done
+}
+
+# bench_established PORT: established connections whose local port is PORT (the server side).
+bench_established() { ss -Htn state established "sport = :$1" | wc -l; }
+
+# bench_wait_established PORT N SECONDS: waits until PORT holds N connections; prints the count.
+bench_wait_established() {
+  local got=0 deadline=$((SECONDS + $3))
+  while ((SECONDS < deadline)); do
+    got=$(bench_established "$1"); ((got >= $2)) && break; sleep 1
+  done
+  echo "$got"
+}
+
+# bench_app APP TOKEN_SECRET CALLBACK_URL CALLBACK_SECRET: an app row (REST key "<APP>-key").
+bench_app() {
+  psql "$DATABASE_URL" -qc "INSERT INTO apps (app_id, token_secret, api_key_sha256, callback_url, callback_secret)
+    VALUES ('$1', '$2', encode(sha256('$1-key'::bytea), 'hex'), '$3', '$4')
+    ON CONFLICT (app_id) DO UPDATE SET token_secret = EXCLUDED.token_secret,
+      callback_url = EXCLUDED.callback_url, callback_secret = EXCLUDED.callback_secret" >/dev/null
+}
+
+# bench_mosquitto PORT: a private Mosquitto on 127.0.0.1:PORT (no persistence, errors-only log),
+# started as `mosquitto` so bench_rss_kib/bench_cpu_s measure it alone.
+bench_mosquitto() {
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\nmax_connections -1\n' \
+    "$1" >"$OUT/mosquitto-$1.conf"
+  bench_start mosquitto mosquitto -c "$OUT/mosquitto-$1.conf"
+  for _ in $(seq 1 50); do ss -Htln "sport = :$1" | grep -q . && return 0; sleep 0.1; done
+  echo "mosquitto did not come up; see $OUT/mosquitto.log" >&2; tail -n 20 "$OUT/mosquitto.log" >&2; return 1
+}
+
+# pct CPU_SECONDS WINDOW_SECONDS: percent of one core.
+pct() { printf '%.2f' "$(echo "scale=4; 100 * $1 / $2" | bc)"; }
