@@ -38,17 +38,18 @@ loadgen() { # APP PREFIX DEVICES [args...]
     --user-prefix "$prefix" "$@"
 }
 events() { psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_events WHERE app_id = '$1' AND user_id LIKE '$2%'"; }
+online() { psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM devices WHERE app_id = '$1' AND user_id LIKE '$2%'"; }
 sink_stats() { curl -fsS "http://127.0.0.1:$1/stats" 2>/dev/null || echo '{"unique": 0}'; }
 unique() { sink_stats "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])'; }
 fast_sink() { bench_start sink-fast "$BIN/callback-sink" --addr 127.0.0.1:9000; bench_wait_http http://127.0.0.1:9000/stats sink-fast; }
 
-# settle PORT APP PREFIX LABEL: waits (<= DELIVER_MAX_S) until APP's events of PREFIX stop growing
-# and the sink on PORT holds them all; writes the sink's /stats plus "expected" to LABEL.json.
+# settle PORT APP PREFIX LABEL: waits (<= DELIVER_MAX_S) until APP's devices of PREFIX are all
+# offline, their events stop growing and the sink on PORT holds them all; writes the sink's /stats plus "expected" to LABEL.json.
 settle() {
   local port=$1 app=$2 prefix=$3 label=$4 exp=0 prev=-1 got=0 deadline=$((SECONDS + DELIVER_MAX_S))
   while ((SECONDS < deadline)); do
     exp=$(events "$app" "$prefix"); got=$(unique "$port")
-    ((exp == prev && got >= exp && exp > 0)) && break
+    ((exp == prev && got >= exp && exp > 0)) && (($(online "$app" "$prefix") == 0)) && break
     prev=$exp; sleep 0.5
   done
   ((got >= exp)) || echo "   $label: only $got of $exp delivered after ${DELIVER_MAX_S}s" >&2
@@ -76,7 +77,9 @@ for run in $(seq 1 "$RUNS"); do
   echo "   2. backlog drain: fast sink down, $DRAIN_N devices" >&2
   bench_stop sink-fast
   loadgen cba "d${run}u" "$DRAIN_N" >"$OUT/cb-drain-lg-$run.json" 2>"$OUT/cb-drain-lg-$run.log"
-  prev=-1; for _ in $(seq 1 60); do cur=$(events cba "d${run}u"); ((cur == prev)) && break; prev=$cur; sleep 1; done
+  prev=-1; for _ in $(seq 1 60); do
+    cur=$(events cba "d${run}u"); ((cur == prev)) && (($(online cba "d${run}u") == 0)) && break; prev=$cur; sleep 1
+  done
   sleep "$DOWN_S"
   t0_ms=$(($(date +%s%N) / 1000000))
   fast_sink

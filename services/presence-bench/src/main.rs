@@ -332,3 +332,37 @@ fn hold(
     });
     Held { login_sent, closed_at, last_sent_us, silent }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(silent: bool, last_sent_ms: u64, closed_after_ms: Option<u64>) -> Option<Held> {
+        let login_sent = Instant::now();
+        let closed_at = Arc::new(OnceLock::new());
+        if let Some(ms) = closed_after_ms {
+            closed_at.set(login_sent + Duration::from_millis(ms)).unwrap();
+        }
+        let last_sent_us = Arc::new(AtomicU64::new(last_sent_ms * 1000));
+        Some(Held { login_sent, closed_at, last_sent_us, silent })
+    }
+
+    #[test]
+    fn timeouts_measure_lateness_from_the_last_frame_sent() {
+        let devices = vec![
+            held(true, 0, Some(20_250)),       // 250 ms late
+            held(true, 0, Some(19_000)),       // early
+            held(true, 0, None),               // never closed
+            held(false, 15_000, None),         // fine
+            held(false, 15_000, Some(21_000)), // false offline
+            None,                              // never connected
+        ];
+        let mut report = ShardReport::default();
+        timeouts(&devices, Duration::from_secs(20), &mut report);
+        assert_eq!(report.timeout_late_us, vec![250_000]);
+        assert_eq!(
+            (report.silent, report.timeout_early, report.silent_not_closed, report.false_offlines),
+            (3, 1, 1, 1)
+        );
+    }
+}
