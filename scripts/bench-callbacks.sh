@@ -30,7 +30,7 @@ LG="$BIN/presence-loadgen"
 
 ulimit -n "$(ulimit -Hn)"
 bench_ports_free 7100 7200 9200 9000 9001 9300 $(seq 9101 $((9100 + GATEWAYS)))
-bench_build
+[[ ${SKIP_BUILD:-0} == 1 ]] || bench_build # SKIP_BUILD=1: use the binaries already in $BIN
 
 loadgen() { # APP PREFIX DEVICES [args...]
   local app=$1 prefix=$2 n=$3; shift 3
@@ -115,8 +115,8 @@ Callbacks: medians of $RUNS runs, $GATEWAYS gateways, notifier with NOTIFIER_CON
 | phase | app A events | deliveries/s to the fast sink (first to last) | vs alone | app A logins/s | lost | duplicates | app B (slow: ${SLOW_DELAY_MS} ms, ${SLOW_FAIL_PCT}% 500) delivered / events |
 |---|---|---|---|---|---|---|---|
 | 1. app A alone | $(med alone 'd["expected"]') | $alone | 1.00 | $(login_rate alone-lg) | $(med alone "$lost") | $(med alone 'd["duplicates"]') | - |
-| 3. app A + slow app B | $(med slow 'd["expected"]') | $slow | $(ratio "$slow" "$alone") | $(login_rate slow-lg) | $(med slow "$lost") | $(med slow 'd["duplicates"]') | $(med slow-b 'd["unique"]') / $(med slow-b 'd["expected"]') (failed $(med slow-b 'd["failed"]'), duplicates $(med slow-b 'd["duplicates"]')) |
 | 2. backlog drain (sink down, restarted) | $(med drain 'd["expected"]') | $drain | $(ratio "$drain" "$alone") | - | $(med drain "$lost") | $(med drain 'd["duplicates"]') | - |
+| 3. app A + slow app B | $(med slow 'd["expected"]') | $slow | $(ratio "$slow" "$alone") | $(login_rate slow-lg) | $(med slow "$lost") | $(med slow 'd["duplicates"]') | $(med slow-b 'd["unique"]') / $(med slow-b 'd["expected"]') (failed $(med slow-b 'd["failed"]'), duplicates $(med slow-b 'd["duplicates"]')) |
 
 Backlog drain: all $(med drain 'd["expected"]') events delivered ${drain_s}s after the sink came back ($drain_total events/s, including retry backoff; the sink was down ${DOWN_S}s after the last event).
 Targets: >= 5000 deliveries/s to the fast receiver, slowed < 10% by the slow one (ratio >= 0.90), zero lost.

@@ -32,7 +32,7 @@ if ((GATEWAYS * per_gateway < N)); then
   echo "GATEWAYS=$GATEWAYS x $per_gateway connections cannot hold N=$N" >&2; exit 1
 fi
 bench_ports_free 7100 7200 9200 "$MQTT_PORT" $(seq 9101 $((9100 + GATEWAYS)))
-bench_build
+[[ ${SKIP_BUILD:-0} == 1 ]] || bench_build # SKIP_BUILD=1: use the binaries already in $BIN
 
 cpu_sum() { local s=0 name; for name in "$@"; do s=$(echo "$s + $(bench_cpu_s "$name")" | bc); done; echo "$s"; }
 
@@ -103,7 +103,7 @@ print(round(float($1), 2))"
 gw_b=$(per_run '(gw1 - gw0) * 1024 / max(held, 1)')
 reg_b=$(per_run '(reg1 - reg0) * 1024 / max(held, 1)')
 mq_b=$(per_run '(m1 - m0) * 1024 / max(mheld, 1)')
-held=$(per_run held); mheld=$(per_run mheld)
+held=$(per_run held | xargs printf '%.0f'); mheld=$(per_run mheld | xargs printf '%.0f')
 cpu=$(per_run '100 * cpu / window'); cpufast=$(per_run '100 * cpufast / window')
 mcpu=$(per_run '100 * mcpu / window'); mcpufast=$(per_run '100 * mcpufast / window')
 errors=$(for run in $(seq 1 "$RUNS"); do for f in presence presence-fast mqtt mqtt-fast; do
@@ -116,7 +116,7 @@ Idle capacity: medians of $RUNS runs, $GATEWAYS gateways, CPU over ${WINDOW_S}s,
 |---|---|---|---|---|---|
 | presence gateways (sum) | $held | $(printf '%.0f' "$gw_b") | $(ratio "$gw_b" "$mq_b") | $cpu (gateways + registry) | $cpufast (gateways + registry, $((N / FAST_HEARTBEAT_S)) heartbeats/s) |
 | presence registry | $held | $(printf '%.0f' "$reg_b") | - | (included above) | (included above) |
-| presence gateways + registry | $held | $(python3 -c "print(round($gw_b + $reg_b))") | $(ratio "$gw_b + $reg_b" "$mq_b") | $cpu | $cpufast |
+| presence gateways + registry | $held | $(python3 -c "print(round($gw_b + $reg_b))") | $(ratio "($gw_b + $reg_b)" "$mq_b") | $cpu | $cpufast |
 | Mosquitto 2 (one process) | $mheld | $(printf '%.0f' "$mq_b") | 1.00 | $mcpu | $mcpufast ($((PEER_N / FAST_HEARTBEAT_S)) PINGREQ/s) |
 
 RSS is user space only (socket buffers are kernel memory, the same for both). Loadgen errors over all runs: $errors.
