@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod grpc_tls;
 pub mod http;
 pub mod net;
 pub mod shutdown;

@@ -20,6 +20,10 @@ pub struct GatewayConfig {
     /// The registry's gRPC endpoint. Default `http://127.0.0.1:7200`.
     #[serde(default = "default_registry_url")]
     pub registry_url: String,
+    /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
+    /// mTLS, to the registry. Default: all unset, plaintext.
+    #[serde(flatten)]
+    pub registry_tls: presence_common::grpc_tls::ClientTls,
     /// Where the apps (token secrets) live. Default `postgres://postgres@127.0.0.1:5432/presence`.
     #[serde(default = "presence_common::config::default_database_url")]
     pub database_url: String,
@@ -147,9 +151,13 @@ mod tests {
             ("GATEWAY_MAX_CONNECTIONS_PER_IP", "100"),
             ("GATEWAY_LOGIN_RATE_PER_IP", "0.5"),
             ("GATEWAY_LOGIN_BURST_PER_IP", "4"),
+            ("REGISTRY_TLS_CA", "/etc/presence/ca.pem"),
+            ("INTERNAL_TLS_CERT", "/etc/presence/gw.pem"),
         ])
         .unwrap();
         assert_eq!(c.resolved_gateway_id(), "gw-a");
+        assert_eq!(c.registry_tls.ca.as_deref(), Some(std::path::Path::new("/etc/presence/ca.pem")));
+        assert!(c.registry_tls.cert.is_some() && c.registry_tls.key.is_none());
         assert_eq!(c.heartbeat_timeout_s, 2);
         let limits = c.limit_settings();
         assert_eq!(

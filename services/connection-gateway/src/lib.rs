@@ -22,7 +22,6 @@ use presence_proto::v1::presence_registry_client::PresenceRegistryClient;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Endpoint;
 
 pub use config::GatewayConfig;
 pub use presence_common::Shutdown;
@@ -39,8 +38,8 @@ pub enum GatewayError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Directory(#[from] presence_common::app_directory::DirectoryError),
-    #[error("bad REGISTRY_URL: {0}")]
-    RegistryUrl(#[source] tonic::transport::Error),
+    #[error(transparent)]
+    Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
     #[error(transparent)]
     Bind(#[from] presence_common::net::BindError),
     #[error(transparent)]
@@ -94,8 +93,9 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
 
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
-    let channel = Endpoint::from_shared(config.registry_url.clone())
-        .map_err(GatewayError::RegistryUrl)?
+    let channel = config
+        .registry_tls
+        .endpoint(&config.registry_url)?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

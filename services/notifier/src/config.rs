@@ -11,6 +11,10 @@ pub struct NotifierConfig {
     /// The registry's event feed. Default `http://127.0.0.1:7200`.
     #[serde(default = "default_registry_url")]
     pub registry_url: String,
+    /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
+    /// mTLS, to the registry. Default: all unset, plaintext.
+    #[serde(flatten)]
+    pub registry_tls: presence_common::grpc_tls::ClientTls,
     /// Default `postgres://postgres@127.0.0.1:5432/presence`.
     #[serde(default = "presence_common::config::default_database_url")]
     pub database_url: String,

@@ -25,7 +25,6 @@ use std::{
 
 use presence_common::{AppDirectory, db};
 use tokio::{sync::Semaphore, task::JoinHandle};
-use tonic::transport::Endpoint;
 
 pub use config::NotifierConfig;
 pub use presence_common::Shutdown;
@@ -51,8 +50,8 @@ pub enum StartError {
     Directory(#[from] presence_common::app_directory::DirectoryError),
     #[error("reading the cursor: {0}")]
     Cursor(#[from] sqlx::Error),
-    #[error("bad REGISTRY_URL: {0}")]
-    RegistryUrl(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error(transparent)]
@@ -90,7 +89,9 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let cursor = CursorStore::new(pool.clone(), config.consumer.clone());
     let after = cursor.load().await?;
-    let endpoint = Endpoint::from_shared(config.registry_url.clone())?
+    let endpoint = config
+        .registry_tls
+        .endpoint(&config.registry_url)?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))

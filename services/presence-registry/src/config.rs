@@ -26,6 +26,10 @@ pub struct RegistryConfig {
     /// Most mutations written in one transaction (group commit). Default 512.
     #[serde(rename = "registry_commit_batch_max", default = "default_batch")]
     pub commit_batch_max: usize,
+    /// `REGISTRY_TLS_CERT`, `REGISTRY_TLS_KEY`, `REGISTRY_TLS_CLIENT_CA`: TLS, then mTLS, on the
+    /// gRPC port. Default: all unset, plaintext.
+    #[serde(flatten)]
+    pub tls: presence_common::grpc_tls::ServerTls,
 }
 
 fn default_listen() -> SocketAddr {
@@ -50,5 +54,26 @@ fn default_batch() -> usize {
 impl Default for RegistryConfig {
     fn default() -> Self {
         presence_common::config::defaults()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_is_off_by_default_and_read_from_its_variables() {
+        let c = RegistryConfig::default();
+        assert_eq!(c.listen_addr.port(), 7200);
+        assert_eq!(c.tls.mode(), "plaintext");
+        let c: RegistryConfig = presence_common::config::from_vars([
+            ("REGISTRY_TLS_CERT", "/etc/presence/registry.pem"),
+            ("REGISTRY_TLS_KEY", "/etc/presence/registry.key"),
+            ("REGISTRY_TLS_CLIENT_CA", "/etc/presence/ca.pem"),
+            ("REGISTRY_COMMIT_BATCH_MAX", "64"),
+        ])
+        .expect("parses");
+        assert_eq!(c.tls.mode(), "mtls");
+        assert_eq!(c.commit_batch_max, 64, "typed variables still parse next to the flattened ones");
     }
 }

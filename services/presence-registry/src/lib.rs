@@ -50,6 +50,8 @@ pub enum StartError {
     Bind(#[from] presence_common::net::BindError),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Tls(#[from] presence_common::grpc_tls::GrpcTlsError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("metrics server: {0}")]
@@ -77,6 +79,8 @@ impl RunningRegistry {
 
 /// Connects to Postgres, restores state, and serves until `shutdown`.
 pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<RunningRegistry, StartError> {
+    // Read before anything else: a bad certificate stops the start before any state is touched.
+    let mut server = config.tls.server_builder()?;
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;
@@ -95,6 +99,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         shutdown.clone(),
     ));
 
+    let tls_mode = config.tls.mode();
     let (health_reporter, health) = presence_common::grpc::health(SERVICES).await;
     tokio::spawn(presence_common::grpc::track_database(
         registry.pool.clone(),
@@ -102,7 +107,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         SERVICES,
         shutdown.clone(),
     ));
-    let router = tonic::transport::Server::builder()
+    let router = server
         .add_service(health)
         .add_service(presence_common::grpc::reflection()?)
         .add_service(PresenceRegistryServer::new(grpc::PresenceApi { registry: registry.clone() }))
@@ -124,6 +129,6 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         presence_common::http::admin_routes(),
         shutdown,
     ));
-    tracing::info!(%grpc_addr, %metrics_addr, "presence-registry serving");
+    tracing::info!(%grpc_addr, %metrics_addr, grpc_tls = tls_mode, "presence-registry serving");
     Ok(RunningRegistry { grpc_addr, metrics_addr, grpc, http })
 }

@@ -33,8 +33,8 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Directory(#[from] presence_common::app_directory::DirectoryError),
-    #[error("bad REGISTRY_URL: {0}")]
-    RegistryUrl(#[source] tonic::transport::Error),
+    #[error(transparent)]
+    Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
     #[error(transparent)]
     Bind(#[from] presence_common::net::BindError),
     #[error("HTTP server: {0}")]
@@ -59,8 +59,7 @@ impl RunningFacade {
 /// Loads the apps, binds the listener and serves until `shutdown`.
 pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFacade, StartError> {
     let timeout = Duration::from_millis(config.request_timeout_ms.max(1));
-    let registry =
-        RegistryClient::connect_lazy(&config.registry_url, timeout).map_err(StartError::RegistryUrl)?;
+    let registry = RegistryClient::connect_lazy(&config.registry_url, &config.registry_tls, timeout)?;
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
 

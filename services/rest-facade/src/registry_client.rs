@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use presence_common::grpc_tls::{ClientTls, GrpcTlsError};
 use presence_proto::v1::{
     KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, QueryRequest, ReadEventsRequest,
     event_feed_client::EventFeedClient, presence_registry_client::PresenceRegistryClient,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::error::ApiError;
 
@@ -20,8 +21,9 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     /// Does not connect: the first call does, and a failed connection is retried on later calls.
-    pub fn connect_lazy(url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
+    pub fn connect_lazy(url: &str, tls: &ClientTls, timeout: Duration) -> Result<Self, GrpcTlsError> {
+        let channel = tls
+            .endpoint(url)?
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
