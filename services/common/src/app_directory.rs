@@ -188,10 +188,17 @@ impl AppDirectory {
 
     async fn refresh_loop(self, shutdown: Shutdown) {
         const PERIODIC: Duration = Duration::from_secs(30);
+        const RETRY_MIN: Duration = Duration::from_secs(1);
+        // Without a listener, changes arrive only by polling: try to listen again soon (backing
+        // off while the database stays away), not only at the next periodic reload.
+        let mut retry = RETRY_MIN;
         loop {
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(mut l) => match l.listen(CONFIG_CHANNEL).await {
-                    Ok(()) => Some(l),
+                    Ok(()) => {
+                        retry = RETRY_MIN;
+                        Some(l)
+                    }
                     Err(err) => {
                         tracing::warn!(%err, "LISTEN failed; polling apps instead");
                         None
@@ -211,11 +218,15 @@ impl AppDirectory {
                         None => std::future::pending().await,
                     }
                 };
+                let wait = if listener.is_some() { PERIODIC } else { retry };
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(PERIODIC) => {
+                    () = tokio::time::sleep(wait) => {
+                        if listener.is_none() {
+                            retry = (retry * 2).min(PERIODIC);
+                            break; // reconnecting reloads
+                        }
                         self.reload_logged().await;
-                        if listener.is_none() { break; }
                     }
                     result = notified => match result {
                         Ok(true) => self.reload_logged().await,
