@@ -212,17 +212,18 @@ impl AppDirectory {
             // Something may have changed while we were not listening.
             self.reload_logged().await;
             loop {
+                let listening = listener.is_some();
+                let wait = if listening { PERIODIC } else { retry };
                 let notified = async {
                     match listener.as_mut() {
                         Some(l) => l.try_recv().await.map(|n| n.is_some()),
                         None => std::future::pending().await,
                     }
                 };
-                let wait = if listener.is_some() { PERIODIC } else { retry };
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(wait) => {
-                        if listener.is_none() {
+                        if !listening {
                             retry = (retry * 2).min(PERIODIC);
                             break; // reconnecting reloads
                         }
