@@ -229,8 +229,11 @@ impl Registry {
         // Read first: every event up to here is applied by the time we hold each user's lock.
         let as_of_seq = self.log.last_seq(app_id);
         let mut results = Vec::with_capacity(user_ids.len());
+        let users = self.sessions.app_users(app_id);
         for user_id in user_ids {
-            let presence = match self.sessions.get(&UserKey::new(app_id, user_id)) {
+            // Clone the cell out so no map guard is held across the await.
+            let cell = users.as_ref().and_then(|users| users.get(user_id.as_str()).map(|cell| cell.clone()));
+            let presence = match cell {
                 Some(cell) => cell.lock().await.presence(user_id, detail),
                 None => UserState::default().presence(user_id, detail),
             };
@@ -274,7 +277,7 @@ impl Registry {
         }
         let mut stale = Vec::new();
         for s in live {
-            let current = match self.sessions.get(&UserKey::new(&s.app_id, &s.user_id)) {
+            let current = match self.sessions.get_user(&s.app_id, &s.user_id) {
                 Some(cell) => cell
                     .lock()
                     .await

@@ -4,7 +4,10 @@
 //! the durable commit to the in-memory update; different users never wait for each other. No
 //! global lock: the table can later be partitioned by a hash of the key.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use dashmap::DashMap;
 use tokio::sync::Mutex;
@@ -25,24 +28,46 @@ impl UserKey {
 
 pub type UserCell = Arc<Mutex<UserState>>;
 
+/// One app's users, keyed by user id alone: a lookup hashes and compares one short string.
+pub type AppUsers = DashMap<Box<str>, UserCell>;
+
+/// Two levels (app, then user) so that a batch query finds its app once and then looks users up
+/// by `&str` without building a key; the outer map is tiny and read-mostly.
 #[derive(Default)]
 pub struct SessionTable {
-    users: DashMap<UserKey, UserCell>,
+    apps: RwLock<HashMap<Box<str>, Arc<AppUsers>>>,
 }
 
 impl SessionTable {
+    /// The app's users, if any of them is known.
+    pub fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
+        self.apps.read().unwrap_or_else(PoisonError::into_inner).get(app_id).cloned()
+    }
+
+    fn app_users_or_insert(&self, app_id: &str) -> Arc<AppUsers> {
+        if let Some(users) = self.app_users(app_id) {
+            return users;
+        }
+        self.apps.write().unwrap_or_else(PoisonError::into_inner).entry(app_id.into()).or_default().clone()
+    }
+
     /// The user's cell, created empty on first use (a login).
     pub fn entry(&self, key: UserKey) -> UserCell {
-        self.users.entry(key).or_default().clone()
+        self.app_users_or_insert(&key.app_id).entry(key.user_id.into_boxed_str()).or_default().clone()
     }
 
     /// The user's cell if the registry knows the user.
     pub fn get(&self, key: &UserKey) -> Option<UserCell> {
-        self.users.get(key).map(|cell| cell.clone())
+        self.get_user(&key.app_id, &key.user_id)
+    }
+
+    pub fn get_user(&self, app_id: &str, user_id: &str) -> Option<UserCell> {
+        self.app_users(app_id)?.get(user_id).map(|cell| cell.clone())
     }
 
     /// Installs state read at start-up.
     pub fn restore(&self, key: UserKey, state: UserState) {
-        self.users.insert(key, Arc::new(Mutex::new(state)));
+        self.app_users_or_insert(&key.app_id)
+            .insert(key.user_id.into_boxed_str(), Arc::new(Mutex::new(state)));
     }
 }

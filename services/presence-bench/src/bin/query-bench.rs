@@ -117,7 +117,10 @@ async fn main() -> anyhow::Result<()> {
             let mut n: u64 = 0;
             while Instant::now() < deadline {
                 if per_worker > 0.0 {
-                    let due = started + Duration::from_secs_f64(n as f64 / per_worker);
+                    // Workers interleave (worker w sends the w-th of every `workers` slots), so
+                    // arrivals are evenly spaced instead of bursts of `workers` at once.
+                    let slot = n as f64 * workers as f64 + w as f64;
+                    let due = started + Duration::from_secs_f64(slot / args.rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let ids = batch(&args, (w as u64) << 32 | n);
