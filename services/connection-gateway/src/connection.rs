@@ -62,8 +62,15 @@ pub struct Context {
     pub heartbeat_timeout_s: u32,
     pub outbound_queue: usize,
     pub limits: IpLimits,
+    /// Disconnect reports in flight to the registry. When thousands of devices drop at once,
+    /// unbounded reports would time out in the queue and be cancelled, and a flood of cancelled
+    /// HTTP/2 streams makes the registry close the whole connection (rapid-reset protection).
+    pub report_slots: Arc<tokio::sync::Semaphore>,
     pub shutdown: Shutdown,
 }
+
+/// Default for [`Context::report_slots`].
+pub const REPORT_CONCURRENCY: usize = 256;
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -440,6 +447,8 @@ where
 }
 
 async fn report_disconnect(ctx: &Context, session: SessionRef, reason: EventReason) {
+    // Closed only if the gateway is gone; report anyway then.
+    let _slot = ctx.report_slots.acquire().await.ok();
     let result = retry_unavailable(|| {
         let mut registry = ctx.registry.clone();
         let request = DisconnectRequest { session: Some(session.clone()), reason: reason as i32 };

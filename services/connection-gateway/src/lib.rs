@@ -130,6 +130,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         heartbeat_timeout_s: config.heartbeat_timeout_s.max(1),
         outbound_queue: config.outbound_queue,
         limits,
+        report_slots: Arc::new(tokio::sync::Semaphore::new(connection::REPORT_CONCURRENCY)),
         shutdown: shutdown.clone(),
     });
     let accept = tokio::spawn(accept_loop(devices, ctx, tls, max_connections));

@@ -80,7 +80,9 @@ impl RunningRegistry {
 /// Connects to Postgres, restores state, and serves until `shutdown`.
 pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<RunningRegistry, StartError> {
     // Read before anything else: a bad certificate stops the start before any state is touched.
-    let mut server = config.tls.server_builder()?;
+    // Gateways may cancel many calls at once (thousands of devices dropping together); h2's
+    // default of 20 pending reset streams would close their whole connection as an attack.
+    let mut server = config.tls.server_builder()?.http2_max_pending_accept_reset_streams(Some(4096));
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;

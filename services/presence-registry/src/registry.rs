@@ -3,6 +3,8 @@
 
 use std::{collections::HashSet, sync::Arc, time::Instant};
 
+use futures::StreamExt;
+
 use presence_common::{AppDirectory, ErrorCode, time::now_ms};
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
@@ -92,11 +94,21 @@ impl Registry {
     {
         let cell = if create { Some(self.sessions.entry(key.clone())) } else { self.sessions.get(&key) };
         let Some(cell) = cell else { return Ok(None) };
-        let mut state = cell.lock().await;
+        let mut state = cell.lock_owned().await;
         let Some(change) = plan(&state)? else { return Ok(None) };
-        let events = self.log.commit(change.mutation(&key.app_id, &key.user_id)).await?;
-        *state = change.next.clone();
-        drop(state);
+        let (log, mutation, next) =
+            (self.log.clone(), change.mutation(&key.app_id, &key.user_id), change.next.clone());
+        // Commit and apply in a task of its own: if our caller goes away (a cancelled RPC), the
+        // change still reaches memory exactly when it reaches Postgres, and only then is the user
+        // unlocked. Dropped midway, the next change of this user would be planned from stale
+        // state and collide with this one.
+        let events = tokio::spawn(async move {
+            let events = log.commit(mutation).await?;
+            *state = next;
+            Ok::<_, LogError>(events)
+        })
+        .await
+        .map_err(|err| LogError::Commit(format!("commit task: {err}")))??;
         for event in &events {
             metrics::counter!("registry_events_total", "action" => event.action().name().unwrap_or("unknown"))
                 .increment(1);
@@ -270,11 +282,12 @@ impl Registry {
         live: &[LiveSession],
     ) -> Result<Vec<KickSession>, RegistryError> {
         let live_ids: HashSet<&str> = live.iter().map(|s| s.session_id.as_str()).collect();
-        for held in self.online_on(gateway_id).await? {
-            if !live_ids.contains(held.session_id.as_str()) {
-                self.disconnect(&held, EventReason::LinkClose).await?;
-            }
-        }
+        let gone = self
+            .online_on(gateway_id)
+            .await?
+            .into_iter()
+            .filter(|h| !live_ids.contains(h.session_id.as_str()));
+        self.disconnect_all(gone.collect()).await?;
         let mut stale = Vec::new();
         for s in live {
             let current = match self.sessions.get_user(&s.app_id, &s.user_id) {
@@ -300,17 +313,30 @@ impl Registry {
         Ok(stale)
     }
 
+    /// Disconnects (`link_close`) these sessions, many users at a time so that group commit
+    /// batches them: a gateway's devices number in the tens of thousands, and one by one (a commit
+    /// round trip each) a re-attach would take minutes. Returns how many were still online.
+    async fn disconnect_all(&self, sessions: Vec<SessionRef>) -> Result<usize, RegistryError> {
+        const IN_FLIGHT: usize = 256;
+        let mut results = futures::stream::iter(sessions)
+            .map(|held| async move { self.disconnect(&held, EventReason::LinkClose).await })
+            .buffer_unordered(IN_FLIGHT);
+        let mut disconnected = 0;
+        while let Some(result) = results.next().await {
+            if result? {
+                disconnected += 1;
+            }
+        }
+        Ok(disconnected)
+    }
+
     /// Disconnects (`link_close`) every device of gateways whose lease ran out.
     pub async fn expire_gateways(&self) -> Result<usize, RegistryError> {
         let now = Instant::now();
         let mut disconnected = 0;
         for gateway_id in self.gateways.expired(now) {
             tracing::warn!(%gateway_id, "gateway lease expired; disconnecting its devices");
-            for held in self.online_on(&gateway_id).await? {
-                if self.disconnect(&held, EventReason::LinkClose).await? {
-                    disconnected += 1;
-                }
-            }
+            disconnected += self.disconnect_all(self.online_on(&gateway_id).await?).await?;
             self.gateways.forget_if_expired(&gateway_id, now);
             metrics::counter!("registry_gateway_leases_expired_total").increment(1);
         }
