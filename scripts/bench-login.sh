@@ -19,7 +19,8 @@ if [[ -x "$BIN/notifier" ]]; then
   bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$BIN/notifier"
   bench_wait_http http://127.0.0.1:9300/healthz notifier
 fi
-bench_start raw-ceiling "$BIN/raw-ceiling" 127.0.0.1:7190
+# As many raw-ceiling processes as gateways (SO_REUSEPORT): one process holds < 20k sockets.
+for i in $(seq 1 "$GATEWAYS"); do bench_start "raw-ceiling$i" "$BIN/raw-ceiling" 127.0.0.1:7190; done
 pgrep -x mosquitto >/dev/null || mosquitto -d -c /etc/mosquitto/mosquitto.conf
 sleep 0.5
 

@@ -34,6 +34,9 @@ pub async fn connect_from(source: Ipv4Addr, target: SocketAddr) -> std::io::Resu
 pub fn listen(addr: SocketAddr, backlog: i32) -> std::io::Result<tokio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    // Several processes may share the port: one process cannot hold more sockets than its
+    // file-descriptor limit (20,000 here).
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;

@@ -387,3 +387,48 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
     assert!(registry.events().await.is_empty(), "nothing was recorded");
 }
+
+#[tokio::test]
+async fn a_cancelled_login_lands_whole_before_the_next_change_of_its_user() {
+    let registry = TestRegistry::start(&[]).await;
+    let gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    // Commits wait while this transaction holds the event table.
+    let mut blocker = registry.db.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE presence_events IN EXCLUSIVE MODE").execute(&mut *blocker).await.expect("lock");
+
+    // The caller gives up on the first login while its commit waits: the server drops the call.
+    let phone = session("cora", "phone", Platform::Ios);
+    let mut request = tonic::Request::new(presence_proto::v1::LoginRequest {
+        gateway_id: "gw".into(),
+        session: Some(phone.clone()),
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let mut api = gw.api.clone();
+    assert!(api.login(request).await.is_err(), "the deadline passes first");
+
+    // Another device of the same user logs in meanwhile; then the database moves again.
+    let laptop = session("cora", "laptop", Platform::Mac);
+    let mut api = gw.api.clone();
+    let request = presence_proto::v1::LoginRequest { gateway_id: "gw".into(), session: Some(laptop) };
+    let second = tokio::spawn(async move { api.login(request).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    blocker.rollback().await.expect("release");
+    let reply = tokio::time::timeout(WAIT, second).await.expect("answered").expect("joined").expect("ok");
+
+    // The second login was planned on top of the first, not beside it.
+    let reply = reply.into_inner();
+    assert_eq!(reply.user_version, 2);
+    assert_eq!(reply.kicked_devices.len(), 1);
+    assert_eq!(reply.kicked_devices[0].device_id, "phone");
+    let versions: Vec<u64> = registry.events().await.iter().map(|e| e.user_version).collect();
+    assert_eq!(versions, [1, 2]);
+    // Memory and Postgres agree: only the laptop is online.
+    let devices: Vec<String> =
+        registry.query(&["cora"]).await[0].devices.iter().map(|d| d.device_id.clone()).collect();
+    assert_eq!(devices, ["laptop"]);
+    let rows: Vec<String> = sqlx::query_scalar("SELECT device_id FROM devices WHERE user_id = 'cora'")
+        .fetch_all(&registry.db.pool)
+        .await
+        .expect("devices");
+    assert_eq!(rows, ["laptop"]);
+}
