@@ -70,6 +70,19 @@ impl ErrorCode {
     }
 }
 
+/// An error with its causes, `outer: cause: root`. tonic's and reqwest's own messages say little
+/// at the top ("transport error", "error sending request"); the useful part is further down.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -70,7 +70,9 @@ impl ServerTls {
     pub fn server_builder(&self) -> Result<Server, GrpcTlsError> {
         match self.server_config()? {
             None => Ok(Server::builder()),
-            Some(tls) => Server::builder().tls_config(tls).map_err(|err| GrpcTlsError::Config(chain(&err))),
+            Some(tls) => Server::builder()
+                .tls_config(tls)
+                .map_err(|err| GrpcTlsError::Config(crate::error::chain(&err))),
         }
     }
 
@@ -137,7 +139,7 @@ impl ClientTls {
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, GrpcTlsError> {
         let tls = self.client_config()?;
         let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|err| GrpcTlsError::Url { url: url.to_owned(), message: chain(&err) })?;
+            .map_err(|err| GrpcTlsError::Url { url: url.to_owned(), message: crate::error::chain(&err) })?;
         let https = endpoint.uri().scheme_str() == Some("https");
         match (tls, https) {
             (None, false) => Ok(endpoint),
@@ -149,7 +151,9 @@ impl ClientTls {
                 url: url.to_owned(),
                 reason: "REGISTRY_TLS_CA is set, so the URL must be https://",
             }),
-            (Some(tls), true) => endpoint.tls_config(tls).map_err(|err| GrpcTlsError::Config(chain(&err))),
+            (Some(tls), true) => {
+                endpoint.tls_config(tls).map_err(|err| GrpcTlsError::Config(crate::error::chain(&err)))
+            }
         }
     }
 }
@@ -183,18 +187,6 @@ fn identity(cert: &Path, key: &Path) -> Result<Identity, GrpcTlsError> {
         Ok(None) => Err(GrpcTlsError::NoKey { path: key.display().to_string() }),
         Err(source) => Err(GrpcTlsError::Read { path: key.display().to_string(), source }),
     }
-}
-
-/// tonic's errors say little at the top ("transport error"); the cause is further down.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

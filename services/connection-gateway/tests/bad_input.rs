@@ -7,42 +7,15 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use presence_client::{Client, ClientError};
-use presence_proto::{
-    framing::ClientCodec,
-    v1::{ClientFrame, Heartbeat, Platform, ServerFrame, client_frame, server_frame},
-};
+use presence_proto::v1::{ClientFrame, Heartbeat, Platform, ServerFrame, client_frame, server_frame};
 use support::*;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-use tokio_util::codec::Decoder;
+use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// Sends `bytes` on a raw socket; returns the frames the gateway answered before closing.
 async fn raw(gateway: &TestGateway, bytes: &[u8]) -> Vec<ServerFrame> {
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
-    read_until_eof(&mut stream).await
-}
-
-async fn read_until_eof(stream: &mut TcpStream) -> Vec<ServerFrame> {
-    let mut buf = bytes::BytesMut::new();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the gateway closes the connection");
-    let mut codec = ClientCodec::new();
-    let mut frames = Vec::new();
-    while let Ok(Some(frame)) = codec.decode(&mut buf) {
-        frames.push(frame);
-    }
-    frames
+    frames_until_closed(&mut stream).await
 }
 
 fn error_code(frames: &[ServerFrame]) -> Option<String> {
@@ -79,7 +52,7 @@ async fn bad_frames_close_only_their_connection() {
     let started = tokio::time::Instant::now();
     let mut idle = TcpStream::connect(gateway.addr).await.unwrap();
     idle.write_all(&[0, 0]).await.unwrap();
-    assert_eq!(error_code(&read_until_eof(&mut idle).await).as_deref(), Some("login_timeout"));
+    assert_eq!(error_code(&frames_until_closed(&mut idle).await).as_deref(), Some("login_timeout"));
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 
     // A second Login on a logged-in connection.

@@ -5,18 +5,10 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
-use bytes::BytesMut;
 use presence_client::{Client, ClientError};
-use presence_proto::{
-    framing::ClientCodec,
-    v1::{Platform, ServerFrame, server_frame},
-};
+use presence_proto::v1::{Platform, ServerFrame, server_frame};
 use support::*;
-use tokio::{
-    io::AsyncReadExt,
-    net::{TcpSocket, TcpStream},
-};
-use tokio_util::codec::Decoder;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A TCP connection to `to` from the loopback address 127.0.0.`source`.
 async fn connect_from(source: u8, to: SocketAddr) -> TcpStream {
@@ -27,27 +19,6 @@ async fn connect_from(source: u8, to: SocketAddr) -> TcpStream {
 
 async fn client_from(source: u8, to: SocketAddr) -> Client {
     Client::from_stream(connect_from(source, to).await)
-}
-
-/// The frames received until the gateway closes the connection.
-async fn frames_until_closed(stream: &mut TcpStream) -> Vec<ServerFrame> {
-    let mut buf = BytesMut::new();
-    tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the gateway closes the connection");
-    let mut codec = ClientCodec::new();
-    let mut frames = Vec::new();
-    while let Ok(Some(frame)) = codec.decode(&mut buf) {
-        frames.push(frame);
-    }
-    frames
 }
 
 fn error_code(frames: &[ServerFrame]) -> Option<&str> {

@@ -78,22 +78,10 @@ impl CallbackDelivery {
                 }
             }
             Err(err) if err.is_timeout() => Attempt::Failed(format!("no answer within {:?}", self.timeout)),
-            Err(err) => Attempt::Failed(error_chain(&err)),
+            Err(err) => Attempt::Failed(presence_common::error::chain(&err)),
         };
         metrics::histogram!(metric_names::LATENCY, "app" => callback.app_id.clone())
             .record(started.elapsed().as_secs_f64());
         outcome
     }
-}
-
-/// reqwest's own message hides the cause ("error sending request"); name it.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }

@@ -270,3 +270,25 @@ pub async fn frames_until_eof(client: &mut Client) -> Vec<ServerFrame> {
     .await
     .expect("the gateway closes the connection")
 }
+
+/// Reads a raw connection until the gateway closes it; returns the frames it sent.
+pub async fn frames_until_closed(stream: &mut tokio::net::TcpStream) -> Vec<ServerFrame> {
+    use tokio::io::AsyncReadExt;
+    use tokio_util::codec::Decoder;
+    let mut buf = bytes::BytesMut::new();
+    tokio::time::timeout(WAIT, async {
+        while let Ok(n) = stream.read_buf(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the gateway closes the connection");
+    let mut codec = presence_proto::framing::ClientCodec::new();
+    let mut frames = Vec::new();
+    while let Ok(Some(frame)) = codec.decode(&mut buf) {
+        frames.push(frame);
+    }
+    frames
+}
