@@ -385,8 +385,6 @@ fn frame(kind: server_frame::Kind) -> Outbound {
 /// LoginError code for a registry failure.
 fn login_error_code(status: &tonic::Status) -> &'static str {
     match status.code() {
-        // The registry has not (yet) seen this gateway attach: a transient state.
-        Code::InvalidArgument if status.message().contains("not attached") => "unavailable",
         Code::InvalidArgument => "bad_request",
         Code::NotFound => "bad_token",
         _ => "unavailable",
