@@ -257,6 +257,14 @@ impl Writer {
                     for pending in batch.drain(..) {
                         let _ = pending.reply.send(Err(LogError::Commit(message.clone())));
                     }
+                    if matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+                    {
+                        // The database is away. What queued up meanwhile would wait out the same
+                        // timeout again; fail it now, so a caller waits at most one timeout.
+                        while let Ok(pending) = self.rx.try_recv() {
+                            let _ = pending.reply.send(Err(LogError::Commit(message.clone())));
+                        }
+                    }
                 }
             }
         }
