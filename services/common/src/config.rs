@@ -36,6 +36,11 @@ pub fn defaults<T: DeserializeOwned>() -> T {
         .unwrap_or_else(|err| panic!("defaults must parse: {err}"))
 }
 
+/// Default `REGISTRY_URL` of the registry's clients (gateway, notifier, facade).
+pub fn default_registry_url() -> String {
+    "http://127.0.0.1:7200".to_owned()
+}
+
 /// Default `DATABASE_URL` of every service: the development database.
 pub fn default_database_url() -> String {
     "postgres://postgres@127.0.0.1:5432/presence".to_owned()

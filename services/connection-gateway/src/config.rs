@@ -18,7 +18,7 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub gateway_id: Option<String>,
     /// The registry's gRPC endpoint. Default `http://127.0.0.1:7200`.
-    #[serde(default = "default_registry_url")]
+    #[serde(default = "presence_common::config::default_registry_url")]
     pub registry_url: String,
     /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
     /// mTLS, to the registry. Default: all unset, plaintext.
@@ -72,9 +72,6 @@ fn default_listen() -> SocketAddr {
 }
 fn default_metrics() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9100))
-}
-fn default_registry_url() -> String {
-    "http://127.0.0.1:7200".to_owned()
 }
 fn default_db_connections() -> u32 {
     2

@@ -9,7 +9,7 @@ pub struct NotifierConfig {
     #[serde(rename = "notifier_metrics_addr", default = "default_metrics")]
     pub metrics_addr: SocketAddr,
     /// The registry's event feed. Default `http://127.0.0.1:7200`.
-    #[serde(default = "default_registry_url")]
+    #[serde(default = "presence_common::config::default_registry_url")]
     pub registry_url: String,
     /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
     /// mTLS, to the registry. Default: all unset, plaintext.
@@ -56,9 +56,6 @@ pub struct NotifierConfig {
 
 fn default_metrics() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9300))
-}
-fn default_registry_url() -> String {
-    "http://127.0.0.1:7200".to_owned()
 }
 fn default_db_connections() -> u32 {
     4

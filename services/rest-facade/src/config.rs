@@ -9,7 +9,7 @@ pub struct FacadeConfig {
     #[serde(rename = "facade_listen_addr", default = "default_listen")]
     pub listen_addr: SocketAddr,
     /// The registry's gRPC endpoint. Default `http://127.0.0.1:7200`.
-    #[serde(default = "default_registry_url")]
+    #[serde(default = "presence_common::config::default_registry_url")]
     pub registry_url: String,
     /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
     /// mTLS, to the registry. Default: all unset, plaintext.
@@ -31,9 +31,6 @@ pub struct FacadeConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
-}
-fn default_registry_url() -> String {
-    "http://127.0.0.1:7200".to_owned()
 }
 fn default_db_connections() -> u32 {
     2
