@@ -6,7 +6,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --workspace --bins \
  && mkdir -p /out \
- && for b in presence-registry connection-gateway notifier rest-facade presence-cli; do \
+ && for b in presence-migrate presence-registry connection-gateway notifier rest-facade presence-cli; do \
       cp "target/release/$b" /out/; done
 
 FROM debian:bookworm-slim

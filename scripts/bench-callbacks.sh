@@ -30,7 +30,7 @@ LG="$BIN/presence-loadgen"
 
 ulimit -n "$(ulimit -Hn)"
 bench_ports_free 7100 7200 9200 9000 9001 9300 $(seq 9101 $((9100 + GATEWAYS)))
-[[ ${SKIP_BUILD:-0} == 1 ]] || bench_build # SKIP_BUILD=1: use the binaries already in $BIN
+bench_build
 
 loadgen() { # APP PREFIX DEVICES [args...]
   local app=$1 prefix=$2 n=$3; shift 3

@@ -32,7 +32,7 @@ if ((GATEWAYS * per_gateway < N)); then
   echo "GATEWAYS=$GATEWAYS x $per_gateway connections cannot hold N=$N" >&2; exit 1
 fi
 bench_ports_free 7100 7200 9200 "$MQTT_PORT" $(seq 9101 $((9100 + GATEWAYS)))
-[[ ${SKIP_BUILD:-0} == 1 ]] || bench_build # SKIP_BUILD=1: use the binaries already in $BIN
+bench_build
 
 cpu_sum() { local s=0 name; for name in "$@"; do s=$(echo "$s + $(bench_cpu_s "$name")" | bc); done; echo "$s"; }
 

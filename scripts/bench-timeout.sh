@@ -24,7 +24,7 @@ HOLD_S=$((TIMEOUT_S + HOLD_EXTRA_S)); BOUND_S=$((HOLD_S + 300))
 
 ulimit -n "$(ulimit -Hn)"
 bench_ports_free 7100 7200 9200 "$MQTT_PORT" $(seq 9101 $((9100 + GATEWAYS)))
-[[ ${SKIP_BUILD:-0} == 1 ]] || bench_build # SKIP_BUILD=1: use the binaries already in $BIN
+bench_build
 bench_database
 bench_registry
 bench_gateways "$GATEWAYS" GATEWAY_HEARTBEAT_TIMEOUT_S="$TIMEOUT_S" GATEWAY_HEARTBEAT_INTERVAL_S="$HEARTBEAT_S"

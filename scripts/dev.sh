@@ -37,6 +37,8 @@ wait_http() { # url, name
 }
 
 export RUST_LOG="${RUST_LOG:-info}"
+echo "== migrating $DATABASE_URL"
+"$bin/presence-migrate"
 start presence-registry "$bin/presence-registry"
 wait_http http://127.0.0.1:9200/healthz presence-registry
 psql "$DATABASE_URL" -q -f scripts/dev-seed.sql >/dev/null

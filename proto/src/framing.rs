@@ -1,5 +1,5 @@
 //! The client protocol's framing: a 4-byte big-endian length `N` (1..=[`MAX_FRAME_LEN`]) followed
-//! by `N` bytes of one protobuf message (`../shared/design/client-protocol.md`).
+//! by `N` bytes of one protobuf message (`docs/protocol.md`).
 //!
 //! One codec serves both ends: the gateway decodes [`ClientFrame`]s and encodes [`ServerFrame`]s
 //! ([`ServerCodec`]); clients do the opposite ([`ClientCodec`]).
@@ -11,6 +11,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
     MAX_FRAME_LEN,
+    codes::ErrorCode,
     v1::{ClientFrame, ServerFrame},
 };
 
@@ -31,13 +32,14 @@ pub enum FrameError {
 }
 
 impl FrameError {
-    /// Short reason for metrics and `Error.code`-style labels.
-    pub fn reason(&self) -> &'static str {
+    /// The `Error.code` a device gets for this error; `None` for `Io`, which is no protocol error
+    /// (the connection is simply gone).
+    pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            Self::ZeroLength => "zero_length",
-            Self::TooLong(_) => "too_long",
-            Self::Malformed(_) => "malformed",
-            Self::Io(_) => "io",
+            Self::ZeroLength => Some(ErrorCode::ZeroLength),
+            Self::TooLong(_) => Some(ErrorCode::TooLong),
+            Self::Malformed(_) => Some(ErrorCode::Malformed),
+            Self::Io(_) => None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! JSON shapes of the app-backend contract (`../shared/design/http-api.md`): the presence event
+//! JSON shapes of the app-backend contract (`docs/http-api.md`): the presence event
 //! that callbacks POST and `GET /v1/events` returns. Shared so the notifier and the REST facade
 //! cannot drift apart.
 

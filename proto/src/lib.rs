@@ -2,12 +2,14 @@
 //!
 //! - [`v1`]: code generated from `presence/v1/*.proto`: the device protocol (`ClientFrame`,
 //!   `ServerFrame`) and the internal gRPC services (registry, gateway link, event feed).
+//! - [`codes`]: the codes devices see (login errors, `Error` codes, kick and request errors).
 //! - [`framing`]: the client protocol's length-prefixed frames, as a `tokio_util` codec.
-//! - [`json`]: the JSON shapes app backends see (`../shared/design/http-api.md`).
+//! - [`json`]: the JSON shapes app backends see (`docs/http-api.md`).
 //! - [`callback_signature`]: how callbacks are signed and verified.
 //! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
 
 pub mod callback_signature;
+pub mod codes;
 pub mod framing;
 pub mod json;
 mod names;

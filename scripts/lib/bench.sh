@@ -5,7 +5,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$(pwd)
 source scripts/lib/postgres.sh
 
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+# BIN overrides where the binaries come from (e.g. an older build, to compare in one run).
+BIN="${BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
 OUT="$ROOT/target/bench"; mkdir -p "$OUT"
 BENCH_PIDS=()
 
@@ -16,9 +17,11 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT INT TERM
 
+# SKIP_BUILD=1: use the binaries already in $BIN.
 bench_build() {
+  [[ ${SKIP_BUILD:-0} == 1 ]] && return 0
   echo "== building release binaries" >&2
-  cargo build --release --quiet -p presence-registry -p connection-gateway -p notifier -p rest-facade -p presence-bench
+  cargo build --release --quiet -p presence-common -p presence-registry -p connection-gateway -p notifier -p rest-facade -p presence-bench
 }
 
 # bench_start NAME CMD...: runs CMD in the background, logs to target/bench/NAME.log.
@@ -40,6 +43,7 @@ bench_database() {
   ensure_postgres
   psql "$(pg_server_url)" -qc "DROP DATABASE IF EXISTS presence_bench WITH (FORCE)" >/dev/null
   psql "$(pg_server_url)" -qc "CREATE DATABASE presence_bench" >/dev/null
+  "$BIN/presence-migrate" >"$OUT/migrate.log" 2>&1 || { cat "$OUT/migrate.log" >&2; return 1; }
 }
 
 # bench_registry: registry on 127.0.0.1:7200 (metrics 9200); then the app `bench`.

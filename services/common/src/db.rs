@@ -1,4 +1,8 @@
-//! Connecting to Postgres: retried at start (the database may come up after us) and migrated.
+//! Postgres: the one migrate step, and the services' connection with a schema check.
+//!
+//! Migrations run in one place, [`migrate`] (the `presence-migrate` binary), as the role that owns
+//! the schema. The services connect as a runtime role that only reads and writes rows; at start
+//! they refuse to run against a schema older than the one they were built for.
 
 use std::time::Duration;
 
@@ -12,6 +16,20 @@ pub enum DbError {
     Connect(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database schema is behind this build: migration {version} ({description}) is not applied; \
+         run `presence-migrate` against this database first"
+    )]
+    SchemaBehind { version: i64, description: String },
+    #[error(
+        "migration {version} ({description}) in the database differs from this build's; \
+         the schema was changed by hand or by another build"
+    )]
+    SchemaMismatch { version: i64, description: String },
+    #[error("reading the schema version: {0}")]
+    SchemaUnreadable(#[source] sqlx::Error),
+    #[error("granting the runtime role {role}: {source}")]
+    Grant { role: String, source: sqlx::Error },
     #[error("shut down while waiting for the database")]
     ShutDown,
 }
@@ -19,18 +37,95 @@ pub enum DbError {
 /// The migrations of `migrations/`, compiled in.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
-/// Connects, retrying with backoff until `shutdown`, then applies pending migrations (they take
-/// an advisory lock, so services starting together are safe).
+/// Connects, retrying with backoff until `shutdown` (the database may come up after us), and
+/// checks that every migration this build knows is applied.
 pub async fn connect(url: &str, max_connections: u32, shutdown: &Shutdown) -> Result<PgPool, DbError> {
+    let pool = connect_with_retry(url, max_connections, shutdown).await?;
+    check_schema(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations (under sqlx's advisory lock, so concurrent runs are safe), then,
+/// when `runtime_role` is given, grants it exactly what the services need: row access to every
+/// table and use of every sequence, now and for tables later migrations create.
+pub async fn migrate(pool: &PgPool, runtime_role: Option<&str>) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    if let Some(role) = runtime_role {
+        grant_runtime_role(pool, role).await?;
+    }
+    Ok(())
+}
+
+/// Checks the applied migrations against this build's: every one applied, with the same checksum.
+/// Migrations newer than this build are fine (a rolling upgrade migrates before it restarts).
+pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .map_err(|err| match &err {
+                // No migration table at all: nothing was ever applied.
+                sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => {
+                    match MIGRATOR.iter().next() {
+                        Some(first) => DbError::SchemaBehind {
+                            version: first.version,
+                            description: first.description.to_string(),
+                        },
+                        None => DbError::SchemaUnreadable(err),
+                    }
+                }
+                _ => DbError::SchemaUnreadable(err),
+            })?;
+    for migration in MIGRATOR.iter() {
+        match applied.iter().find(|(version, _)| *version == migration.version) {
+            None => {
+                return Err(DbError::SchemaBehind {
+                    version: migration.version,
+                    description: migration.description.to_string(),
+                });
+            }
+            Some((_, checksum)) if checksum.as_slice() != &*migration.checksum => {
+                return Err(DbError::SchemaMismatch {
+                    version: migration.version,
+                    description: migration.description.to_string(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn grant_runtime_role(pool: &PgPool, role: &str) -> Result<(), DbError> {
+    let grant_error = |source| DbError::Grant { role: role.to_owned(), source };
+    // A role name is an identifier, which cannot be a bind parameter: quote it as Postgres does.
+    let (quoted,): (String,) =
+        sqlx::query_as("SELECT quote_ident($1)").bind(role).fetch_one(pool).await.map_err(grant_error)?;
+    let statements = [
+        format!("GRANT USAGE ON SCHEMA public TO {quoted}"),
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}"),
+        format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}"),
+        format!(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {quoted}"
+        ),
+        format!("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO {quoted}"),
+    ];
+    for statement in &statements {
+        sqlx::query(statement).execute(pool).await.map_err(grant_error)?;
+    }
+    Ok(())
+}
+
+async fn connect_with_retry(url: &str, max_connections: u32, shutdown: &Shutdown) -> Result<PgPool, DbError> {
     let mut delay = Duration::from_millis(100);
-    let pool = loop {
+    loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await;
         match attempt {
-            Ok(pool) => break pool,
+            Ok(pool) => return Ok(pool),
             Err(err @ sqlx::Error::Configuration(_)) => return Err(DbError::Connect(err)),
             Err(err) => {
                 tracing::warn!(%err, ?delay, "database not reachable yet, retrying");
@@ -41,7 +136,27 @@ pub async fn connect(url: &str, max_connections: u32, shutdown: &Shutdown) -> Re
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    };
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
+    }
+}
+
+/// What `presence-migrate` reads from the environment.
+#[derive(Debug, serde::Deserialize)]
+pub struct MigrateConfig {
+    /// The database, connected as the role that owns the schema (DDL).
+    #[serde(default = "crate::config::default_database_url")]
+    pub database_url: String,
+    /// `PRESENCE_RUNTIME_ROLE`: a role to grant row access (SELECT/INSERT/UPDATE/DELETE) and
+    /// sequence use; unset = grant nothing.
+    #[serde(default)]
+    pub presence_runtime_role: Option<String>,
+}
+
+/// The `presence-migrate` binary: connect (retrying until `shutdown`), migrate, grant.
+pub async fn run_migrate(config: &MigrateConfig, shutdown: &Shutdown) -> Result<(), DbError> {
+    let pool = connect_with_retry(&config.database_url, 2, shutdown).await?;
+    let role = config.presence_runtime_role.as_deref().filter(|role| !role.is_empty());
+    migrate(&pool, role).await?;
+    tracing::info!(migrations = MIGRATOR.iter().count(), runtime_role = role, "schema up to date");
+    pool.close().await;
+    Ok(())
 }

@@ -10,6 +10,8 @@ pub enum ErrorCode {
     PermissionDenied,
     NotFound,
     PayloadTooLarge,
+    /// Too many requests for now: the caller should slow down and retry (HTTP 429).
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -23,6 +25,7 @@ impl ErrorCode {
             Self::PermissionDenied => "permission_denied",
             Self::NotFound => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::RateLimited => "rate_limited",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -34,6 +37,7 @@ impl ErrorCode {
             Self::Unauthenticated => Code::Unauthenticated,
             Self::PermissionDenied => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
+            Self::RateLimited => Code::ResourceExhausted,
             Self::Unavailable => Code::Unavailable,
             Self::Internal => Code::Internal,
         }
@@ -46,6 +50,7 @@ impl ErrorCode {
             Self::PermissionDenied => 403,
             Self::NotFound => 404,
             Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -58,9 +63,8 @@ impl ErrorCode {
             Code::Unauthenticated => Self::Unauthenticated,
             Code::PermissionDenied => Self::PermissionDenied,
             Code::NotFound => Self::NotFound,
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::ResourceExhausted => {
-                Self::Unavailable
-            }
+            Code::ResourceExhausted => Self::RateLimited,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
             _ => Self::Internal,
         }
     }
@@ -94,11 +98,13 @@ mod tests {
             ErrorCode::Unauthenticated,
             ErrorCode::PermissionDenied,
             ErrorCode::NotFound,
+            ErrorCode::RateLimited,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code);
         }
         assert_eq!(ErrorCode::Unavailable.http_status(), 503);
+        assert_eq!(ErrorCode::RateLimited.http_status(), 429);
     }
 }

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde::Deserialize;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server, ServerTlsConfig};
 
@@ -15,6 +16,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, Server,
 pub enum GrpcTlsError {
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Pem { path: String, source: rustls::pki_types::pem::Error },
     #[error("{path}: no PEM certificate in it")]
     NoCertificate { path: String },
     #[error("{path}: no PEM private key in it")]
@@ -170,10 +173,9 @@ fn read(path: &Path) -> Result<Vec<u8>, GrpcTlsError> {
 /// The PEM certificate(s) at `path`, checked to hold at least one.
 fn certificate(path: &Path) -> Result<Certificate, GrpcTlsError> {
     let pem = read(path)?;
-    let first = rustls_pemfile::certs(&mut pem.as_slice()).next().map(|cert| cert.map(|_| ()));
-    match first {
-        Some(Ok(())) => Ok(Certificate::from_pem(pem)),
-        Some(Err(source)) => Err(GrpcTlsError::Read { path: path.display().to_string(), source }),
+    match CertificateDer::pem_slice_iter(&pem).next() {
+        Some(Ok(_)) => Ok(Certificate::from_pem(pem)),
+        Some(Err(source)) => Err(GrpcTlsError::Pem { path: path.display().to_string(), source }),
         None => Err(GrpcTlsError::NoCertificate { path: path.display().to_string() }),
     }
 }
@@ -182,10 +184,12 @@ fn certificate(path: &Path) -> Result<Certificate, GrpcTlsError> {
 fn identity(cert: &Path, key: &Path) -> Result<Identity, GrpcTlsError> {
     let cert_pem = certificate(cert)?.into_inner();
     let key_pem = read(key)?;
-    match rustls_pemfile::private_key(&mut key_pem.as_slice()) {
-        Ok(Some(_)) => Ok(Identity::from_pem(cert_pem, key_pem)),
-        Ok(None) => Err(GrpcTlsError::NoKey { path: key.display().to_string() }),
-        Err(source) => Err(GrpcTlsError::Read { path: key.display().to_string(), source }),
+    match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(_) => Ok(Identity::from_pem(cert_pem, key_pem)),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
+            Err(GrpcTlsError::NoKey { path: key.display().to_string() })
+        }
+        Err(source) => Err(GrpcTlsError::Pem { path: key.display().to_string(), source }),
     }
 }
 

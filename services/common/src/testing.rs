@@ -24,22 +24,46 @@ pub async fn fresh_database() -> TestDatabase {
 /// Creates and migrates a new database on the server of `server_url` (any `.../<database>` URL
 /// of it): for tests that run their own server, e.g. one they stop and restart.
 pub async fn fresh_database_on(server_url: &str) -> TestDatabase {
+    let db = empty_database_on(server_url).await;
+    crate::db::migrate(&db.pool, None).await.expect("migrations apply");
+    db
+}
+
+/// Creates a new database with no schema, on the server of `server_url`: for tests of the
+/// migrate step itself.
+pub async fn empty_database_on(server_url: &str) -> TestDatabase {
     let (base, _db) = server_url.rsplit_once('/').expect("the server URL ends in /<database>");
     let name = format!("{TEST_DB_PREFIX}{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{base}/postgres"))
         .await
         .expect("Postgres reachable at DATABASE_URL (scripts/test.sh starts it)");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
     let url = format!("{base}/{name}");
     let pool = PgPool::connect(&url).await.expect("connect test database");
-    crate::db::MIGRATOR.run(&pool).await.expect("migrations apply");
     TestDatabase { url, pool }
 }
 
+/// The role the services run as in the system tests: rows only, no DDL (docs/configuration.md).
+pub const RUNTIME_ROLE: &str = "presence_runtime";
+const RUNTIME_PASSWORD: &str = "presence-runtime-test";
+
 impl TestDatabase {
+    /// This database's URL for [`RUNTIME_ROLE`], which is created on the server if missing (it
+    /// has no rights until `presence-migrate` grants them with `PRESENCE_RUNTIME_ROLE`).
+    pub async fn runtime_url(&self) -> String {
+        // Roles are cluster-wide and tests run in parallel: create it at most once, quietly.
+        sqlx::query(&format!(
+            "DO $$ BEGIN CREATE ROLE {RUNTIME_ROLE} LOGIN PASSWORD '{RUNTIME_PASSWORD}'; \
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ))
+        .execute(&self.pool)
+        .await
+        .expect("create the runtime role");
+        let (scheme, rest) = self.url.split_once("://").expect("a postgres:// URL");
+        let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+        format!("{scheme}://{RUNTIME_ROLE}:{RUNTIME_PASSWORD}@{host}")
+    }
+
     /// Inserts an app with the given secrets; API key `key-<app_id>`.
     pub async fn add_app(&self, app_id: &str, token_secret: &str) {
         sqlx::query(

@@ -1,6 +1,7 @@
 //! Login tokens: HS256 JWTs signed with the app's `token_secret`.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, errors::ErrorKind};
+use presence_proto::codes::LoginErrorCode;
 use serde::Deserialize;
 
 /// Seconds of clock skew tolerated on `exp`.
@@ -23,10 +24,10 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> LoginErrorCode {
         match self {
-            Self::Bad => "bad_token",
-            Self::Expired => "token_expired",
+            Self::Bad => LoginErrorCode::BadToken,
+            Self::Expired => LoginErrorCode::TokenExpired,
         }
     }
 }

@@ -15,7 +15,8 @@ use futures::StreamExt;
 use presence_common::{AppDirectory, Shutdown, time::now_ms};
 use presence_proto::{
     DEFAULT_APP_ID,
-    framing::{FrameError, ServerCodec, encode_frame},
+    codes::{ErrorCode, LoginErrorCode},
+    framing::{ServerCodec, encode_frame},
     v1::{
         DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
         LoginOk, LoginRequest, LogoutOk, LogoutRequest, Platform, ServerFrame, SessionRef, client_frame,
@@ -82,7 +83,7 @@ enum End {
     LinkClose,
     Shutdown,
     /// The device broke the protocol: an `Error` frame with this code is sent first.
-    Protocol(&'static str, String),
+    Protocol(ErrorCode, &'static str),
 }
 
 impl End {
@@ -162,8 +163,8 @@ where
     drop(frames);
 
     if let End::Protocol(code, message) = &end {
-        metrics::counter!(m::PROTOCOL_ERRORS, "reason" => *code).increment(1);
-        let error = ErrorFrame { code: (*code).to_owned(), message: message.clone() };
+        metrics::counter!(m::PROTOCOL_ERRORS, "reason" => code.as_str()).increment(1);
+        let error = ErrorFrame { code: code.as_str().to_owned(), message: (*message).to_owned() };
         let _ = conn.outbound.try_send(frame(server_frame::Kind::Error(error)));
     }
     let Conn { ctx, session, pending, outbound, .. } = conn;
@@ -210,7 +211,7 @@ impl Conn {
                         return if logged_in {
                             End::Timeout
                         } else {
-                            End::Protocol("login_timeout", "no Login in time".into())
+                            End::Protocol(ErrorCode::LoginTimeout, "no Login in time")
                         };
                     }
                     timer.as_mut().reset(deadline);
@@ -218,8 +219,11 @@ impl Conn {
                 next = frames.next() => {
                     self.last_activity = Instant::now();
                     let frame = match next {
-                        None | Some(Err(FrameError::Io(_))) => return End::LinkClose,
-                        Some(Err(err)) => return End::Protocol(err.reason(), err.to_string()),
+                        None => return End::LinkClose,
+                        Some(Err(err)) => return match err.code() {
+                            Some(code) => End::Protocol(code, frame_error_message(code)),
+                            None => End::LinkClose,
+                        },
                         Some(Ok(frame)) => frame,
                     };
                     let was_logged_in = self.session.is_some();
@@ -239,12 +243,14 @@ impl Conn {
     /// are large and would otherwise inflate every idle connection's task.
     async fn handle(&mut self, kind: Option<client_frame::Kind>) -> Option<End> {
         match (kind, self.session.is_some()) {
-            (None, _) => Some(End::Protocol("empty_frame", "frame without a message".into())),
+            (None, _) => Some(End::Protocol(ErrorCode::EmptyFrame, "frame without a message")),
             (Some(client_frame::Kind::Login(login)), false) => Box::pin(self.login(login)).await.err(),
             (Some(client_frame::Kind::Login(_)), true) => {
-                Some(End::Protocol("duplicate_login", "already logged in".into()))
+                Some(End::Protocol(ErrorCode::DuplicateLogin, "already logged in"))
             }
-            (Some(_), false) => Some(End::Protocol("login_required", "the first frame must be Login".into())),
+            (Some(_), false) => {
+                Some(End::Protocol(ErrorCode::LoginRequired, "the first frame must be Login"))
+            }
             (Some(client_frame::Kind::Heartbeat(_)), true) => {
                 metrics::counter!(m::HEARTBEATS).increment(1);
                 let ack = server_frame::Kind::HeartbeatAck(HeartbeatAck { server_time_ms: now_ms() });
@@ -259,15 +265,15 @@ impl Conn {
         match self.outbound.try_send(frame(kind)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                Err(End::Protocol("slow_consumer", "outbound queue full: the device does not read".into()))
+                Err(End::Protocol(ErrorCode::SlowConsumer, "outbound queue full: the device does not read"))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(End::LinkClose),
         }
     }
 
-    fn refuse(&self, code: &'static str, message: &str) -> End {
-        metrics::counter!(m::LOGINS, "result" => code).increment(1);
-        let error = LoginError { code: code.to_owned(), message: message.to_owned() };
+    fn refuse(&self, code: LoginErrorCode, message: &str) -> End {
+        metrics::counter!(m::LOGINS, "result" => code.as_str()).increment(1);
+        let error = LoginError { code: code.as_str().to_owned(), message: message.to_owned() };
         let _ = self.push(server_frame::Kind::LoginError(error));
         End::LoginFailed
     }
@@ -275,7 +281,10 @@ impl Conn {
     async fn login(&mut self, login: Login) -> Result<(), End> {
         // First, before any parsing or JWT check: a flood must cost as little as possible.
         if !self.ctx.limits.allow_login(self.peer.ip()) {
-            return Err(self.refuse("rate_limited", "too many login attempts from this address, retry later"));
+            return Err(self.refuse(
+                LoginErrorCode::RateLimited,
+                "too many login attempts from this address, retry later",
+            ));
         }
         let app_id = if login.app_id.is_empty() { DEFAULT_APP_ID.to_owned() } else { login.app_id.clone() };
         let platform = Platform::try_from(login.platform).ok().filter(|p| *p != Platform::Unspecified);
@@ -284,21 +293,22 @@ impl Conn {
             .any(|s| s.len() > MAX_ID_LEN)
             || login.token.len() > MAX_TOKEN_LEN;
         let Some(platform) = platform else {
-            return Err(self.refuse("bad_request", "platform is required"));
+            return Err(self.refuse(LoginErrorCode::BadRequest, "platform is required"));
         };
         if login.user_id.is_empty() || login.device_id.is_empty() || too_long {
-            return Err(
-                self.refuse("bad_request", "user_id and device_id are required, strings at most 256 bytes")
-            );
+            return Err(self.refuse(
+                LoginErrorCode::BadRequest,
+                "user_id and device_id are required, strings at most 256 bytes",
+            ));
         }
         let Some(app) = self.ctx.apps.get(&app_id) else {
-            return Err(self.refuse("bad_token", "unknown app"));
+            return Err(self.refuse(LoginErrorCode::BadToken, "unknown app"));
         };
         if let Err(err) = auth::verify(&login.token, &app.token_secret, &app_id, &login.user_id) {
             return Err(self.refuse(err.code(), "token rejected"));
         }
         if !self.ctx.link.is_attached() {
-            return Err(self.refuse("unavailable", "registry unavailable, retry later"));
+            return Err(self.refuse(LoginErrorCode::Unavailable, "registry unavailable, retry later"));
         }
 
         // Registered before the registry hears of it: a kick for this session can arrive before
@@ -334,13 +344,15 @@ impl Conn {
             Ok(Err(status)) => {
                 self.pending = None;
                 self.ctx.sessions.remove(&session_id);
+                // The registry's message stays here: it may name internals a device must not see.
                 tracing::debug!(%status, "registry refused a login");
-                return Err(self.refuse(login_error_code(&status), status.message()));
+                let code = login_error_code(&status);
+                return Err(self.refuse(code, login_error_message(code)));
             }
             Err(_) => {
                 // The registry may still apply it: report it like a session that went away.
                 self.session = self.pending.take();
-                return Err(self.refuse("unavailable", "registry timed out"));
+                return Err(self.refuse(LoginErrorCode::Unavailable, "registry timed out"));
             }
         };
         handle.confirmed.store(true, Ordering::Release);
@@ -383,11 +395,29 @@ fn frame(kind: server_frame::Kind) -> Outbound {
 }
 
 /// LoginError code for a registry failure.
-fn login_error_code(status: &tonic::Status) -> &'static str {
+fn login_error_code(status: &tonic::Status) -> LoginErrorCode {
     match status.code() {
-        Code::InvalidArgument => "bad_request",
-        Code::NotFound => "bad_token",
-        _ => "unavailable",
+        Code::InvalidArgument => LoginErrorCode::BadRequest,
+        Code::NotFound => LoginErrorCode::BadToken,
+        _ => LoginErrorCode::Unavailable,
+    }
+}
+
+/// What a device is told with a registry failure's code: fixed text, never the registry's own.
+fn login_error_message(code: LoginErrorCode) -> &'static str {
+    match code {
+        LoginErrorCode::BadRequest => "the login request was refused",
+        LoginErrorCode::BadToken | LoginErrorCode::TokenExpired => "token rejected",
+        LoginErrorCode::Unavailable | LoginErrorCode::RateLimited => "registry unavailable, retry later",
+    }
+}
+
+/// What a device is told with a framing error.
+fn frame_error_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::ZeroLength => "zero-length frame",
+        ErrorCode::TooLong => "frame longer than 65536 bytes",
+        _ => "the frame is not a ClientFrame",
     }
 }
 

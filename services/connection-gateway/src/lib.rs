@@ -1,6 +1,6 @@
 //! connection-gateway: holds device connections and reports them to the registry.
 //!
-//! Devices speak the client protocol (`../shared/design/client-protocol.md`) over TCP or TLS.
+//! Devices speak the client protocol (`docs/protocol.md`) over TCP or TLS.
 //! The gateway verifies their tokens, reports logins, logouts and disconnects to the registry,
 //! and delivers the registry's kicks over one long-lived link ([`link`]). The registry is the
 //! authority; the gateway only knows the sessions it holds ([`sessions`]).
@@ -218,7 +218,7 @@ async fn accept_loop(
 /// alone tells the device.)
 fn refuse_too_many(tcp: &tokio::net::TcpStream) {
     let error = presence_proto::v1::Error {
-        code: "too_many_connections".to_owned(),
+        code: presence_proto::codes::ErrorCode::TooManyConnections.as_str().to_owned(),
         message: "too many connections from this address".to_owned(),
     };
     let frame =

@@ -2,12 +2,15 @@
 
 use std::{path::Path, sync::Arc};
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem, pem::PemObject};
 use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("reading {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Pem { path: String, source: pem::Error },
     #[error("no private key in {0}")]
     NoKey(String),
     #[error("TLS configuration: {0}")]
@@ -21,12 +24,13 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     };
     let cert_pem = read(cert)?;
     let key_pem = read(key)?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::Read { path: cert.display().to_string(), source })?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|source| TlsError::Read { path: key.display().to_string(), source })?
-        .ok_or_else(|| TlsError::NoKey(key.display().to_string()))?;
+        .map_err(|source| TlsError::Pem { path: cert.display().to_string(), source })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| match source {
+        pem::Error::NoItemsFound => TlsError::NoKey(key.display().to_string()),
+        source => TlsError::Pem { path: key.display().to_string(), source },
+    })?;
     let config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()?

@@ -2,6 +2,7 @@
 
 mod support;
 
+use rustls::pki_types::pem::PemObject;
 use std::{process::Command, sync::Arc};
 
 use futures::{SinkExt, StreamExt};
@@ -50,7 +51,7 @@ async fn login_over_tls() {
 
     let pem = std::fs::read(&cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
         roots.add(c.unwrap()).unwrap();
     }
     let config =

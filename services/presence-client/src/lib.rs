@@ -1,4 +1,4 @@
-//! A small async client of the presence client protocol (`../shared/design/client-protocol.md`).
+//! A small async client of the presence client protocol (`docs/protocol.md`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), presence_client::ClientError> {
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use presence_proto::{
+    codes::{ErrorCode, LoginErrorCode},
     framing::{ClientCodec, FrameError},
     v1::{
         ClientFrame, Heartbeat, HeartbeatAck, Kicked, Login, LoginOk, Logout, Platform, ServerFrame,
@@ -57,6 +58,39 @@ pub enum ClientError {
     Unexpected(Box<ServerFrame>),
     #[error("token: {0}")]
     Token(#[from] jsonwebtoken::errors::Error),
+}
+
+impl ClientError {
+    /// The typed `LoginError` code; `None` for other errors and for codes newer than this build.
+    pub fn login_code(&self) -> Option<LoginErrorCode> {
+        match self {
+            Self::Login { code, .. } => LoginErrorCode::from_name(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the same connection attempt may succeed later, after a backoff (docs/protocol.md,
+    /// "Reconnecting"): a refused token, a bad request, a kick or a protocol error will not.
+    pub fn retry_later(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Closed => true,
+            Self::Frame(err) => matches!(err, FrameError::Io(_)),
+            Self::Login { code, .. } => LoginErrorCode::retry_later(code),
+            // A malformed stream is our bug; being slow, late or one too many is not.
+            Self::Server { code, .. } => !matches!(
+                ErrorCode::from_name(code),
+                Some(
+                    ErrorCode::ZeroLength
+                        | ErrorCode::TooLong
+                        | ErrorCode::Malformed
+                        | ErrorCode::EmptyFrame
+                        | ErrorCode::DuplicateLogin
+                        | ErrorCode::LoginRequired
+                )
+            ),
+            Self::Kicked(_) | Self::Unexpected(_) | Self::Token(_) => false,
+        }
+    }
 }
 
 /// A `Login` frame's fields.

@@ -141,4 +141,7 @@ async fn a_refused_login_is_an_error() {
     let addr = gateway(Script::Refuse).await;
     let result = run(&args(addr), std::future::pending(), |_| {}).await;
     assert!(matches!(&result, Err(ClientError::Login { code, .. }) if code == "bad_token"), "{result:?}");
+    let err = result.expect_err("refused");
+    assert_eq!(err.login_code(), Some(presence_proto::codes::LoginErrorCode::BadToken));
+    assert!(!err.retry_later(), "a bad token must not be retried blindly");
 }

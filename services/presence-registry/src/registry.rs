@@ -6,6 +6,7 @@ use std::{collections::HashSet, sync::Arc, time::Instant};
 use futures::StreamExt;
 
 use presence_common::{AppDirectory, ErrorCode, time::now_ms};
+use presence_proto::codes::KickReason;
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
     PresenceEvent, SessionRef, UserPresence,
@@ -16,7 +17,7 @@ use crate::{
     event_log::{EventLog, LogError},
     gateways::Gateways,
     session_table::{SessionTable, UserKey},
-    transition::{self, Change, KICK_REPLACED},
+    transition::{self, Change},
     user_state::{Device, UserState},
 };
 
@@ -121,7 +122,7 @@ impl Registry {
                     user_id: key.user_id.clone(),
                     device_id: kick.device.device_id.clone(),
                     session_id: kick.device.session_id.clone(),
-                    reason: kick.reason.to_owned(),
+                    reason: kick.reason.as_str().to_owned(),
                     by_platform: kick.by_platform as i32,
                     by_device_id: kick.by_device_id.clone(),
                 },
@@ -304,7 +305,7 @@ impl Registry {
                     user_id: s.user_id.clone(),
                     device_id: s.device_id.clone(),
                     session_id: s.session_id.clone(),
-                    reason: KICK_REPLACED.to_owned(),
+                    reason: KickReason::ReplacedByLogin.as_str().to_owned(),
                     by_platform: Platform::Unspecified as i32,
                     by_device_id: String::new(),
                 });

@@ -2,7 +2,10 @@
 //! the kicks to send once it is durable. The registry runs them under the user's lock.
 
 use presence_common::PolicyMode;
-use presence_proto::v1::{DeviceStatus, EventAction, EventReason, Platform};
+use presence_proto::{
+    codes::KickReason,
+    v1::{DeviceStatus, EventAction, EventReason, Platform},
+};
 
 use crate::{
     event_log::{Mutation, NewEvent, UserRow},
@@ -10,15 +13,11 @@ use crate::{
     user_state::{Device, UserState, status_of},
 };
 
-/// Reason strings of the client protocol's `Kicked` frame.
-pub const KICK_REPLACED: &str = "replaced_by_login";
-pub const KICK_ADMIN: &str = "admin";
-
 /// A session to close on its gateway once the change is durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kick {
     pub device: Device,
-    pub reason: &'static str,
+    pub reason: KickReason,
     pub by_platform: Platform,
     pub by_device_id: String,
 }
@@ -104,7 +103,7 @@ pub fn login(state: &UserState, policy: &PolicyMode, new: Device, now: u64) -> C
         if old.is_online() && old.session_id != new.session_id {
             change.kicks.push(Kick {
                 device: old,
-                reason: KICK_REPLACED,
+                reason: KickReason::ReplacedByLogin,
                 by_platform: new.platform,
                 by_device_id: new.device_id.clone(),
             });
@@ -118,7 +117,7 @@ pub fn login(state: &UserState, policy: &PolicyMode, new: Device, now: u64) -> C
         if device.is_online() {
             change.kicks.push(Kick {
                 device: device.clone(),
-                reason: KICK_REPLACED,
+                reason: KickReason::ReplacedByLogin,
                 by_platform: new.platform,
                 by_device_id: new.device_id.clone(),
             });
@@ -183,7 +182,7 @@ pub fn admin_kick(state: &UserState, platforms: &[Platform], now: u64) -> Option
         if device.is_online() {
             change.kicks.push(Kick {
                 device: device.clone(),
-                reason: KICK_ADMIN,
+                reason: KickReason::Admin,
                 by_platform: Platform::Unspecified,
                 by_device_id: String::new(),
             });
@@ -233,7 +232,7 @@ mod tests {
         assert_eq!(event.kicked_devices[0].device_id, "old");
         assert_eq!(event.user_status, UserStatus::Online);
         assert_eq!(change.kicks.len(), 1);
-        assert_eq!(change.kicks[0].reason, KICK_REPLACED);
+        assert_eq!(change.kicks[0].reason, KickReason::ReplacedByLogin);
         assert_eq!(change.deletes, ["old"]);
     }
 
@@ -298,7 +297,7 @@ mod tests {
         assert_eq!(change.events.len(), 2);
         assert_eq!(change.events.iter().map(|e| e.user_version).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(change.next.devices.len(), 1);
-        assert!(change.kicks.iter().all(|k| k.reason == KICK_ADMIN));
+        assert!(change.kicks.iter().all(|k| k.reason == KickReason::Admin));
         assert!(admin_kick(&state, &[Platform::Web], 10).is_none());
     }
 }

@@ -82,6 +82,10 @@ impl ApiError {
                 tracing::error!(code = ?status.code(), message = status.message(), "registry failed");
                 Self::Registry { code: ErrorCode::Internal, message: "the registry failed".to_owned() }
             }
+            ErrorCode::RateLimited => Self::Registry {
+                code: ErrorCode::RateLimited,
+                message: "too many requests; retry later".to_owned(),
+            },
             code => Self::Registry { code, message: status.message().to_owned() },
         }
     }

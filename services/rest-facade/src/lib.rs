@@ -1,4 +1,4 @@
-//! rest-facade: the REST API app backends call (`../shared/design/http-api.md`).
+//! rest-facade: the REST API app backends call (`docs/http-api.md`).
 //!
 //! It holds no state: API keys are checked against the live [`AppDirectory`], and every request
 //! becomes one call to the presence registry (Query, Kick, ReadEvents) scoped to the caller's app.

@@ -24,6 +24,24 @@ pub fn binary_dir() -> PathBuf {
     deps.parent().expect("profile folder").to_path_buf()
 }
 
+/// Runs `binary` with `env` to its end; panics with its output unless it succeeds.
+pub fn run_to_end(binary: &str, env: &[(&str, String)]) {
+    let path = binary_dir().join(binary);
+    let output = Command::new(&path)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("starting {}: {err}", path.display()));
+    assert!(
+        output.status.success(),
+        "{binary} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 pub struct ServiceProcess {
     pub name: String,
     child: Child,
@@ -66,6 +84,23 @@ impl ServiceProcess {
             }
             assert!(Instant::now() < deadline, "{} ignored SIGTERM; log: {}", self.name, self.log.display());
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the process exits by itself (panics after WAIT).
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.name,
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -4,7 +4,10 @@
 use std::{net::SocketAddr, time::Duration};
 
 use presence_client::{Client, LoginParams, mint_token};
-use presence_common::testing::{TestDatabase, fresh_database, fresh_database_on};
+use presence_common::{
+    config::default_database_url,
+    testing::{RUNTIME_ROLE, TestDatabase, empty_database_on},
+};
 use presence_proto::v1::{LoginOk, Platform};
 use serde_json::{Value, json};
 
@@ -46,6 +49,8 @@ pub struct System {
     pub gateway_addr: SocketAddr,
     pub facade_url: String,
     registry_url: String,
+    /// What the services connect with: the test database as [`RUNTIME_ROLE`].
+    runtime_url: String,
 }
 
 /// Short lease and sweep so that fault tests finish quickly.
@@ -65,10 +70,18 @@ impl System {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        let db = match &options.database_server {
-            Some(server) => fresh_database_on(server).await,
-            None => fresh_database().await,
+        let server = match options.database_server {
+            Some(server) => server,
+            None => std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url()),
         };
+        // As in a deployment: the schema's owner migrates and grants; the services connect as
+        // the runtime role, which can read and write rows but change no schema.
+        let db = empty_database_on(&server).await;
+        let runtime_url = db.runtime_url().await;
+        crate::process::run_to_end(
+            "presence-migrate",
+            &[("DATABASE_URL", db.url.clone()), ("PRESENCE_RUNTIME_ROLE", RUNTIME_ROLE.to_owned())],
+        );
         db.add_app("default", SECRET).await;
         let receiver = Receiver::default();
         let callback_url = receiver.start().await;
@@ -80,7 +93,7 @@ impl System {
 
         let (registry_grpc, registry_admin) = (free_port(), free_port());
         let registry_url = format!("http://{registry_grpc}");
-        let common = [("DATABASE_URL", db.url.clone()), ("REGISTRY_URL", registry_url.clone())];
+        let common = [("DATABASE_URL", runtime_url.clone()), ("REGISTRY_URL", registry_url.clone())];
         let env = |extra: &[(&'static str, String)]| [&common[..], extra].concat();
         let mut registry = Service::spawn(
             "presence-registry",
@@ -115,7 +128,7 @@ impl System {
         );
         notifier.wait_healthy().await;
         facade.wait_healthy().await;
-        let (gateway, gateway_addr) = spawn_gateway(&db.url, &registry_url, "gw-1").await;
+        let (gateway, gateway_addr) = spawn_gateway(&runtime_url, &registry_url, "gw-1").await;
         Self {
             db,
             receiver,
@@ -126,7 +139,13 @@ impl System {
             gateway_addr,
             facade_url: format!("http://{facade_addr}"),
             registry_url,
+            runtime_url,
         }
+    }
+
+    /// The test database as the services see it: connected as the runtime role.
+    pub fn runtime_url(&self) -> &str {
+        &self.runtime_url
     }
 
     /// The registry's gRPC URL (e.g. for a health check).
@@ -144,7 +163,7 @@ impl System {
 
     /// Another gateway process on the same registry; returns it and its device address.
     pub async fn spawn_gateway(&self, id: &str) -> (Service, SocketAddr) {
-        spawn_gateway(&self.db.url, &self.registry_url, id).await
+        spawn_gateway(&self.runtime_url, &self.registry_url, id).await
     }
 
     /// Logs a device in at the first gateway.

@@ -4,12 +4,14 @@
 use std::collections::HashSet;
 
 use presence_client::Client;
+use presence_common::testing::{RUNTIME_ROLE, empty_database_on};
 use presence_proto::{
     callback_signature,
     v1::{Platform, server_frame::Kind},
 };
 use serde_json::json;
-use testkit::{System, WAIT, eventually};
+use sqlx::Connection;
+use testkit::{ServiceProcess, System, WAIT, eventually, free_port};
 
 /// Waits for the next frame that is not a heartbeat answer.
 async fn kicked_reason(client: &mut Client) -> String {
@@ -79,6 +81,23 @@ async fn devices_backend_and_callbacks_agree_across_real_processes() {
         assert_eq!(&got.json, pulled);
     }
 
+    // Every service ran as the runtime role: rows only, no DDL.
+    let roles: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT usename::text FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&system.db.pool)
+    .await
+    .expect("pg_stat_activity");
+    let roles: Vec<&str> = roles.iter().map(|(role,)| role.as_str()).collect();
+    assert!(roles.contains(&RUNTIME_ROLE), "{roles:?}");
+    let owner: (String,) =
+        sqlx::query_as("SELECT current_user::text").fetch_one(&system.db.pool).await.unwrap();
+    assert!(roles.iter().all(|role| *role == RUNTIME_ROLE || *role == owner.0), "{roles:?}");
+    let mut runtime = sqlx::PgConnection::connect(system.runtime_url()).await.expect("runtime role connects");
+    let ddl = sqlx::query("CREATE TABLE runtime_may_not (x int)").execute(&mut runtime).await;
+    assert!(ddl.is_err(), "the runtime role must not be able to change the schema");
+
     // SIGTERM stops every service cleanly.
     for process in [&mut system.facade, &mut system.notifier, &mut system.gateway, &mut system.registry] {
         let status = process.process.terminate();
@@ -90,4 +109,30 @@ async fn devices_backend_and_callbacks_agree_across_real_processes() {
         );
     }
     drop(system.db);
+}
+
+#[tokio::test]
+async fn a_service_refuses_a_database_that_was_not_migrated() {
+    let server =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| presence_common::config::default_database_url());
+    let db = empty_database_on(&server).await;
+    let admin = free_port();
+    let mut registry = ServiceProcess::spawn(
+        "presence-registry",
+        "registry-unmigrated",
+        &[
+            ("DATABASE_URL", db.url.clone()),
+            ("REGISTRY_LISTEN_ADDR", free_port().to_string()),
+            ("REGISTRY_METRICS_ADDR", admin.to_string()),
+        ],
+    );
+    let status = registry.wait_exit().await;
+    assert!(!status.success(), "{}", registry.log_tail());
+    let log = registry.log_tail();
+    assert!(log.contains("schema is behind") && log.contains("presence-migrate"), "{log}");
+
+    // After the migrate step, the same database is accepted.
+    testkit::process::run_to_end("presence-migrate", &[("DATABASE_URL", db.url.clone())]);
+    registry.restart();
+    registry.wait_healthy(admin).await;
 }
