@@ -11,6 +11,8 @@ drop_test_databases
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== rust-version"
+scripts/check-rust-version.sh
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if docker compose version >/dev/null 2>&1; then

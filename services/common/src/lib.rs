@@ -7,6 +7,7 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_tls;
 pub mod http;
+pub mod internal_auth;
 pub mod net;
 pub mod shutdown;
 pub mod telemetry;

@@ -100,8 +100,9 @@ async fn a_killed_registry_restarts_with_its_state_and_no_spurious_events() {
 #[tokio::test]
 async fn a_killed_notifier_loses_no_callback() {
     let mut system = System::start().await;
-    // Slow answers, so that the kill lands while callbacks are in flight.
-    system.receiver.delay_ms.store(300, Ordering::SeqCst);
+    // Answers slower than the notifier's 2 s callback timeout, so that the kill lands while
+    // callbacks are in flight however loaded the machine is (none is settled before it).
+    system.receiver.delay_ms.store(3000, Ordering::SeqCst);
     let mut clients = log_in_users(&system, "u", 40).await;
     eventually("callbacks in flight", async || system.receiver.attempts.load(Ordering::SeqCst) >= 20).await;
 
