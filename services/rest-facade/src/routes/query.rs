@@ -24,6 +24,7 @@ pub struct QueryBody {
     pub user_ids: Vec<String>,
     /// List each user's devices. Default false.
     #[serde(default)]
+    #[schema(default = false)]
     pub detail: bool,
 }
 
