@@ -29,7 +29,7 @@ pub const MAX_ID_LEN: usize = 256;
 
 /// A user id in the document. JSON Schema's `maxLength` counts characters, the contract counts
 /// UTF-8 bytes: 256 is exact for ASCII ids, and the description states the byte rule.
-pub(crate) fn user_id_schema() -> Object {
+fn user_id_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
