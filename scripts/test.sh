@@ -22,6 +22,9 @@ elif command -v docker-compose >/dev/null; then
 fi
 echo "== build the service binaries (the system tests in services/testkit run them as processes)"
 cargo build --workspace --bins --locked
+echo "== schemathesis (for the OpenAPI conformance test, services/testkit/tests/openapi_conformance.rs)"
+SCHEMATHESIS="$(scripts/api-conformance.sh)"
+export SCHEMATHESIS
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -24,7 +24,9 @@ pub struct FacadeConfig {
     /// Longest a registry call may take before the request fails with 503. Default 5000.
     #[serde(rename = "facade_request_timeout_ms", default = "default_request_timeout")]
     pub request_timeout_ms: u64,
-    /// Largest request body accepted; larger ones get 413. Default 65536 (64 KiB).
+    /// Largest request body accepted; larger ones get 413. Default 1048576 (1 MiB): the largest
+    /// query (500 ids of 256 bytes) fits even with every byte of every id written as a `\u`
+    /// escape (about 770 kB).
     #[serde(rename = "facade_max_body_bytes", default = "default_max_body")]
     pub max_body_bytes: usize,
 }
@@ -39,7 +41,7 @@ fn default_request_timeout() -> u64 {
     5000
 }
 fn default_max_body() -> usize {
-    64 * 1024
+    1024 * 1024
 }
 
 impl Default for FacadeConfig {
@@ -58,7 +60,7 @@ mod tests {
         assert_eq!(c.listen_addr, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(c.registry_url, "http://127.0.0.1:7200");
         assert_eq!(c.database_url, presence_common::config::default_database_url());
-        assert_eq!((c.db_max_connections, c.request_timeout_ms, c.max_body_bytes), (2, 5000, 65536));
+        assert_eq!((c.db_max_connections, c.request_timeout_ms, c.max_body_bytes), (2, 5000, 1_048_576));
     }
 
     #[test]

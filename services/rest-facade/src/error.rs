@@ -86,6 +86,12 @@ impl ApiError {
                 code: ErrorCode::RateLimited,
                 message: "too many requests; retry later".to_owned(),
             },
+            // The registry never says these to the facade; were it to, the fault would be ours
+            // (our link to it), not the caller's, and the document lists no 403 anyway.
+            ErrorCode::Unauthenticated | ErrorCode::PermissionDenied | ErrorCode::PayloadTooLarge => {
+                tracing::error!(code = ?status.code(), message = status.message(), "registry refused the facade");
+                Self::Registry { code: ErrorCode::Internal, message: "the registry failed".to_owned() }
+            }
             code => Self::Registry { code, message: status.message().to_owned() },
         }
     }
@@ -132,6 +138,10 @@ mod tests {
         let bad = ApiError::from_status(&tonic::Status::invalid_argument("user_id must be 1 to 256 bytes"));
         assert_eq!((bad.status(), bad.code()), (StatusCode::BAD_REQUEST, "bad_request"));
         assert_eq!(bad.to_string(), "user_id must be 1 to 256 bytes");
+        let refused = ApiError::from_status(&tonic::Status::permission_denied("mTLS peer"));
+        assert_eq!((refused.status(), refused.code()), (StatusCode::INTERNAL_SERVER_ERROR, "internal"));
+        let refused = ApiError::from_status(&tonic::Status::unauthenticated("no cert"));
+        assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let internal = ApiError::from_status(&tonic::Status::internal("boom at line 3"));
         assert_eq!(internal.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!internal.to_string().contains("line 3"));

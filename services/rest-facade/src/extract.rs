@@ -18,7 +18,8 @@ pub struct BodyLimit(pub usize);
 /// fields) are `invalid_body`: both 400, so clients need handle one status for bad input.
 pub struct ApiJson<T>(pub T);
 
-/// A JSON body that may be absent (empty); present, it is checked as [`ApiJson`].
+/// A JSON body that may be absent (empty, or JSON `null`, which the document allows and which is
+/// what many clients send for "no body"); present, it is checked as [`ApiJson`].
 pub struct OptionalJson<T>(pub Option<T>);
 
 /// Query-string parameters; a bad or unknown parameter is `invalid_query` (400).
@@ -77,7 +78,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
-        parse(&headers, &bytes).map(|v| Self(Some(v)))
+        parse(&headers, &bytes).map(Self)
     }
 }
 
@@ -141,5 +142,22 @@ mod tests {
         assert!(parse::<Body>(&h, br#"{"n": 1}"#).is_ok());
         let err = parse::<Body>(&json_headers("text/plain"), b"{}").unwrap_err();
         assert_eq!(err.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_absent_or_null() {
+        let optional = |body: &'static str| {
+            let request = Request::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from(body))
+                .expect("request");
+            OptionalJson::<Body>::from_request(request, &())
+        };
+        for absent in ["", " \n", "null", " null "] {
+            assert!(optional(absent).await.expect("accepted").0.is_none(), "{absent:?}");
+        }
+        assert!(optional(r#"{"n": 1}"#).await.expect("accepted").0.is_some());
+        assert_eq!(optional("nul").await.err().map(|e| e.code()), Some("invalid_json"));
+        assert_eq!(optional("[]").await.err().map(|e| e.code()), Some("invalid_body"));
     }
 }

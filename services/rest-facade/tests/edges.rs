@@ -12,9 +12,11 @@ use support::{KEY, Stack, assert_error, facade_config, http_client, into_json};
 async fn bad_input_gets_a_json_4xx() {
     let stack = Stack::start().await;
     let query = stack.url("/v1/presence/query");
-    let post = |body: &'static str| {
-        stack.http.post(&query).bearer_auth(KEY).header("content-type", "application/json").body(body).send()
+    let post_raw = |body: &str| {
+        let request = stack.http.post(&query).bearer_auth(KEY).header("content-type", "application/json");
+        request.body(body.to_owned()).send()
     };
+    let post = |body: &'static str| post_raw(body);
     assert_error(&into_json(post("{\"user_ids\": [").await).await, 400, "invalid_json");
     assert_error(&into_json(post("not json").await).await, 400, "invalid_json");
     assert_error(&into_json(post("").await).await, 400, "invalid_json");
@@ -45,10 +47,37 @@ async fn bad_input_gets_a_json_4xx() {
     let form = stack.http.post(&query).bearer_auth(KEY).body(r#"{"user_ids": ["a"]}"#).send().await;
     assert_error(&into_json(form).await, 415, "unsupported_media_type");
 
-    // 64 KiB by default: a bigger body is refused whole, well-formed or not.
-    let huge: Vec<String> = (0..400).map(|i| format!("{i:0>200}")).collect();
+    // 1 MiB by default: a bigger body is refused whole, well-formed or not.
+    let huge: Vec<String> = (0..5000).map(|i| format!("{i:0>250}")).collect();
     let (status, body) = stack.post("/v1/presence/query", &json!({ "user_ids": huge })).await;
-    assert!(assert_error(&(status, body), 413, "payload_too_large").contains("65536"));
+    assert!(assert_error(&(status, body), 413, "payload_too_large").contains("1048576"));
+
+    // The largest query fits: 500 ids of 256 bytes, even with every character \u-escaped.
+    let widest: Vec<String> = (0..500).map(|i| format!("{i:0>3}{}", "\u{e9}".repeat(253 / 2))).collect();
+    assert!(widest.iter().all(|id| id.len() >= 255 && id.len() <= 256));
+    let (status, body) = stack.post("/v1/presence/query", &json!({ "user_ids": widest })).await;
+    assert_eq!((status, body["results"].as_array().map(Vec::len)), (200, Some(500)), "{body}");
+    let escaped = format!(r#"{{"user_ids": ["{}"]}}"#, vec!["\\u00e9".repeat(128); 500].join(r#"", ""#));
+    assert!(escaped.len() > 380_000, "{}", escaped.len());
+    let response = post_raw(&escaped).await;
+    assert_eq!(into_json(response).await.0, 200);
+
+    // The document allows every one of these; so does the facade.
+    for body in ["", "null", "{}", r#"{"platforms": null}"#] {
+        let kicked = stack.http.post(&kick).bearer_auth(KEY).header("content-type", "application/json");
+        let (status, body) = into_json(kicked.body(body).send().await).await;
+        assert_eq!((status, &body["kicked_devices"]), (200, &json!([])), "{body}");
+    }
+    // ... and refuses these.
+    let (status, body) = stack.get("/v1/events?after_seq=9223372036854775808").await;
+    assert!(assert_error(&(status, body), 400, "invalid_query").contains("after_seq"));
+    let (status, _) = stack.get("/v1/events?after_seq=9223372036854775807").await;
+    assert_eq!(status, 200);
+    assert_error(&stack.get("/v1/users//presence").await, 400, "invalid_user_id");
+    // Bytes, not characters (which is all the document's maxLength can count): 129 × "é" is over.
+    let (status, body) =
+        stack.post("/v1/presence/query", &json!({ "user_ids": ["\u{e9}".repeat(129)] })).await;
+    assert!(assert_error(&(status, body), 400, "invalid_user_id").contains("258"));
 
     let wrong_method = stack.http.get(&query).bearer_auth(KEY).send().await.unwrap();
     assert_eq!(wrong_method.headers()["allow"], "POST");
@@ -194,6 +223,32 @@ async fn openapi_health_and_metrics() {
         doc["paths"]["/v1/events"]["get"]["parameters"].as_array().unwrap().iter().collect();
     let names: Vec<&str> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["after_seq", "limit"]);
+    assert_eq!(params[0]["schema"]["maximum"], json!(i64::MAX));
+    let user_id = &doc["paths"]["/v1/users/{user_id}/kick"]["post"]["parameters"][0]["schema"];
+    assert_eq!((&user_id["minLength"], &user_id["maxLength"]), (&json!(1), &json!(256)), "{user_id}");
+
+    // Every status a /v1 operation can answer is listed, each error with the error schema.
+    for (path, method, has_body) in [
+        ("/v1/presence/query", "post", true),
+        ("/v1/users/{user_id}/presence", "get", false),
+        ("/v1/users/{user_id}/kick", "post", true),
+        ("/v1/events", "get", false),
+    ] {
+        let responses = doc["paths"][path][method]["responses"].as_object().expect("responses");
+        let mut expected = vec!["200", "400", "401", "404", "429", "500", "503"];
+        if has_body {
+            expected.extend(["413", "415"]);
+        }
+        let mut listed: Vec<&str> = responses.keys().map(String::as_str).collect();
+        listed.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(listed, expected, "{method} {path}");
+        for (status, response) in responses.iter().filter(|(status, _)| *status != "200") {
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(schema, "#/components/schemas/ErrorResponse", "{method} {path} {status}");
+        }
+        assert!(responses["401"]["headers"].get("WWW-Authenticate").is_some(), "{method} {path}");
+    }
 
     let health = stack.http.get(stack.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);

@@ -14,14 +14,17 @@ use crate::{
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
+/// `seq` is a Postgres `bigint`: a cursor past its range names no event, and a client that sends
+/// one has a bug worth telling it about.
+pub const MAX_AFTER_SEQ: u64 = i64::MAX as u64;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventsParams {
-    /// Events with a `seq` greater than this. Default 0 (from the start).
+    /// Events with a `seq` greater than this, 0 to 2^63-1. Default 0 (from the start).
     #[serde(default)]
-    #[param(default = 0)]
+    #[param(default = 0, minimum = 0, maximum = 9223372036854775807_u64)]
     pub after_seq: u64,
     /// Most events returned, 1 to 1000. Default 100.
     #[serde(default = "default_limit")]
@@ -49,9 +52,7 @@ pub struct EventsResponse {
     params(EventsParams),
     responses(
         (status = 200, description = "A page of events (empty once caught up)", body = EventsResponse),
-        (status = 400, description = "`invalid_limit` or `invalid_query`", body = ErrorResponse),
-        (status = 401, description = "Missing or unknown API key", body = ErrorResponse),
-        (status = 503, description = "Registry unavailable", body = ErrorResponse),
+        (status = 400, description = "`invalid_limit`, `invalid_query` or `bad_request`", body = ErrorResponse),
     ),
     security(("api_key" = []))
 )]
@@ -64,6 +65,12 @@ pub async fn events(
         return Err(ApiError::bad_request(
             "invalid_limit",
             format!("limit must be 1 to {MAX_LIMIT}, got {}", params.limit),
+        ));
+    }
+    if params.after_seq > MAX_AFTER_SEQ {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("after_seq must be 0 to {MAX_AFTER_SEQ}, got {}", params.after_seq),
         ));
     }
     let events = state.registry.read_events(app.id(), params.after_seq, params.limit).await?;

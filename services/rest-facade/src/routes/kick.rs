@@ -3,7 +3,10 @@
 use axum::{Json, extract::State};
 use presence_proto::{json::KickedDeviceJson, v1::Platform};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{
+    ToSchema,
+    openapi::{Array, ArrayBuilder, ObjectBuilder, Type, schema::SchemaType},
+};
 
 use crate::{
     auth::CallerApp,
@@ -16,9 +19,9 @@ use crate::{
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KickBody {
-    /// Only devices of these platforms; absent (or no body at all) = every device. An empty list
-    /// is refused (`no_platforms`) rather than read as "all".
-    #[schema(example = json!(["ios"]))]
+    /// Only devices of these platforms; absent or `null` = every device. An empty list is refused
+    /// (`no_platforms`) rather than read as "all".
+    #[schema(schema_with = platforms_schema)]
     pub platforms: Option<Vec<String>>,
 }
 
@@ -26,6 +29,19 @@ pub struct KickBody {
 pub struct KickResponse {
     /// The devices forced offline; each received `Kicked{reason:"admin"}`.
     pub kicked_devices: Vec<KickedDeviceJson>,
+}
+
+/// `platforms`: `null` or 1+ contract names, so clients can generate an enum.
+fn platforms_schema() -> Array {
+    let names = Platform::NAMED.iter().filter_map(|p| p.name());
+    let name = ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names));
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(name)
+        .min_items(Some(1))
+        .description(Some("Only devices of these platforms; absent or `null` = every device"))
+        .examples([serde_json::json!(["ios"])])
+        .build()
 }
 
 fn platforms(names: Option<Vec<String>>) -> Result<Vec<Platform>, ApiError> {
@@ -50,14 +66,14 @@ fn platforms(names: Option<Vec<String>>) -> Result<Vec<Platform>, ApiError> {
     post,
     path = "/v1/users/{user_id}/kick",
     tag = "presence",
-    params(("user_id" = String, Path, description = "The app's user id (1 to 256 bytes)")),
-    request_body(content = Option<KickBody>, description = "Optional; absent = every device"),
+    params(("user_id" = String, Path, min_length = 1, max_length = 256,
+        description = "The app's user id, 1 to 256 bytes of UTF-8, percent-encoded")),
+    request_body(content = Option<KickBody>,
+        description = "Optional: no body, an empty one or `null` kick every device"),
     responses(
         (status = 200, description = "The devices forced offline (none if the user had none)", body = KickResponse),
         (status = 400, description = "`unknown_platform`, `no_platforms`, `invalid_user_id`, \
-            `invalid_json` or `invalid_body`", body = ErrorResponse),
-        (status = 401, description = "Missing or unknown API key", body = ErrorResponse),
-        (status = 503, description = "Registry unavailable", body = ErrorResponse),
+            `invalid_json`, `invalid_body`, `invalid_path` or `bad_request`", body = ErrorResponse),
     ),
     security(("api_key" = []))
 )]

@@ -16,13 +16,38 @@ use axum::{
     routing::get,
 };
 use tower_http::catch_panic::CatchPanicLayer;
-use utoipa::OpenApi;
+use utoipa::{
+    OpenApi,
+    openapi::{Array, ArrayBuilder, Object, ObjectBuilder, Type},
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{error::ApiError, extract::BodyLimit, http_metrics, openapi, state::AppState};
 
 /// Longest user id accepted (the registry's bound).
 pub const MAX_ID_LEN: usize = 256;
+
+/// A user id in the document. JSON Schema's `maxLength` counts characters, the contract counts
+/// UTF-8 bytes: 256 is exact for ASCII ids, and the description states the byte rule.
+fn user_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_LEN))
+        .description(Some("A user id of the app: 1 to 256 bytes of UTF-8"))
+        .build()
+}
+
+/// `user_ids` of a query: 1 to 500 user ids.
+pub(crate) fn user_ids_schema() -> Array {
+    ArrayBuilder::new()
+        .items(user_id_schema())
+        .min_items(Some(1))
+        .max_items(Some(query::MAX_QUERY_USERS))
+        .description(Some("1 to 500 user ids; results come back in this order (duplicates included)"))
+        .examples([serde_json::json!(["u1", "u2"])])
+        .build()
+}
 
 pub(crate) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
     if user_id.is_empty() || user_id.len() > MAX_ID_LEN {

@@ -20,10 +20,11 @@ pub const MAX_QUERY_USERS: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
     /// 1 to 500 user ids; results come back in this order (duplicates included).
-    #[schema(min_items = 1, max_items = 500, example = json!(["u1", "u2"]))]
+    #[schema(schema_with = crate::routes::user_ids_schema)]
     pub user_ids: Vec<String>,
     /// List each user's devices. Default false.
     #[serde(default)]
+    #[schema(default = false)]
     pub detail: bool,
 }
 
@@ -44,10 +45,7 @@ pub struct QueryResponse {
     responses(
         (status = 200, description = "Presence of each user, in request order", body = QueryResponse),
         (status = 400, description = "`no_user_ids`, `too_many_user_ids`, `invalid_user_id`, \
-            `invalid_json` or `invalid_body`", body = ErrorResponse),
-        (status = 401, description = "Missing or unknown API key", body = ErrorResponse),
-        (status = 413, description = "Body larger than FACADE_MAX_BODY_BYTES", body = ErrorResponse),
-        (status = 503, description = "Registry unavailable", body = ErrorResponse),
+            `invalid_json`, `invalid_body` or `bad_request`", body = ErrorResponse),
     ),
     security(("api_key" = []))
 )]

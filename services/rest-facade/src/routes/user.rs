@@ -27,12 +27,11 @@ pub struct UserPresenceResponse {
     get,
     path = "/v1/users/{user_id}/presence",
     tag = "presence",
-    params(("user_id" = String, Path, description = "The app's user id (1 to 256 bytes)")),
+    params(("user_id" = String, Path, min_length = 1, max_length = 256,
+        description = "The app's user id, 1 to 256 bytes of UTF-8, percent-encoded")),
     responses(
         (status = 200, description = "The user's presence; unknown users are `offline`", body = UserPresenceResponse),
-        (status = 400, description = "`invalid_user_id`", body = ErrorResponse),
-        (status = 401, description = "Missing or unknown API key", body = ErrorResponse),
-        (status = 503, description = "Registry unavailable", body = ErrorResponse),
+        (status = 400, description = "`invalid_user_id`, `invalid_path` or `bad_request`", body = ErrorResponse),
     ),
     security(("api_key" = []))
 )]
