@@ -17,6 +17,7 @@ use presence_proto::{
     DEFAULT_APP_ID,
     codes::{ErrorCode, LoginErrorCode},
     framing::{ServerCodec, encode_frame},
+    limits::{MAX_ID_LEN, MAX_TOKEN_LEN},
     v1::{
         DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
         LoginOk, LoginRequest, LogoutOk, LogoutRequest, Platform, ServerFrame, SessionRef, client_frame,
@@ -41,9 +42,6 @@ use crate::{
 
 /// Initial read buffer: a login frame fits; idle connections stay small.
 const READ_BUFFER: usize = 256;
-/// Longest string field accepted in `Login` (ids as the registry allows; tokens are longer).
-const MAX_ID_LEN: usize = 256;
-const MAX_TOKEN_LEN: usize = 4096;
 /// Time the writer gets to flush the last frames (LogoutOk, Error, Kicked) before the close.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// Bound on one registry Login call.

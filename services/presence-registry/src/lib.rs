@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 pub use config::RegistryConfig;
 pub use presence_common::Shutdown;
-pub use registry::{MAX_QUERY_USERS, RegistryError};
+pub use registry::RegistryError;
 
 use crate::{event_log::EventLog, gateways::Gateways, registry::Registry, session_table::SessionTable};
 

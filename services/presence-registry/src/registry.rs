@@ -7,6 +7,7 @@ use futures::StreamExt;
 
 use presence_common::{AppDirectory, ErrorCode, time::now_ms};
 use presence_proto::codes::KickReason;
+use presence_proto::limits::{MAX_ID_LEN, MAX_IDS_PER_QUERY, is_valid_id};
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
     PresenceEvent, SessionRef, UserPresence,
@@ -20,11 +21,6 @@ use crate::{
     transition::{self, Change},
     user_state::{Device, UserState},
 };
-
-/// Most users one query may name.
-pub const MAX_QUERY_USERS: usize = 500;
-/// Longest id (app, user, device, session) the registry accepts.
-pub const MAX_ID_LEN: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -69,7 +65,7 @@ pub struct Registry {
 }
 
 fn check_id(what: &str, value: &str) -> Result<(), RegistryError> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
+    if !is_valid_id(value) {
         return Err(RegistryError::BadRequest(format!("{what} must be 1 to {MAX_ID_LEN} bytes")));
     }
     Ok(())
@@ -233,8 +229,8 @@ impl Registry {
         user_ids: &[String],
         detail: bool,
     ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
-        if user_ids.is_empty() || user_ids.len() > MAX_QUERY_USERS {
-            return Err(RegistryError::BadRequest(format!("user_ids must hold 1 to {MAX_QUERY_USERS} ids")));
+        if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
+            return Err(RegistryError::BadRequest(format!("user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids")));
         }
         if self.apps.get(app_id).is_none() {
             return Err(RegistryError::UnknownApp(app_id.to_owned()));

@@ -1,6 +1,7 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
+use presence_proto::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 use presence_proto::v1::{
     PresenceEvent, ReadEventsReply, ReadEventsRequest, SubscribeRequest, event_feed_server::EventFeed,
 };
@@ -11,9 +12,6 @@ use crate::{Shutdown, registry::SharedRegistry};
 
 /// Events read from Postgres per round trip of a subscription.
 const PAGE: u32 = 500;
-/// Default and maximum page of ReadEvents.
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
 
 pub struct EventFeedService {
     pub registry: SharedRegistry,
@@ -30,9 +28,9 @@ impl EventFeed for EventFeedService {
     ) -> Result<Response<ReadEventsReply>, Status> {
         let req = request.into_inner();
         let limit = match req.limit {
-            0 => DEFAULT_LIMIT,
-            n if n <= MAX_LIMIT => n,
-            _ => return Err(Status::invalid_argument(format!("limit must be 1 to {MAX_LIMIT}"))),
+            0 => DEFAULT_EVENTS_PAGE,
+            n if n <= MAX_EVENTS_PAGE => n,
+            _ => return Err(Status::invalid_argument(format!("limit must be 1 to {MAX_EVENTS_PAGE}"))),
         };
         let events = self
             .registry
