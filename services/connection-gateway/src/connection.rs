@@ -14,13 +14,11 @@ use std::{
 use futures::StreamExt;
 use presence_common::{AppDirectory, Shutdown, time::now_ms};
 use presence_proto::{
-    DEFAULT_APP_ID,
     codes::{ErrorCode, LoginErrorCode},
     framing::{ServerCodec, encode_frame},
-    limits::{MAX_ID_LEN, MAX_TOKEN_LEN},
     v1::{
         DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
-        LoginOk, LoginRequest, LogoutOk, LogoutRequest, Platform, ServerFrame, SessionRef, client_frame,
+        LoginOk, LoginRequest, LogoutOk, LogoutRequest, ServerFrame, SessionRef, client_frame,
         presence_registry_client::PresenceRegistryClient, server_frame,
     },
 };
@@ -36,6 +34,7 @@ use crate::{
     auth,
     limits::IpLimits,
     link::LinkState,
+    login_request::validate_login,
     metric_names as m,
     sessions::{Outbound, SessionHandle, SessionTable},
 };
@@ -284,25 +283,14 @@ impl Conn {
                 "too many login attempts from this address, retry later",
             ));
         }
-        let app_id = if login.app_id.is_empty() { DEFAULT_APP_ID.to_owned() } else { login.app_id.clone() };
-        let platform = Platform::try_from(login.platform).ok().filter(|p| *p != Platform::Unspecified);
-        let too_long = [&app_id, &login.user_id, &login.device_id, &login.client_version]
-            .iter()
-            .any(|s| s.len() > MAX_ID_LEN)
-            || login.token.len() > MAX_TOKEN_LEN;
-        let Some(platform) = platform else {
-            return Err(self.refuse(LoginErrorCode::BadRequest, "platform is required"));
+        let login = match validate_login(login) {
+            Ok(login) => login,
+            Err(refusal) => return Err(self.refuse(refusal.code, refusal.message)),
         };
-        if login.user_id.is_empty() || login.device_id.is_empty() || too_long {
-            return Err(self.refuse(
-                LoginErrorCode::BadRequest,
-                "user_id and device_id are required, strings at most 256 bytes",
-            ));
-        }
-        let Some(app) = self.ctx.apps.get(&app_id) else {
+        let Some(app) = self.ctx.apps.get(&login.app_id) else {
             return Err(self.refuse(LoginErrorCode::BadToken, "unknown app"));
         };
-        if let Err(err) = auth::verify(&login.token, &app.token_secret, &app_id, &login.user_id) {
+        if let Err(err) = auth::verify(&login.token, &app.token_secret, &login.app_id, &login.user_id) {
             return Err(self.refuse(err.code(), "token rejected"));
         }
         if !self.ctx.link.is_attached() {
@@ -313,7 +301,7 @@ impl Conn {
         // the LoginReply does.
         let session_id = uuid::Uuid::now_v7().to_string();
         let handle = Arc::new(SessionHandle {
-            app_id: app_id.clone(),
+            app_id: login.app_id.clone(),
             user_id: login.user_id.clone(),
             device_id: login.device_id.clone(),
             confirmed: Default::default(),
@@ -326,10 +314,10 @@ impl Conn {
         let request = LoginRequest {
             gateway_id: self.ctx.gateway_id.clone(),
             session: Some(DeviceSession {
-                app_id,
+                app_id: login.app_id,
                 user_id: login.user_id,
                 device_id: login.device_id,
-                platform: platform as i32,
+                platform: login.platform as i32,
                 session_id: session_id.clone(),
                 client_version: login.client_version,
                 push_enabled: login.push_enabled,
@@ -492,6 +480,12 @@ mod tests {
 
     fn future_size<A, B, C, Fut: std::future::Future>(_: fn(A, B, C) -> Fut) -> usize {
         std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_too_long_message_names_the_limit() {
+        let message = frame_error_message(ErrorCode::TooLong);
+        assert!(message.contains(&presence_proto::MAX_FRAME_LEN.to_string()), "{message}");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! and delivers the registry's kicks over one long-lived link ([`link`]). The registry is the
 //! authority; the gateway only knows the sessions it holds ([`sessions`]).
 
-mod auth;
+pub mod auth;
 mod config;
 mod connection;
 mod limits;
 pub mod link;
 mod listener;
+pub mod login_request;
 pub mod metric_names;
 pub mod sessions;
 mod tls;
