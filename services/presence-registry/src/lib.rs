@@ -13,6 +13,7 @@ mod login_policy;
 mod registry;
 mod restore;
 mod session_table;
+mod store;
 mod sweeper;
 mod transition;
 mod user_state;

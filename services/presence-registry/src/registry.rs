@@ -18,6 +18,7 @@ use crate::{
     event_log::{EventLog, LogError},
     gateways::Gateways,
     session_table::{SessionTable, UserKey},
+    store,
     transition::{self, Change},
     user_state::{Device, UserState},
 };
@@ -251,23 +252,9 @@ impl Registry {
         Ok((results, as_of_seq))
     }
 
-    /// Devices this registry holds as online on `gateway_id`, as (user key, device, session).
+    /// Devices stored as online on `gateway_id`.
     async fn online_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT app_id, user_id, device_id, session_id FROM devices WHERE gateway_id = $1 AND status = 'online'",
-        )
-        .bind(gateway_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(app_id, user_id, device_id, session_id)| SessionRef {
-                app_id,
-                user_id,
-                device_id,
-                session_id,
-            })
-            .collect())
+        Ok(store::online_sessions_on(&self.pool, gateway_id).await?)
     }
 
     /// Aligns the registry with a gateway's snapshot of live sessions: devices it no longer holds
@@ -343,18 +330,9 @@ impl Registry {
     /// Logs out (`push_expired`) push_online devices past their app's TTL.
     pub async fn expire_push(&self) -> Result<usize, RegistryError> {
         let now = now_ms();
-        let candidates: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT d.app_id, d.user_id, d.device_id, a.push_online_ttl_s FROM devices d JOIN apps a USING (app_id) \
-             WHERE d.status = 'push_online' AND d.disconnected_at_ms + a.push_online_ttl_s * 1000 <= $1 \
-             ORDER BY d.disconnected_at_ms LIMIT 1000",
-        )
-        .bind(i64::try_from(now).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
         let mut expired = 0;
-        for (app_id, user_id, device_id, ttl_s) in candidates {
-            let ttl_ms = u64::try_from(ttl_s).unwrap_or(0).saturating_mul(1000);
-            let key = UserKey::new(&app_id, &user_id);
+        for candidate in store::expired_push_devices(&self.pool, now).await? {
+            let store::ExpiredPush { key, device_id, ttl_ms } = candidate;
             if self
                 .change_user(key, false, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))
                 .await?
