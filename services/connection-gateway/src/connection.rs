@@ -13,6 +13,7 @@ use std::{
 
 use futures::StreamExt;
 use presence_common::{AppDirectory, Shutdown, time::now_ms};
+use secrecy::ExposeSecret;
 use presence_proto::{
     codes::{ErrorCode, LoginErrorCode},
     framing::{ServerCodec, encode_frame},
@@ -290,7 +291,7 @@ impl Conn {
         let Some(app) = self.ctx.apps.get(&login.app_id) else {
             return Err(self.refuse(LoginErrorCode::BadToken, "unknown app"));
         };
-        if let Err(err) = auth::verify(&login.token, &app.token_secret, &login.app_id, &login.user_id) {
+        if let Err(err) = auth::verify(&login.token, app.token_secret.expose_secret(), &login.app_id, &login.user_id) {
             return Err(self.refuse(err.code(), "token rejected"));
         }
         if !self.ctx.link.is_attached() {

@@ -1,8 +1,9 @@
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use presence_common::AppDirectory;
 use presence_proto::v1::{SubscribeRequest, event_feed_client::EventFeedClient};
 use tokio::sync::Semaphore;
@@ -61,7 +62,7 @@ impl FeedReader {
             *after = event.feed_id;
             if self.apps.get(&event.app_id).is_none_or(|app| app.callback_url.is_none()) {
                 metrics::counter!(metric_names::SKIPPED).increment(1);
-                let mut watermark = crate::lock(&self.watermark);
+                let mut watermark = self.watermark.lock();
                 watermark.received(event.feed_id, event.event_time_ms);
                 watermark.settled(event.feed_id);
                 continue;
@@ -77,7 +78,7 @@ impl FeedReader {
                 () = self.shutdown.cancelled() => return Ok(()),
                 permit = self.budget.clone().acquire_owned() => permit.ok(),
             };
-            crate::lock(&self.watermark).received(event.feed_id, event.event_time_ms);
+            self.watermark.lock().received(event.feed_id, event.event_time_ms);
             self.dispatcher.enqueue(callback, permit);
         }
     }

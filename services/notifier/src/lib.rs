@@ -19,10 +19,11 @@ mod watermark;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::Arc,
     time::Duration,
 };
 
+use parking_lot::Mutex;
 use presence_common::{AppDirectory, db};
 use tokio::{sync::Semaphore, task::JoinHandle};
 
@@ -60,11 +61,6 @@ pub enum StartError {
     Metrics(std::io::Error),
     #[error("task: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-/// State shared by tasks is plain data; a panic elsewhere cannot leave it half-updated.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A started notifier.
@@ -166,7 +162,7 @@ async fn bookkeeping(mut state: Bookkeeping) {
             _ = tick.tick() => false,
         };
         let (durable, pending, oldest) = {
-            let w = lock(&state.watermark);
+            let w = state.watermark.lock();
             (w.durable(), w.in_flight(), w.oldest_event_time_ms())
         };
         metrics::gauge!(metric_names::PENDING).set(pending as f64);

@@ -7,11 +7,9 @@
 //! (global) and `seq` (per app) are assigned in commit order, so a reader that has seen feed_id N
 //! has seen everything before it.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use parking_lot::Mutex;
 
 use presence_proto::v1::{EventAction, EventDevice, EventReason, KickedDevice, PresenceEvent, UserStatus};
 use sqlx::PgPool;
@@ -95,7 +93,7 @@ impl EventLog {
 
     /// The app's latest committed `seq` (0 before its first event).
     pub fn last_seq(&self, app_id: &str) -> u64 {
-        lock(&self.app_seqs).get(app_id).copied().unwrap_or(0)
+        self.app_seqs.lock().get(app_id).copied().unwrap_or(0)
     }
 
     /// Follows the latest committed `feed_id`.
@@ -119,10 +117,6 @@ impl EventLog {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 struct Writer {
     pool: PgPool,
     rx: mpsc::Receiver<Pending>,
@@ -136,7 +130,7 @@ impl Writer {
         while self.rx.recv_many(&mut batch, self.batch_max).await > 0 {
             let started = Instant::now();
             let first_feed_id = *self.committed.borrow() + 1;
-            let mut next_seqs = lock(&app_seqs).clone();
+            let mut next_seqs = app_seqs.lock().clone();
             let numbered = number(&batch, first_feed_id, &mut next_seqs);
             let mutations: Vec<&Mutation> = batch.iter().map(|p| &p.mutation).collect();
             let events: Vec<&PresenceEvent> = numbered.iter().flatten().collect();
@@ -146,7 +140,7 @@ impl Writer {
             metrics::histogram!("registry_commit_batch_size").record(batch.len() as f64);
             match result {
                 Ok(()) => {
-                    *lock(&app_seqs) = next_seqs;
+                    *app_seqs.lock() = next_seqs;
                     if let Some(last) = numbered.iter().flatten().last() {
                         self.committed.send_replace(last.feed_id);
                     }

@@ -6,9 +6,10 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use presence_proto::v1::{GatewayDownlink, KickSession, gateway_downlink::Kind};
 use tokio::sync::mpsc::UnboundedSender;
@@ -35,21 +36,17 @@ impl Gateways {
         self.lease
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Gateway>> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// A gateway that held devices before a restart: it has one lease to come back.
     pub fn expect(&self, gateway_id: &str) {
         let deadline = Instant::now() + self.lease;
-        self.lock().entry(gateway_id.to_owned()).or_insert(Gateway { downlink: None, deadline });
+        self.inner.lock().entry(gateway_id.to_owned()).or_insert(Gateway { downlink: None, deadline });
     }
 
     /// Attaches a (new) stream; returns its generation for [`Gateways::detach`].
     pub fn attach(&self, gateway_id: &str, downlink: Downlink) -> u64 {
         let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + self.lease;
-        self.lock()
+        self.inner.lock()
             .insert(gateway_id.to_owned(), Gateway { downlink: Some((generation, downlink)), deadline });
         metrics::gauge!("registry_gateways_attached").increment(1.0);
         generation
@@ -57,7 +54,7 @@ impl Gateways {
 
     /// The stream of `generation` ended; a newer stream of the same gateway is left alone.
     pub fn detach(&self, gateway_id: &str, generation: u64) {
-        if let Some(gw) = self.lock().get_mut(gateway_id)
+        if let Some(gw) = self.inner.lock().get_mut(gateway_id)
             && gw.downlink.as_ref().is_some_and(|(g, _)| *g == generation)
         {
             gw.downlink = None;
@@ -66,19 +63,20 @@ impl Gateways {
     }
 
     pub fn renew(&self, gateway_id: &str) {
-        if let Some(gw) = self.lock().get_mut(gateway_id) {
+        if let Some(gw) = self.inner.lock().get_mut(gateway_id) {
             gw.deadline = Instant::now() + self.lease;
         }
     }
 
     pub fn is_attached(&self, gateway_id: &str) -> bool {
-        self.lock().get(gateway_id).is_some_and(|gw| gw.downlink.is_some())
+        self.inner.lock().get(gateway_id).is_some_and(|gw| gw.downlink.is_some())
     }
 
     /// Sends a kick down the gateway's stream; false if it is not attached (its next snapshot
     /// then shows the stale session, and the kick is sent at re-attach).
     pub fn kick(&self, gateway_id: &str, kick: KickSession) -> bool {
         let sent = self
+            .inner
             .lock()
             .get(gateway_id)
             .and_then(|gw| gw.downlink.as_ref())
@@ -90,12 +88,12 @@ impl Gateways {
 
     /// Gateways whose lease has run out.
     pub fn expired(&self, now: Instant) -> Vec<String> {
-        self.lock().iter().filter(|(_, gw)| gw.deadline <= now).map(|(id, _)| id.clone()).collect()
+        self.inner.lock().iter().filter(|(_, gw)| gw.deadline <= now).map(|(id, _)| id.clone()).collect()
     }
 
     /// Drops a gateway once its devices are disconnected, unless it came back meanwhile.
     pub fn forget_if_expired(&self, gateway_id: &str, now: Instant) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         if inner.get(gateway_id).is_some_and(|gw| gw.deadline <= now)
             && let Some(Gateway { downlink: Some(_), .. }) = inner.remove(gateway_id)
         {
