@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgPool, postgres::PgListener};
 use subtle::ConstantTimeEq;
 
-use crate::Shutdown;
+use crate::{Shutdown, backoff::Backoff};
 
 /// Channel the config trigger notifies.
 pub const CONFIG_CHANNEL: &str = "presence_config";
@@ -233,12 +233,12 @@ impl AppDirectory {
         const RETRY_MIN: Duration = Duration::from_secs(1);
         // Without a listener, changes arrive only by polling: try to listen again soon (backing
         // off while the database stays away), not only at the next periodic reload.
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::new(RETRY_MIN, PERIODIC);
         loop {
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(mut l) => match l.listen(CONFIG_CHANNEL).await {
                     Ok(()) => {
-                        retry = RETRY_MIN;
+                        retry.reset();
                         Some(l)
                     }
                     Err(err) => {
@@ -255,7 +255,7 @@ impl AppDirectory {
             self.reload_logged().await;
             loop {
                 let listening = listener.is_some();
-                let wait = if listening { PERIODIC } else { retry };
+                let wait = if listening { PERIODIC } else { retry.next_delay() };
                 let notified = async {
                     match listener.as_mut() {
                         Some(l) => l.try_recv().await.map(|n| n.is_some()),
@@ -266,7 +266,6 @@ impl AppDirectory {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(wait) => {
                         if !listening {
-                            retry = (retry * 2).min(PERIODIC);
                             break; // reconnecting reloads
                         }
                         self.reload_logged().await;

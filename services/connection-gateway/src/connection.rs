@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use presence_common::{AppDirectory, Shutdown, time::now_ms};
+use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use secrecy::ExposeSecret;
 use presence_proto::{
     codes::{ErrorCode, LoginErrorCode},
@@ -445,9 +445,11 @@ where
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
     let give_up = Instant::now() + REPORT_RETRY_FOR;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        match tokio::time::timeout(REGISTRY_TIMEOUT, call()).await {
+        let result = tokio::time::timeout(REGISTRY_TIMEOUT, call()).await;
+        let delay = backoff.next_delay();
+        match result {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(status)) if !transient(status.code()) => return Err(status),
             Ok(Err(status)) if Instant::now() + delay > give_up => return Err(status),
@@ -457,7 +459,6 @@ where
             _ => {}
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -5,6 +5,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use presence_common::backoff::Backoff;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
@@ -17,8 +18,9 @@ use crate::{
     watermark::Watermark,
 };
 
-/// Retry delay of bookkeeping writes (dead letters) while Postgres is away.
-const DB_RETRY: Duration = Duration::from_secs(1);
+/// Retry delays of bookkeeping writes (dead letters) while Postgres is away.
+const DB_RETRY_MIN: Duration = Duration::from_secs(1);
+const DB_RETRY_MAX: Duration = Duration::from_secs(5);
 
 type UserKey = (String, String);
 
@@ -193,6 +195,7 @@ impl Dispatcher {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<(), sqlx::Error>>,
     {
+        let mut backoff = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
             match write().await {
                 Ok(()) => return true,
@@ -200,7 +203,7 @@ impl Dispatcher {
             }
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => return false,
-                () = tokio::time::sleep(DB_RETRY) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
     }

@@ -5,6 +5,7 @@ use presence_proto::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 use presence_proto::v1::{
     PresenceEvent, ReadEventsReply, ReadEventsRequest, SubscribeRequest, event_feed_server::EventFeed,
 };
+use presence_common::backoff::Backoff;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -12,6 +13,9 @@ use crate::{Shutdown, registry::SharedRegistry};
 
 /// Events read from Postgres per round trip of a subscription.
 const PAGE: u32 = 500;
+/// Delays between reads of a subscription while Postgres is away.
+const READ_RETRY_MIN: Duration = Duration::from_millis(500);
+const READ_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct EventFeedService {
     pub registry: SharedRegistry,
@@ -52,10 +56,12 @@ impl EventFeed for EventFeedService {
         let mut committed = log.committed();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let mut retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
             loop {
                 if *committed.borrow_and_update() > cursor {
                     match log.read_feed(cursor, PAGE).await {
                         Ok(events) => {
+                            retry.reset();
                             for event in events {
                                 cursor = event.feed_id;
                                 if tx.send(Ok(event)).await.is_err() {
@@ -68,7 +74,7 @@ impl EventFeed for EventFeedService {
                             tracing::warn!(%err, "event feed read failed; retrying");
                             tokio::select! {
                                 () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                                () = tokio::time::sleep(retry.next_delay()) => continue,
                             }
                         }
                     }
