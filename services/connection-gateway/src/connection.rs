@@ -13,7 +13,6 @@ use std::{
 
 use futures::StreamExt;
 use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
-use secrecy::ExposeSecret;
 use presence_proto::{
     codes::{ErrorCode, LoginErrorCode},
     framing::{ServerCodec, encode_frame},
@@ -23,6 +22,7 @@ use presence_proto::{
         presence_registry_client::PresenceRegistryClient, server_frame,
     },
 };
+use secrecy::ExposeSecret;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     sync::mpsc,
@@ -291,7 +291,9 @@ impl Conn {
         let Some(app) = self.ctx.apps.get(&login.app_id) else {
             return Err(self.refuse(LoginErrorCode::BadToken, "unknown app"));
         };
-        if let Err(err) = auth::verify(&login.token, app.token_secret.expose_secret(), &login.app_id, &login.user_id) {
+        if let Err(err) =
+            auth::verify(&login.token, app.token_secret.expose_secret(), &login.app_id, &login.user_id)
+        {
             return Err(self.refuse(err.code(), "token rejected"));
         }
         if !self.ctx.link.is_attached() {

@@ -92,6 +92,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
     };
     let gateway_id = config.resolved_gateway_id();
 
+    m::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
     let channel = config

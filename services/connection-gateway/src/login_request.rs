@@ -90,7 +90,10 @@ mod tests {
             assert_eq!(validate_login(Login { platform, ..login() }), Err(NO_PLATFORM));
         }
         // Checked first: a login missing both hears about the platform.
-        assert_eq!(validate_login(Login { platform: 0, user_id: String::new(), ..login() }), Err(NO_PLATFORM));
+        assert_eq!(
+            validate_login(Login { platform: 0, user_id: String::new(), ..login() }),
+            Err(NO_PLATFORM)
+        );
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl Dispatcher {
     }
 
     fn app_slots(&self, app_id: &str) -> Arc<Semaphore> {
-        self.inner.app_slots.lock()
+        self.inner
+            .app_slots
+            .lock()
             .entry(app_id.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.inner.concurrency_per_app)))
             .clone()

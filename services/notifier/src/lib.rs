@@ -17,11 +17,7 @@ mod metric_names;
 mod retry;
 mod watermark;
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use presence_common::{AppDirectory, db};
@@ -81,6 +77,7 @@ impl RunningNotifier {
 
 /// Connects to Postgres, reads the cursor, and delivers until `shutdown`.
 pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<RunningNotifier, StartError> {
+    metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let cursor = CursorStore::new(pool.clone(), config.consumer.clone());

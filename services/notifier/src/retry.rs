@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-
 /// When to try a failed callback again, and when to give up on it.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {

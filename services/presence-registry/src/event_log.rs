@@ -15,7 +15,7 @@ use presence_proto::v1::{EventAction, EventDevice, EventReason, KickedDevice, Pr
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::{store, user_state::Device};
+use crate::{metric_names as m, store, user_state::Device};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -135,9 +135,9 @@ impl Writer {
             let mutations: Vec<&Mutation> = batch.iter().map(|p| &p.mutation).collect();
             let events: Vec<&PresenceEvent> = numbered.iter().flatten().collect();
             let result = store::write_batch(&self.pool, &mutations, &events).await;
-            metrics::histogram!("registry_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
             tracing::debug!(mutations = batch.len(), elapsed = ?started.elapsed(), "group commit");
-            metrics::histogram!("registry_commit_batch_size").record(batch.len() as f64);
+            metrics::histogram!(m::COMMIT_BATCH_SIZE).record(batch.len() as f64);
             match result {
                 Ok(()) => {
                     *app_seqs.lock() = next_seqs;
@@ -149,7 +149,7 @@ impl Writer {
                     }
                 }
                 Err(err) => {
-                    metrics::counter!("registry_commit_failures_total").increment(1);
+                    metrics::counter!(m::COMMIT_FAILURES).increment(1);
                     tracing::warn!(%err, mutations = batch.len(), "event commit failed");
                     let message = err.to_string();
                     for pending in batch.drain(..) {

@@ -14,6 +14,8 @@ use parking_lot::Mutex;
 use presence_proto::v1::{GatewayDownlink, KickSession, gateway_downlink::Kind};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::metric_names as m;
+
 pub type Downlink = UnboundedSender<Result<GatewayDownlink, tonic::Status>>;
 
 struct Gateway {
@@ -46,9 +48,10 @@ impl Gateways {
     pub fn attach(&self, gateway_id: &str, downlink: Downlink) -> u64 {
         let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + self.lease;
-        self.inner.lock()
+        self.inner
+            .lock()
             .insert(gateway_id.to_owned(), Gateway { downlink: Some((generation, downlink)), deadline });
-        metrics::gauge!("registry_gateways_attached").increment(1.0);
+        metrics::gauge!(m::GATEWAYS_ATTACHED).increment(1.0);
         generation
     }
 
@@ -58,7 +61,7 @@ impl Gateways {
             && gw.downlink.as_ref().is_some_and(|(g, _)| *g == generation)
         {
             gw.downlink = None;
-            metrics::gauge!("registry_gateways_attached").decrement(1.0);
+            metrics::gauge!(m::GATEWAYS_ATTACHED).decrement(1.0);
         }
     }
 
@@ -81,8 +84,7 @@ impl Gateways {
             .get(gateway_id)
             .and_then(|gw| gw.downlink.as_ref())
             .is_some_and(|(_, tx)| tx.send(Ok(GatewayDownlink { kind: Some(Kind::Kick(kick)) })).is_ok());
-        metrics::counter!("registry_kicks_sent_total", "delivered" => if sent { "yes" } else { "no" })
-            .increment(1);
+        metrics::counter!(m::KICKS_SENT, "delivered" => if sent { "yes" } else { "no" }).increment(1);
         sent
     }
 
@@ -97,7 +99,7 @@ impl Gateways {
         if inner.get(gateway_id).is_some_and(|gw| gw.deadline <= now)
             && let Some(Gateway { downlink: Some(_), .. }) = inner.remove(gateway_id)
         {
-            metrics::gauge!("registry_gateways_attached").decrement(1.0);
+            metrics::gauge!(m::GATEWAYS_ATTACHED).decrement(1.0);
         }
     }
 }

@@ -10,6 +10,7 @@ mod event_log;
 mod gateways;
 mod grpc;
 mod login_policy;
+pub mod metric_names;
 mod registry;
 mod restore;
 mod session_table;
@@ -84,6 +85,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     // Gateways may cancel many calls at once (thousands of devices dropping together); h2's
     // default of 20 pending reset streams would close their whole connection as an attack.
     let mut server = config.tls.server_builder()?.http2_max_pending_accept_reset_streams(Some(4096));
+    metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;

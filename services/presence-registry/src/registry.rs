@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use crate::{
     event_log::{EventLog, LogError},
     gateways::Gateways,
+    metric_names as m,
     session_table::{SessionTable, UserKey},
     store,
     transition::{self, Change},
@@ -108,8 +109,7 @@ impl Registry {
         .await
         .map_err(|err| LogError::Commit(format!("commit task: {err}")))??;
         for event in &events {
-            metrics::counter!("registry_events_total", "action" => event.action().name().unwrap_or("unknown"))
-                .increment(1);
+            metrics::counter!(m::EVENTS, "action" => event.action().name().unwrap_or("unknown")).increment(1);
         }
         for kick in &change.kicks {
             self.gateways.kick(
@@ -231,7 +231,9 @@ impl Registry {
         detail: bool,
     ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
         if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
-            return Err(RegistryError::BadRequest(format!("user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids")));
+            return Err(RegistryError::BadRequest(format!(
+                "user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids"
+            )));
         }
         if self.apps.get(app_id).is_none() {
             return Err(RegistryError::UnknownApp(app_id.to_owned()));
@@ -322,7 +324,7 @@ impl Registry {
             tracing::warn!(%gateway_id, "gateway lease expired; disconnecting its devices");
             disconnected += self.disconnect_all(self.online_on(&gateway_id).await?).await?;
             self.gateways.forget_if_expired(&gateway_id, now);
-            metrics::counter!("registry_gateway_leases_expired_total").increment(1);
+            metrics::counter!(m::GATEWAY_LEASES_EXPIRED).increment(1);
         }
         Ok(disconnected)
     }

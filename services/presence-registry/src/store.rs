@@ -39,19 +39,26 @@ fn to_i64(v: u64) -> i64 {
 
 /// The latest `feed_id` written (0 before the first event).
 pub async fn last_feed_id(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    let last: Option<i64> = sqlx::query_scalar("SELECT max(feed_id) FROM presence_events").fetch_one(pool).await?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT max(feed_id) FROM presence_events").fetch_one(pool).await?;
     Ok(last.map_or(0, to_u64))
 }
 
 /// Each app's latest `seq`.
 pub async fn last_seqs(pool: &PgPool) -> Result<HashMap<String, u64>, sqlx::Error> {
     let seqs: Vec<(String, i64)> =
-        sqlx::query_as("SELECT app_id, max(seq) FROM presence_events GROUP BY app_id").fetch_all(pool).await?;
+        sqlx::query_as("SELECT app_id, max(seq) FROM presence_events GROUP BY app_id")
+            .fetch_all(pool)
+            .await?;
     Ok(seqs.into_iter().map(|(app, seq)| (app, to_u64(seq))).collect())
 }
 
 /// Events of every app after `after_feed_id`, in order.
-pub async fn read_feed(pool: &PgPool, after_feed_id: u64, limit: u32) -> Result<Vec<PresenceEvent>, sqlx::Error> {
+pub async fn read_feed(
+    pool: &PgPool,
+    after_feed_id: u64,
+    limit: u32,
+) -> Result<Vec<PresenceEvent>, sqlx::Error> {
     let rows: Vec<EventRow> = sqlx::query_as(select_events!("WHERE feed_id > $1 ORDER BY feed_id LIMIT $2"))
         .bind(to_i64(after_feed_id))
         .bind(i64::from(limit))

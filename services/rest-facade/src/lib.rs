@@ -69,6 +69,7 @@ impl RunningFacade {
 pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFacade, StartError> {
     let timeout = Duration::from_millis(config.request_timeout_ms.max(1));
     let registry = RegistryClient::connect_lazy(&config.registry_url, &config.registry_tls, timeout)?;
+    http_metrics::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
 

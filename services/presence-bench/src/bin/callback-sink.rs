@@ -12,7 +12,6 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use parking_lot::Mutex;
 use axum::{
     Json, Router,
     extract::State,
@@ -21,6 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use clap::Parser;
+use parking_lot::Mutex;
 
 #[derive(Parser)]
 struct Args {

@@ -1,11 +1,11 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
+use presence_common::backoff::Backoff;
 use presence_proto::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 use presence_proto::v1::{
     PresenceEvent, ReadEventsReply, ReadEventsRequest, SubscribeRequest, event_feed_server::EventFeed,
 };
-use presence_common::backoff::Backoff;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
