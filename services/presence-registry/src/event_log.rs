@@ -97,7 +97,7 @@ impl EventLog {
     }
 
     /// Follows the latest committed `feed_id`.
-    pub fn committed(&self) -> watch::Receiver<u64> {
+    pub fn watch_committed_feed_id(&self) -> watch::Receiver<u64> {
         self.committed.clone()
     }
 

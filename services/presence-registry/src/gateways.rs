@@ -38,8 +38,9 @@ impl Gateways {
         self.lease
     }
 
-    /// A gateway that held devices before a restart: it has one lease to come back.
-    pub fn expect(&self, gateway_id: &str) {
+    /// A gateway that held devices before this registry restarted gets one lease to re-attach,
+    /// else its devices are disconnected. A gateway already known is left as it is.
+    pub fn grant_restart_lease(&self, gateway_id: &str) {
         let deadline = Instant::now() + self.lease;
         self.inner.lock().entry(gateway_id.to_owned()).or_insert(Gateway { downlink: None, deadline });
     }
@@ -124,7 +125,7 @@ mod tests {
     #[test]
     fn leases_expire_unless_renewed() {
         let gateways = Gateways::new(Duration::from_millis(0));
-        gateways.expect("gw");
+        gateways.grant_restart_lease("gw");
         let later = Instant::now() + Duration::from_millis(1);
         assert_eq!(gateways.expired(later), ["gw"]);
         gateways.forget_if_expired("gw", later);

@@ -17,11 +17,10 @@ use sqlx::PgPool;
 use crate::{
     event_log::{EventLog, LogError},
     gateways::Gateways,
-    metric_names as m,
-    session_table::{SessionTable, UserKey},
-    store,
+    metric_names as m, store,
     transition::{self, Change},
     user_state::{Device, UserState},
+    user_table::{UserCell, UserKey, UserTable},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +51,9 @@ impl From<RegistryError> for tonic::Status {
     }
 }
 
+/// A change as committed (with its events), or `None` when the plan changed nothing.
+type ChangeResult = Result<Option<(Change, Vec<PresenceEvent>)>, RegistryError>;
+
 /// A login as it was committed.
 pub struct LoginOutcome {
     pub kicked: Vec<KickedDevice>,
@@ -59,7 +61,7 @@ pub struct LoginOutcome {
 }
 
 pub struct Registry {
-    pub(crate) sessions: SessionTable,
+    pub(crate) users: UserTable,
     pub(crate) log: EventLog,
     pub(crate) gateways: Gateways,
     pub(crate) apps: AppDirectory,
@@ -81,18 +83,29 @@ fn check_session(s: &SessionRef) -> Result<(), RegistryError> {
 }
 
 impl Registry {
-    /// Runs `plan` under the user's lock; commits and applies its change, then kicks.
-    async fn change_user<F>(
-        &self,
-        key: UserKey,
-        create: bool,
-        plan: F,
-    ) -> Result<Option<(Change, Vec<PresenceEvent>)>, RegistryError>
+    /// [`Registry::change`] of a user the registry knows; `None` for an unknown user.
+    async fn change_known_user<F>(&self, key: UserKey, plan: F) -> ChangeResult
     where
         F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
     {
-        let cell = if create { Some(self.sessions.entry(key.clone())) } else { self.sessions.get(&key) };
-        let Some(cell) = cell else { return Ok(None) };
+        let Some(cell) = self.users.get(&key) else { return Ok(None) };
+        self.change(cell, key, plan).await
+    }
+
+    /// [`Registry::change`] of a user, who is added (with no devices) if unknown.
+    async fn change_or_add_user<F>(&self, key: UserKey, plan: F) -> ChangeResult
+    where
+        F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
+    {
+        let cell = self.users.entry(key.clone());
+        self.change(cell, key, plan).await
+    }
+
+    /// Runs `plan` under the user's lock; commits and applies its change, then kicks.
+    async fn change<F>(&self, cell: UserCell, key: UserKey, plan: F) -> ChangeResult
+    where
+        F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
+    {
         let mut state = cell.lock_owned().await;
         let Some(change) = plan(&state)? else { return Ok(None) };
         let (log, mutation, next) =
@@ -164,7 +177,7 @@ impl Registry {
         };
         let key = UserKey::new(&session.app_id, &session.user_id);
         let outcome = self
-            .change_user(key, true, |state| Ok(Some(transition::login(state, &app.policy, device, now))))
+            .change_or_add_user(key, |state| Ok(Some(transition::login(state, &app.policy, device, now))))
             .await?;
         let (change, mut events) =
             outcome.ok_or_else(|| RegistryError::BadRequest("login had no effect".into()))?;
@@ -178,7 +191,7 @@ impl Registry {
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
         let done = self
-            .change_user(key, false, |state| {
+            .change_known_user(key, |state| {
                 Ok(transition::logout(state, &session.device_id, &session.session_id, now))
             })
             .await?;
@@ -194,7 +207,7 @@ impl Registry {
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
         let done = self
-            .change_user(key, false, |state| {
+            .change_known_user(key, |state| {
                 Ok(transition::disconnect(state, &session.device_id, &session.session_id, reason, now))
             })
             .await?;
@@ -214,7 +227,7 @@ impl Registry {
         }
         let now = now_ms();
         let done = self
-            .change_user(UserKey::new(app_id, user_id), false, |state| {
+            .change_known_user(UserKey::new(app_id, user_id), |state| {
                 Ok(transition::admin_kick(state, platforms, now))
             })
             .await?;
@@ -241,7 +254,7 @@ impl Registry {
         // Read first: every event up to here is applied by the time we hold each user's lock.
         let as_of_seq = self.log.last_seq(app_id);
         let mut results = Vec::with_capacity(user_ids.len());
-        let users = self.sessions.app_users(app_id);
+        let users = self.users.app_users(app_id);
         for user_id in user_ids {
             // Clone the cell out so no map guard is held across the await.
             let cell = users.as_ref().and_then(|users| users.get(user_id.as_str()).map(|cell| cell.clone()));
@@ -255,7 +268,7 @@ impl Registry {
     }
 
     /// Devices stored as online on `gateway_id`.
-    async fn online_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
+    async fn online_sessions_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
         Ok(store::online_sessions_on(&self.pool, gateway_id).await?)
     }
 
@@ -269,14 +282,14 @@ impl Registry {
     ) -> Result<Vec<KickSession>, RegistryError> {
         let live_ids: HashSet<&str> = live.iter().map(|s| s.session_id.as_str()).collect();
         let gone = self
-            .online_on(gateway_id)
+            .online_sessions_on(gateway_id)
             .await?
             .into_iter()
             .filter(|h| !live_ids.contains(h.session_id.as_str()));
         self.disconnect_all(gone.collect()).await?;
         let mut stale = Vec::new();
         for s in live {
-            let current = match self.sessions.get_user(&s.app_id, &s.user_id) {
+            let current = match self.users.get_user(&s.app_id, &s.user_id) {
                 Some(cell) => cell
                     .lock()
                     .await
@@ -322,7 +335,7 @@ impl Registry {
         let mut disconnected = 0;
         for gateway_id in self.gateways.expired(now) {
             tracing::warn!(%gateway_id, "gateway lease expired; disconnecting its devices");
-            disconnected += self.disconnect_all(self.online_on(&gateway_id).await?).await?;
+            disconnected += self.disconnect_all(self.online_sessions_on(&gateway_id).await?).await?;
             self.gateways.forget_if_expired(&gateway_id, now);
             metrics::counter!(m::GATEWAY_LEASES_EXPIRED).increment(1);
         }
@@ -336,7 +349,7 @@ impl Registry {
         for candidate in store::expired_push_devices(&self.pool, now).await? {
             let store::ExpiredPush { key, device_id, ttl_ms } = candidate;
             if self
-                .change_user(key, false, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))
+                .change_known_user(key, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))
                 .await?
                 .is_some()
             {

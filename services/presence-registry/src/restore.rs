@@ -10,27 +10,23 @@ use sqlx::PgPool;
 
 use crate::{
     gateways::Gateways,
-    session_table::{SessionTable, UserKey},
     store,
     user_state::UserState,
+    user_table::{UserKey, UserTable},
 };
 
-/// Loads `users` and `devices` into `sessions`; gateways holding online devices are expected back.
-pub async fn restore(
-    pool: &PgPool,
-    sessions: &SessionTable,
-    gateways: &Gateways,
-) -> Result<usize, sqlx::Error> {
+/// Loads `users` and `devices` into `users`; gateways holding online devices are expected back.
+pub async fn restore(pool: &PgPool, users: &UserTable, gateways: &Gateways) -> Result<usize, sqlx::Error> {
     let mut states: HashMap<UserKey, UserState> = store::users(pool).await?.into_iter().collect();
     for (key, device) in store::devices(pool).await? {
         if device.is_online() {
-            gateways.expect(&device.gateway_id);
+            gateways.grant_restart_lease(&device.gateway_id);
         }
         states.entry(key).or_default().devices.push(device);
     }
     let count = states.len();
     for (key, state) in states {
-        sessions.restore(key, state);
+        users.restore(key, state);
     }
     Ok(count)
 }

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 
 use crate::{
     event_log::Mutation,
-    session_table::UserKey,
     user_state::{Device, UserState},
+    user_table::UserKey,
 };
 
 /// The event columns, then a filter: one place that knows how events are read.

@@ -53,7 +53,7 @@ impl EventFeed for EventFeedService {
         let mut cursor = request.into_inner().after_feed_id;
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE as usize * 2);
         let log = self.registry.log.clone();
-        let mut committed = log.committed();
+        let mut committed = log.watch_committed_feed_id();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);

@@ -34,11 +34,11 @@ pub type AppUsers = DashMap<CompactString, UserCell>;
 /// Two levels (app, then user) so that a batch query finds its app once and then looks users up
 /// by `&str` without building a key; the outer map is tiny and read-mostly.
 #[derive(Default)]
-pub struct SessionTable {
+pub struct UserTable {
     apps: RwLock<HashMap<Box<str>, Arc<AppUsers>>>,
 }
 
-impl SessionTable {
+impl UserTable {
     /// The app's users, if any of them is known.
     pub fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
         self.apps.read().get(app_id).cloned()
