@@ -10,7 +10,6 @@
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use parking_lot::Mutex;
-
 use presence_proto::v1::{EventAction, EventDevice, EventReason, KickedDevice, PresenceEvent, UserStatus};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch};
