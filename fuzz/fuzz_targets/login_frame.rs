@@ -1,21 +1,23 @@
-//! The gateway's login path on arbitrary input: a `ClientFrame` protobuf whose `Login` goes
-//! through the gateway's own token check, a raw token string, or arbitrary claims signed with the
-//! right secret (so that claim parsing is reached, which an unsigned token never gets past).
-//!
-//! `auth.rs` is private to the gateway crate, so it is compiled in here from its source file:
-//! this fuzzes the very code the gateway runs, without a public API for it.
+//! The gateway's login path on arbitrary input, with the gateway crate's own code: a frame body
+//! decoded by the server codec whose `Login` is validated (`login_request::validate_login`) and
+//! whose token is then verified (`auth::verify`); a raw token string; or arbitrary claims signed
+//! with the right secret (so that claim parsing is reached, which an unsigned token never gets
+//! past).
 
 #![no_main]
 
-#[path = "../../services/connection-gateway/src/auth.rs"]
-#[allow(dead_code)]
-mod auth;
-
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use bytes::{BufMut, BytesMut};
+use connection_gateway::{auth, login_request::validate_login};
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
-use presence_proto::v1::{ClientFrame, client_frame::Kind};
-use prost::Message;
+use presence_proto::{
+    DEFAULT_APP_ID,
+    framing::ServerCodec,
+    limits::{MAX_ID_LEN, MAX_TOKEN_LEN},
+    v1::{Platform, client_frame::Kind},
+};
+use tokio_util::codec::Decoder;
 
 const SECRET: &str = "secret";
 /// `{"alg":"HS256","typ":"JWT"}`.
@@ -28,20 +30,33 @@ fn signed(claims: &[u8]) -> String {
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
+/// `body` as one frame on the wire, decoded as the gateway decodes it.
+fn decode_frame(body: &[u8]) -> Option<Kind> {
+    let mut wire = BytesMut::with_capacity(body.len() + 4);
+    wire.put_u32(u32::try_from(body.len()).ok()?);
+    wire.extend_from_slice(body);
+    ServerCodec::new().decode(&mut wire).ok().flatten()?.kind
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     match mode % 3 {
         0 => {
-            let Ok(frame) = ClientFrame::decode(rest) else { return };
-            if let Some(Kind::Login(login)) = frame.kind {
-                let app = if login.app_id.is_empty() { "default" } else { login.app_id.as_str() };
-                // Unsigned by us: acceptance would mean a forged token.
-                assert!(auth::verify(&login.token, SECRET, app, &login.user_id).is_err(), "{login:?}");
-            }
+            let Some(Kind::Login(login)) = decode_frame(rest) else { return };
+            let Ok(valid) = validate_login(login.clone()) else { return };
+            // What validation lets through is within the contract's limits.
+            assert!(!valid.user_id.is_empty() && valid.user_id.len() <= MAX_ID_LEN, "{login:?}");
+            assert!(!valid.device_id.is_empty() && valid.device_id.len() <= MAX_ID_LEN, "{login:?}");
+            assert!(!valid.app_id.is_empty() && valid.app_id.len() <= MAX_ID_LEN, "{login:?}");
+            assert!(valid.client_version.len() <= MAX_ID_LEN && valid.token.len() <= MAX_TOKEN_LEN, "{login:?}");
+            assert!(valid.platform != Platform::Unspecified, "{login:?}");
+            assert!(login.app_id == valid.app_id || (login.app_id.is_empty() && valid.app_id == DEFAULT_APP_ID));
+            // Unsigned by us: acceptance would mean a forged token.
+            assert!(auth::verify(&valid.token, SECRET, &valid.app_id, &valid.user_id).is_err(), "{login:?}");
         }
         1 => {
             let token = String::from_utf8_lossy(rest);
-            assert!(auth::verify(&token, SECRET, "default", "u").is_err(), "forged: {token}");
+            assert!(auth::verify(&token, SECRET, DEFAULT_APP_ID, "u").is_err(), "forged: {token}");
         }
         _ => {
             let token = signed(rest);

@@ -5,6 +5,7 @@
 //! - [`codes`]: the codes devices see (login errors, `Error` codes, kick and request errors).
 //! - [`framing`]: the client protocol's length-prefixed frames, as a `tokio_util` codec.
 //! - [`json`]: the JSON shapes app backends see (`docs/http-api.md`).
+//! - [`limits`]: the size limits every service checks (id and token lengths, page sizes).
 //! - [`callback_signature`]: how callbacks are signed and verified.
 //! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
 
@@ -12,6 +13,7 @@ pub mod callback_signature;
 pub mod codes;
 pub mod framing;
 pub mod json;
+pub mod limits;
 mod names;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -24,8 +26,7 @@ pub use names::UnknownName;
 /// Encoded descriptors of every service, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("presence_descriptor");
 
-/// Largest frame body the client protocol allows, in bytes.
-pub const MAX_FRAME_LEN: usize = 65_536;
+pub use limits::MAX_FRAME_LEN;
 
 /// App id used when a device or token names none.
 pub const DEFAULT_APP_ID: &str = "default";

@@ -5,18 +5,16 @@
 //! without restart. A periodic reload covers a lost notification; the listener reconnects after
 //! a database restart and reloads at once.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use arc_swap::ArcSwap;
 use presence_proto::v1::Platform;
+use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, postgres::PgListener};
 use subtle::ConstantTimeEq;
 
-use crate::Shutdown;
+use crate::{Shutdown, backoff::Backoff};
 
 /// Channel the config trigger notifies.
 pub const CONFIG_CHANNEL: &str = "presence_config";
@@ -39,36 +37,53 @@ pub struct GroupSpec {
     pub max_devices: usize,
 }
 
+/// The SHA-256 of a REST API key, as `apps.api_key_sha256` stores it (in hex).
+pub type ApiKeyHash = [u8; 32];
+
 /// One row of `apps`, with its policy.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AppConfig {
     pub app_id: String,
-    pub token_secret: String,
-    pub api_key_sha256: Option<String>,
+    pub token_secret: SecretString,
+    /// `None` when the app has no REST key (or the stored hash is not 64 hex digits).
+    pub api_key_sha256: Option<ApiKeyHash>,
     pub callback_url: Option<String>,
-    pub callback_secret: Option<String>,
+    pub callback_secret: Option<SecretString>,
     pub policy: PolicyMode,
     pub push_online_ttl: Duration,
 }
 
 impl std::fmt::Debug for AppConfig {
-    // Secrets stay out of logs.
+    // Secrets print as `[REDACTED]`; the key hash not at all (a weak key could be guessed from it).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppConfig")
             .field("app_id", &self.app_id)
+            .field("token_secret", &self.token_secret)
+            .field("has_api_key", &self.api_key_sha256.is_some())
             .field("callback_url", &self.callback_url)
+            .field("callback_secret", &self.callback_secret)
             .field("policy", &self.policy)
             .field("push_online_ttl", &self.push_online_ttl)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
+/// The hash a presented API key is looked up by.
+pub fn hash_api_key(api_key: &str) -> ApiKeyHash {
+    Sha256::digest(api_key.as_bytes()).into()
+}
+
+/// A stored `api_key_sha256` (hex, any case).
+fn parse_key_hash(hex_hash: &str) -> Option<ApiKeyHash> {
+    let mut hash = [0; 32];
+    hex::decode_to_slice(hex_hash, &mut hash).ok()?;
+    Some(hash)
+}
+
 impl AppConfig {
-    /// Whether `api_key` is this app's REST key (compared as hashes, in constant time).
-    pub fn api_key_matches(&self, api_key: &str) -> bool {
-        let Some(expected) = &self.api_key_sha256 else { return false };
-        let actual = hex::encode(Sha256::digest(api_key.as_bytes()));
-        actual.as_bytes().ct_eq(expected.to_ascii_lowercase().as_bytes()).into()
+    /// Whether `key_hash` is the hash of this app's REST key (compared in constant time).
+    pub fn api_key_matches(&self, key_hash: &ApiKeyHash) -> bool {
+        self.api_key_sha256.is_some_and(|expected| expected.as_slice().ct_eq(key_hash.as_slice()).into())
     }
 }
 
@@ -78,13 +93,42 @@ pub enum DirectoryError {
     Database(#[from] sqlx::Error),
 }
 
-type Apps = Arc<HashMap<String, Arc<AppConfig>>>;
+/// Every app as of one reload, by id and by API-key hash.
+#[derive(Default)]
+struct Apps {
+    by_id: HashMap<String, Arc<AppConfig>>,
+    by_key_hash: HashMap<ApiKeyHash, Arc<AppConfig>>,
+}
 
-/// Live view of `apps`. Cheap to clone.
+impl Apps {
+    fn new(apps: impl IntoIterator<Item = AppConfig>) -> Self {
+        let mut by_id = HashMap::new();
+        let mut by_key_hash: HashMap<ApiKeyHash, Arc<AppConfig>> = HashMap::new();
+        for app in apps {
+            let app = Arc::new(app);
+            if let Some(hash) = app.api_key_sha256 {
+                match by_key_hash.get(&hash) {
+                    // Two apps with one key: the key authenticates the first by id, as a
+                    // deterministic choice; an admin should give each app its own key.
+                    Some(other) if other.app_id < app.app_id => {
+                        tracing::warn!(app_id = %app.app_id, other = %other.app_id, "two apps share an API key");
+                    }
+                    _ => {
+                        by_key_hash.insert(hash, app.clone());
+                    }
+                }
+            }
+            by_id.insert(app.app_id.clone(), app);
+        }
+        Self { by_id, by_key_hash }
+    }
+}
+
+/// Live view of `apps`. Cheap to clone; reads take no lock.
 #[derive(Clone)]
 pub struct AppDirectory {
     pool: PgPool,
-    apps: Arc<RwLock<Apps>>,
+    apps: Arc<ArcSwap<Apps>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -109,27 +153,22 @@ struct GroupRow {
 impl AppDirectory {
     /// Loads every app now and keeps the view fresh until `shutdown`.
     pub async fn start(pool: PgPool, shutdown: Shutdown) -> Result<Self, DirectoryError> {
-        let directory = Self { pool, apps: Arc::default() };
+        let directory = Self { pool, apps: Arc::new(ArcSwap::from_pointee(Apps::default())) };
         directory.reload().await?;
         tokio::spawn(directory.clone().refresh_loop(shutdown));
         Ok(directory)
     }
 
     pub fn get(&self, app_id: &str) -> Option<Arc<AppConfig>> {
-        self.snapshot().get(app_id).cloned()
+        self.apps.load().by_id.get(app_id).cloned()
     }
 
-    /// Every app, as of the last reload.
-    pub fn snapshot(&self) -> Apps {
-        match self.apps.read() {
-            Ok(apps) => apps.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// The app whose REST API key this is.
+    /// The app whose REST API key this is: the key is hashed once, then looked up by its hash.
+    /// The map lookup compares digests of the caller's own input, which tells it nothing about
+    /// any stored hash's preimage; the final check is constant-time all the same.
     pub fn find_by_api_key(&self, api_key: &str) -> Option<Arc<AppConfig>> {
-        self.snapshot().values().find(|app| app.api_key_matches(api_key)).cloned()
+        let hash = hash_api_key(api_key);
+        self.apps.load().by_key_hash.get(&hash).filter(|app| app.api_key_matches(&hash)).cloned()
     }
 
     /// Reads `apps` and `login_policy_groups` again.
@@ -157,7 +196,7 @@ impl AppDirectory {
             });
         }
 
-        let apps: HashMap<_, _> = rows
+        let apps = rows
             .into_iter()
             .map(|row| {
                 let policy = match row.login_policy.as_str() {
@@ -165,23 +204,26 @@ impl AppDirectory {
                     "groups" => PolicyMode::Groups(groups_by_app.remove(&row.app_id).unwrap_or_default()),
                     _ => PolicyMode::SingleDevice,
                 };
-                let app = AppConfig {
-                    app_id: row.app_id.clone(),
-                    token_secret: row.token_secret,
-                    api_key_sha256: row.api_key_sha256,
+                let api_key_sha256 = row.api_key_sha256.as_deref().and_then(|hex_hash| {
+                    let hash = parse_key_hash(hex_hash);
+                    if hash.is_none() {
+                        tracing::warn!(app_id = %row.app_id, "api_key_sha256 is not 64 hex digits; no key matches");
+                    }
+                    hash
+                });
+                AppConfig {
+                    app_id: row.app_id,
+                    token_secret: row.token_secret.into(),
+                    api_key_sha256,
                     callback_url: row.callback_url,
-                    callback_secret: row.callback_secret,
+                    callback_secret: row.callback_secret.map(Into::into),
                     policy,
                     push_online_ttl: Duration::from_secs(u64::try_from(row.push_online_ttl_s).unwrap_or(1)),
-                };
-                (row.app_id, Arc::new(app))
+                }
             })
-            .collect();
+            .collect::<Vec<_>>();
         let count = apps.len();
-        match self.apps.write() {
-            Ok(mut guard) => *guard = Arc::new(apps),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(apps),
-        }
+        self.apps.store(Arc::new(Apps::new(apps)));
         tracing::debug!(apps = count, "app directory reloaded");
         Ok(())
     }
@@ -191,12 +233,12 @@ impl AppDirectory {
         const RETRY_MIN: Duration = Duration::from_secs(1);
         // Without a listener, changes arrive only by polling: try to listen again soon (backing
         // off while the database stays away), not only at the next periodic reload.
-        let mut retry = RETRY_MIN;
+        let mut retry = Backoff::new(RETRY_MIN, PERIODIC);
         loop {
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(mut l) => match l.listen(CONFIG_CHANNEL).await {
                     Ok(()) => {
-                        retry = RETRY_MIN;
+                        retry.reset();
                         Some(l)
                     }
                     Err(err) => {
@@ -213,7 +255,7 @@ impl AppDirectory {
             self.reload_logged().await;
             loop {
                 let listening = listener.is_some();
-                let wait = if listening { PERIODIC } else { retry };
+                let wait = if listening { PERIODIC } else { retry.next_delay() };
                 let notified = async {
                     match listener.as_mut() {
                         Some(l) => l.try_recv().await.map(|n| n.is_some()),
@@ -224,7 +266,6 @@ impl AppDirectory {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(wait) => {
                         if !listening {
-                            retry = (retry * 2).min(PERIODIC);
                             break; // reconnecting reloads
                         }
                         self.reload_logged().await;
@@ -254,15 +295,17 @@ impl AppDirectory {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
-    fn app(key_hash: Option<&str>) -> AppConfig {
+    fn app(app_id: &str, key_hash: Option<&str>) -> AppConfig {
         AppConfig {
-            app_id: "a".into(),
-            token_secret: "s".into(),
-            api_key_sha256: key_hash.map(str::to_owned),
+            app_id: app_id.into(),
+            token_secret: "s3cret".into(),
+            api_key_sha256: key_hash.and_then(parse_key_hash),
             callback_url: None,
-            callback_secret: None,
+            callback_secret: Some("cb-s3cret".into()),
             policy: PolicyMode::SingleDevice,
             push_online_ttl: Duration::from_secs(1),
         }
@@ -271,15 +314,37 @@ mod tests {
     #[test]
     fn api_keys_match_by_hash_only() {
         let hash = hex::encode(Sha256::digest(b"key-123"));
-        assert!(app(Some(&hash)).api_key_matches("key-123"));
-        assert!(app(Some(&hash.to_uppercase())).api_key_matches("key-123"));
-        assert!(!app(Some(&hash)).api_key_matches("key-124"));
-        assert!(!app(None).api_key_matches(""));
+        assert!(app("a", Some(&hash)).api_key_matches(&hash_api_key("key-123")));
+        assert!(app("a", Some(&hash.to_uppercase())).api_key_matches(&hash_api_key("key-123")));
+        assert!(!app("a", Some(&hash)).api_key_matches(&hash_api_key("key-124")));
+        assert!(!app("a", None).api_key_matches(&hash_api_key("")));
+        assert!(!app("a", Some("not hex")).api_key_matches(&hash_api_key("")));
+    }
+
+    #[test]
+    fn apps_are_found_by_key_hash() {
+        let key_a = hex::encode(Sha256::digest(b"key-a"));
+        let apps = Apps::new([app("a", Some(&key_a)), app("b", None)]);
+        assert_eq!(apps.by_key_hash.get(&hash_api_key("key-a")).map(|a| a.app_id.as_str()), Some("a"));
+        assert!(!apps.by_key_hash.contains_key(&hash_api_key("key-b")));
+        assert_eq!(apps.by_id.len(), 2);
+    }
+
+    #[test]
+    fn a_shared_key_authenticates_the_first_app_by_id() {
+        let key = hex::encode(Sha256::digest(b"shared"));
+        for order in [["b", "a"], ["a", "b"]] {
+            let apps = Apps::new(order.map(|id| app(id, Some(&key))));
+            assert_eq!(apps.by_key_hash[&hash_api_key("shared")].app_id, "a");
+        }
     }
 
     #[test]
     fn debug_output_hides_secrets() {
-        let shown = format!("{:?}", app(Some("abc")));
-        assert!(!shown.contains("token_secret") && !shown.contains("abc"), "{shown}");
+        let app = app("a", Some(&hex::encode(Sha256::digest(b"k"))));
+        let shown = format!("{app:?}");
+        assert!(!shown.contains("s3cret") && !shown.contains("api_key_sha256"), "{shown}");
+        assert!(shown.contains("[REDACTED]") && shown.contains("has_api_key: true"), "{shown}");
+        assert_eq!(app.token_secret.expose_secret(), "s3cret");
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
-use crate::Shutdown;
+use crate::{Shutdown, backoff::Backoff};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -117,7 +117,7 @@ async fn grant_runtime_role(pool: &PgPool, role: &str) -> Result<(), DbError> {
 }
 
 async fn connect_with_retry(url: &str, max_connections: u32, shutdown: &Shutdown) -> Result<PgPool, DbError> {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
@@ -128,12 +128,12 @@ async fn connect_with_retry(url: &str, max_connections: u32, shutdown: &Shutdown
             Ok(pool) => return Ok(pool),
             Err(err @ sqlx::Error::Configuration(_)) => return Err(DbError::Connect(err)),
             Err(err) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(%err, ?delay, "database not reachable yet, retrying");
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = shutdown.cancelled() => return Err(DbError::ShutDown),
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

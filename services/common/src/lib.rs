@@ -1,6 +1,7 @@
 //! What every presence service repeats, in one small place.
 
 pub mod app_directory;
+pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -2,6 +2,9 @@
 //! `DATABASE_URL` names (default: the local one), migrated, so tests run in parallel and a
 //! service can be restarted against the same database.
 
+// Test support (the `testing` feature): a failed setup should stop the test at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::config::default_database_url;

@@ -12,17 +12,17 @@ use std::{
 };
 
 use futures::StreamExt;
-use presence_common::{AppDirectory, Shutdown, time::now_ms};
+use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use presence_proto::{
-    DEFAULT_APP_ID,
     codes::{ErrorCode, LoginErrorCode},
     framing::{ServerCodec, encode_frame},
     v1::{
         DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
-        LoginOk, LoginRequest, LogoutOk, LogoutRequest, Platform, ServerFrame, SessionRef, client_frame,
+        LoginOk, LoginRequest, LogoutOk, LogoutRequest, ServerFrame, SessionRef, client_frame,
         presence_registry_client::PresenceRegistryClient, server_frame,
     },
 };
+use secrecy::ExposeSecret;
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt},
     sync::mpsc,
@@ -35,15 +35,13 @@ use crate::{
     auth,
     limits::IpLimits,
     link::LinkState,
+    login_request::validate_login,
     metric_names as m,
     sessions::{Outbound, SessionHandle, SessionTable},
 };
 
 /// Initial read buffer: a login frame fits; idle connections stay small.
 const READ_BUFFER: usize = 256;
-/// Longest string field accepted in `Login` (ids as the registry allows; tokens are longer).
-const MAX_ID_LEN: usize = 256;
-const MAX_TOKEN_LEN: usize = 4096;
 /// Time the writer gets to flush the last frames (LogoutOk, Error, Kicked) before the close.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// Bound on one registry Login call.
@@ -286,25 +284,16 @@ impl Conn {
                 "too many login attempts from this address, retry later",
             ));
         }
-        let app_id = if login.app_id.is_empty() { DEFAULT_APP_ID.to_owned() } else { login.app_id.clone() };
-        let platform = Platform::try_from(login.platform).ok().filter(|p| *p != Platform::Unspecified);
-        let too_long = [&app_id, &login.user_id, &login.device_id, &login.client_version]
-            .iter()
-            .any(|s| s.len() > MAX_ID_LEN)
-            || login.token.len() > MAX_TOKEN_LEN;
-        let Some(platform) = platform else {
-            return Err(self.refuse(LoginErrorCode::BadRequest, "platform is required"));
+        let login = match validate_login(login) {
+            Ok(login) => login,
+            Err(refusal) => return Err(self.refuse(refusal.code, refusal.message)),
         };
-        if login.user_id.is_empty() || login.device_id.is_empty() || too_long {
-            return Err(self.refuse(
-                LoginErrorCode::BadRequest,
-                "user_id and device_id are required, strings at most 256 bytes",
-            ));
-        }
-        let Some(app) = self.ctx.apps.get(&app_id) else {
+        let Some(app) = self.ctx.apps.get(&login.app_id) else {
             return Err(self.refuse(LoginErrorCode::BadToken, "unknown app"));
         };
-        if let Err(err) = auth::verify(&login.token, &app.token_secret, &app_id, &login.user_id) {
+        if let Err(err) =
+            auth::verify(&login.token, app.token_secret.expose_secret(), &login.app_id, &login.user_id)
+        {
             return Err(self.refuse(err.code(), "token rejected"));
         }
         if !self.ctx.link.is_attached() {
@@ -315,7 +304,7 @@ impl Conn {
         // the LoginReply does.
         let session_id = uuid::Uuid::now_v7().to_string();
         let handle = Arc::new(SessionHandle {
-            app_id: app_id.clone(),
+            app_id: login.app_id.clone(),
             user_id: login.user_id.clone(),
             device_id: login.device_id.clone(),
             confirmed: Default::default(),
@@ -328,10 +317,10 @@ impl Conn {
         let request = LoginRequest {
             gateway_id: self.ctx.gateway_id.clone(),
             session: Some(DeviceSession {
-                app_id,
+                app_id: login.app_id,
                 user_id: login.user_id,
                 device_id: login.device_id,
-                platform: platform as i32,
+                platform: login.platform as i32,
                 session_id: session_id.clone(),
                 client_version: login.client_version,
                 push_enabled: login.push_enabled,
@@ -458,9 +447,11 @@ where
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
     let give_up = Instant::now() + REPORT_RETRY_FOR;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        match tokio::time::timeout(REGISTRY_TIMEOUT, call()).await {
+        let result = tokio::time::timeout(REGISTRY_TIMEOUT, call()).await;
+        let delay = backoff.next_delay();
+        match result {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(status)) if !transient(status.code()) => return Err(status),
             Ok(Err(status)) if Instant::now() + delay > give_up => return Err(status),
@@ -470,7 +461,6 @@ where
             _ => {}
         }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -494,6 +484,12 @@ mod tests {
 
     fn future_size<A, B, C, Fut: std::future::Future>(_: fn(A, B, C) -> Fut) -> usize {
         std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_too_long_message_names_the_limit() {
+        let message = frame_error_message(ErrorCode::TooLong);
+        assert!(message.contains(&presence_proto::MAX_FRAME_LEN.to_string()), "{message}");
     }
 
     #[test]

@@ -5,19 +5,20 @@
 //! and delivers the registry's kicks over one long-lived link ([`link`]). The registry is the
 //! authority; the gateway only knows the sessions it holds ([`sessions`]).
 
-mod auth;
+pub mod auth;
 mod config;
 mod connection;
 mod limits;
 pub mod link;
 mod listener;
+pub mod login_request;
 pub mod metric_names;
 pub mod sessions;
 mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use presence_common::{AppDirectory, db, shutdown::DEFAULT_GRACE};
+use presence_common::{AppDirectory, backoff::Backoff, db, shutdown::DEFAULT_GRACE};
 use presence_proto::v1::presence_registry_client::PresenceRegistryClient;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
@@ -91,6 +92,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
     };
     let gateway_id = config.resolved_gateway_id();
 
+    m::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
     let channel = config
@@ -155,7 +157,7 @@ async fn accept_loop(
 ) {
     let limit = Arc::new(Semaphore::new(max_connections));
     let tracker = TaskTracker::new();
-    let mut backoff = Duration::from_millis(10);
+    let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             () = ctx.shutdown.cancelled() => break,
@@ -166,16 +168,16 @@ async fn accept_loop(
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning; connections will close.
                 metrics::counter!(m::ACCEPT_ERRORS).increment(1);
-                tracing::warn!(%err, ?backoff, "accept failed");
+                let delay = backoff.next_delay();
+                tracing::warn!(%err, ?delay, "accept failed");
                 tokio::select! {
                     () = ctx.shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
-        backoff = Duration::from_millis(10);
+        backoff.reset();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "max_connections").increment(1);
             drop(tcp);

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use presence_common::backoff::Backoff;
 use presence_proto::v1::{
     GatewayUplink, Hello, Kicked, LeaseRenewal, SessionSnapshot, gateway_downlink,
     gateway_link_client::GatewayLinkClient, gateway_uplink,
@@ -69,11 +70,15 @@ pub async fn run(
     state: LinkState,
     shutdown: Shutdown,
 ) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     while !shutdown.is_cancelled() {
-        match attach_once(&channel, &gateway_id, &sessions, &state, &shutdown).await {
-            Ok(()) => backoff = BACKOFF_MIN,
-            Err(err) => tracing::warn!(%err, ?backoff, "registry link down; re-attaching"),
+        let attached = attach_once(&channel, &gateway_id, &sessions, &state, &shutdown).await;
+        if attached.is_ok() {
+            backoff.reset();
+        }
+        let delay = backoff.next_delay();
+        if let Err(err) = attached {
+            tracing::warn!(%err, ?delay, "registry link down; re-attaching");
         }
         state.set(false);
         if shutdown.is_cancelled() {
@@ -81,9 +86,8 @@ pub async fn run(
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(delay) => {}
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
     state.set(false);
 }

@@ -1,6 +1,8 @@
 //! Every kind of bad input ends that one connection (with a best-effort Error frame) and leaves
 //! the gateway serving everyone else.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Per-source-IP limits over real TCP, with distinct 127.0.0.x sources standing for distinct
 //! devices' addresses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::{net::SocketAddr, time::Duration};

@@ -1,6 +1,8 @@
 //! The registry can go away and come back: devices stay connected, and the re-attach snapshot
 //! restores their state without new events.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Sessions end to end: a real registry, real gateways, real TCP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Devices can connect with TLS when a certificate is configured (same frames inside).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use rustls::pki_types::pem::PemObject;

@@ -1,5 +1,7 @@
 //! Login tokens: only valid HS256 JWTs of the right app and user get in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::time::Duration;

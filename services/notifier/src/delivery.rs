@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use presence_common::AppDirectory;
 use presence_proto::callback_signature::{self, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use reqwest::header::CONTENT_TYPE;
+use secrecy::ExposeSecret;
 
 use crate::{callback::Callback, metric_names};
 
@@ -44,7 +45,7 @@ impl CallbackDelivery {
         let Some(url) = app.callback_url.as_deref().filter(|url| !url.is_empty()) else {
             return Attempt::NoReceiver;
         };
-        let Some(secret) = app.callback_secret.as_deref() else {
+        let Some(secret) = app.callback_secret.as_ref().map(ExposeSecret::expose_secret) else {
             return Attempt::Failed("the app has a callback_url but no callback_secret".to_owned());
         };
         let timestamp = presence_common::time::now_ms().to_string();

@@ -1,9 +1,11 @@
 use std::{
     collections::{HashMap, VecDeque, hash_map::Entry},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
+use parking_lot::Mutex;
+use presence_common::backoff::Backoff;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
@@ -11,13 +13,14 @@ use crate::{
     callback::{Callback, Origin},
     dead_letters::{Burial, DeadLetters},
     delivery::{Attempt, CallbackDelivery},
-    lock, metric_names,
+    metric_names,
     retry::RetryPolicy,
     watermark::Watermark,
 };
 
-/// Retry delay of bookkeeping writes (dead letters) while Postgres is away.
-const DB_RETRY: Duration = Duration::from_secs(1);
+/// Retry delays of bookkeeping writes (dead letters) while Postgres is away.
+const DB_RETRY_MIN: Duration = Duration::from_secs(1);
+const DB_RETRY_MAX: Duration = Duration::from_secs(5);
 
 type UserKey = (String, String);
 
@@ -75,7 +78,7 @@ impl Dispatcher {
     pub fn enqueue(&self, callback: Callback, budget: Option<OwnedSemaphorePermit>) {
         let key = (callback.app_id.clone(), callback.user_id.clone());
         let queued = Queued { callback, _budget: budget };
-        let start_worker = match lock(&self.inner.queues).entry(key.clone()) {
+        let start_worker = match self.inner.queues.lock().entry(key.clone()) {
             Entry::Occupied(mut queue) => {
                 queue.get_mut().push_back(queued);
                 false
@@ -94,7 +97,7 @@ impl Dispatcher {
     async fn drain(self, key: UserKey) {
         loop {
             let Some(callback) =
-                lock(&self.inner.queues).get(&key).and_then(|q| q.front()).map(|q| q.callback.clone())
+                self.inner.queues.lock().get(&key).and_then(|q| q.front()).map(|q| q.callback.clone())
             else {
                 return;
             };
@@ -102,9 +105,9 @@ impl Dispatcher {
                 return; // Shutting down: the cursor stays below this event; a restart resends it.
             }
             if callback.origin == Origin::Feed {
-                lock(&self.inner.watermark).settled(callback.feed_id);
+                self.inner.watermark.lock().settled(callback.feed_id);
             }
-            let mut queues = lock(&self.inner.queues);
+            let mut queues = self.inner.queues.lock();
             let Some(queue) = queues.get_mut(&key) else { return };
             queue.pop_front();
             if queue.is_empty() {
@@ -115,7 +118,9 @@ impl Dispatcher {
     }
 
     fn app_slots(&self, app_id: &str) -> Arc<Semaphore> {
-        lock(&self.inner.app_slots)
+        self.inner
+            .app_slots
+            .lock()
             .entry(app_id.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(self.inner.concurrency_per_app)))
             .clone()
@@ -192,6 +197,7 @@ impl Dispatcher {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<(), sqlx::Error>>,
     {
+        let mut backoff = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
             match write().await {
                 Ok(()) => return true,
@@ -199,7 +205,7 @@ impl Dispatcher {
             }
             tokio::select! {
                 () = self.inner.shutdown.cancelled() => return false,
-                () = tokio::time::sleep(DB_RETRY) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
     }

@@ -1,9 +1,7 @@
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use presence_common::AppDirectory;
+use parking_lot::Mutex;
+use presence_common::{AppDirectory, backoff::Backoff};
 use presence_proto::v1::{SubscribeRequest, event_feed_client::EventFeedClient};
 use tokio::sync::Semaphore;
 use tonic::transport::Endpoint;
@@ -28,22 +26,21 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 impl FeedReader {
     pub async fn run(self, mut after: u64) {
-        let mut delay = RECONNECT_MIN;
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
         while !self.shutdown.is_cancelled() {
-            match self.follow(&mut after, &mut delay).await {
+            match self.follow(&mut after, &mut backoff).await {
                 Ok(()) => tracing::info!(after, "event feed ended; resubscribing"),
                 Err(status) => tracing::warn!(after, %status, "event feed unavailable; retrying"),
             }
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            delay = (delay * 2).min(RECONNECT_MAX);
         }
     }
 
     /// One subscription, until it ends, fails, or shutdown.
-    async fn follow(&self, after: &mut u64, delay: &mut Duration) -> Result<(), tonic::Status> {
+    async fn follow(&self, after: &mut u64, backoff: &mut Backoff) -> Result<(), tonic::Status> {
         let channel =
             self.endpoint.connect().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
         let mut stream = EventFeedClient::new(channel)
@@ -57,11 +54,11 @@ impl FeedReader {
                 message = stream.message() => message?,
             };
             let Some(event) = message else { return Ok(()) };
-            *delay = RECONNECT_MIN;
+            backoff.reset();
             *after = event.feed_id;
             if self.apps.get(&event.app_id).is_none_or(|app| app.callback_url.is_none()) {
                 metrics::counter!(metric_names::SKIPPED).increment(1);
-                let mut watermark = crate::lock(&self.watermark);
+                let mut watermark = self.watermark.lock();
                 watermark.received(event.feed_id, event.event_time_ms);
                 watermark.settled(event.feed_id);
                 continue;
@@ -77,7 +74,7 @@ impl FeedReader {
                 () = self.shutdown.cancelled() => return Ok(()),
                 permit = self.budget.clone().acquire_owned() => permit.ok(),
             };
-            crate::lock(&self.watermark).received(event.feed_id, event.event_time_ms);
+            self.watermark.lock().received(event.feed_id, event.event_time_ms);
             self.dispatcher.enqueue(callback, permit);
         }
     }

@@ -17,12 +17,9 @@ mod metric_names;
 mod retry;
 mod watermark;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use parking_lot::Mutex;
 use presence_common::{AppDirectory, db};
 use tokio::{sync::Semaphore, task::JoinHandle};
 
@@ -62,11 +59,6 @@ pub enum StartError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// State shared by tasks is plain data; a panic elsewhere cannot leave it half-updated.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// A started notifier.
 pub struct RunningNotifier {
     pub metrics_addr: SocketAddr,
@@ -85,6 +77,7 @@ impl RunningNotifier {
 
 /// Connects to Postgres, reads the cursor, and delivers until `shutdown`.
 pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<RunningNotifier, StartError> {
+    metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let cursor = CursorStore::new(pool.clone(), config.consumer.clone());
@@ -166,7 +159,7 @@ async fn bookkeeping(mut state: Bookkeeping) {
             _ = tick.tick() => false,
         };
         let (durable, pending, oldest) = {
-            let w = lock(&state.watermark);
+            let w = state.watermark.lock();
             (w.durable(), w.in_flight(), w.oldest_event_time_ms())
         };
         metrics::gauge!(metric_names::PENDING).set(pending as f64);

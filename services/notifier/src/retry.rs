@@ -1,7 +1,5 @@
 use std::time::Duration;
 
-use rand::Rng;
-
 /// When to try a failed callback again, and when to give up on it.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -14,13 +12,10 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Delay after the `failures`-th failure: exponential, capped, with "equal jitter" (half fixed,
-    /// half random) so that receivers recovering from an outage are not hit by every user at once.
+    /// Delay after the `failures`-th failure: exponential, capped, with jitter so that receivers
+    /// recovering from an outage are not hit by every user at once.
     pub fn delay(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(30);
-        let ceiling = self.initial.saturating_mul(1u32 << exponent).min(self.max);
-        let half = ceiling / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+        presence_common::backoff::delay_after(self.initial, self.max, failures)
     }
 
     /// Whether to dead-letter after `failures` failures, the first of them `failing_for` ago.

@@ -1,5 +1,7 @@
 //! The notifier against a real registry, gateway and HTTP receiver on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod common;
 
 use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};

@@ -1,6 +1,8 @@
 //! `presence-cli connect` against a scripted gateway (the real one is tested end to end in
 //! services/connection-gateway/tests).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};

@@ -1,5 +1,7 @@
 //! Callback signatures and `presence-cli receive` over real HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use std::{sync::Arc, time::Duration};
 
 use presence_client::{callback_signature, cli::receive};

@@ -1,5 +1,7 @@
 //! `presence-cli query` and `kick` against a stand-in facade that checks what http-api.md asks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use axum::{
     Json, Router,
     extract::Path,

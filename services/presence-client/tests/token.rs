@@ -1,5 +1,7 @@
 //! `presence-cli token`: the library function and the binary both mint what the gateway checks.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use presence_client::{
     Claims,

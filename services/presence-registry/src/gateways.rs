@@ -6,12 +6,15 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
+
 use presence_proto::v1::{GatewayDownlink, KickSession, gateway_downlink::Kind};
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::metric_names as m;
 
 pub type Downlink = UnboundedSender<Result<GatewayDownlink, tonic::Status>>;
 
@@ -35,71 +38,69 @@ impl Gateways {
         self.lease
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Gateway>> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// A gateway that held devices before a restart: it has one lease to come back.
-    pub fn expect(&self, gateway_id: &str) {
+    /// A gateway that held devices before this registry restarted gets one lease to re-attach,
+    /// else its devices are disconnected. A gateway already known is left as it is.
+    pub fn grant_restart_lease(&self, gateway_id: &str) {
         let deadline = Instant::now() + self.lease;
-        self.lock().entry(gateway_id.to_owned()).or_insert(Gateway { downlink: None, deadline });
+        self.inner.lock().entry(gateway_id.to_owned()).or_insert(Gateway { downlink: None, deadline });
     }
 
     /// Attaches a (new) stream; returns its generation for [`Gateways::detach`].
     pub fn attach(&self, gateway_id: &str, downlink: Downlink) -> u64 {
         let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + self.lease;
-        self.lock()
+        self.inner
+            .lock()
             .insert(gateway_id.to_owned(), Gateway { downlink: Some((generation, downlink)), deadline });
-        metrics::gauge!("registry_gateways_attached").increment(1.0);
+        metrics::gauge!(m::GATEWAYS_ATTACHED).increment(1.0);
         generation
     }
 
     /// The stream of `generation` ended; a newer stream of the same gateway is left alone.
     pub fn detach(&self, gateway_id: &str, generation: u64) {
-        if let Some(gw) = self.lock().get_mut(gateway_id)
+        if let Some(gw) = self.inner.lock().get_mut(gateway_id)
             && gw.downlink.as_ref().is_some_and(|(g, _)| *g == generation)
         {
             gw.downlink = None;
-            metrics::gauge!("registry_gateways_attached").decrement(1.0);
+            metrics::gauge!(m::GATEWAYS_ATTACHED).decrement(1.0);
         }
     }
 
     pub fn renew(&self, gateway_id: &str) {
-        if let Some(gw) = self.lock().get_mut(gateway_id) {
+        if let Some(gw) = self.inner.lock().get_mut(gateway_id) {
             gw.deadline = Instant::now() + self.lease;
         }
     }
 
     pub fn is_attached(&self, gateway_id: &str) -> bool {
-        self.lock().get(gateway_id).is_some_and(|gw| gw.downlink.is_some())
+        self.inner.lock().get(gateway_id).is_some_and(|gw| gw.downlink.is_some())
     }
 
     /// Sends a kick down the gateway's stream; false if it is not attached (its next snapshot
     /// then shows the stale session, and the kick is sent at re-attach).
     pub fn kick(&self, gateway_id: &str, kick: KickSession) -> bool {
         let sent = self
+            .inner
             .lock()
             .get(gateway_id)
             .and_then(|gw| gw.downlink.as_ref())
             .is_some_and(|(_, tx)| tx.send(Ok(GatewayDownlink { kind: Some(Kind::Kick(kick)) })).is_ok());
-        metrics::counter!("registry_kicks_sent_total", "delivered" => if sent { "yes" } else { "no" })
-            .increment(1);
+        metrics::counter!(m::KICKS_SENT, "delivered" => if sent { "yes" } else { "no" }).increment(1);
         sent
     }
 
     /// Gateways whose lease has run out.
     pub fn expired(&self, now: Instant) -> Vec<String> {
-        self.lock().iter().filter(|(_, gw)| gw.deadline <= now).map(|(id, _)| id.clone()).collect()
+        self.inner.lock().iter().filter(|(_, gw)| gw.deadline <= now).map(|(id, _)| id.clone()).collect()
     }
 
     /// Drops a gateway once its devices are disconnected, unless it came back meanwhile.
     pub fn forget_if_expired(&self, gateway_id: &str, now: Instant) {
-        let mut inner = self.lock();
+        let mut inner = self.inner.lock();
         if inner.get(gateway_id).is_some_and(|gw| gw.deadline <= now)
             && let Some(Gateway { downlink: Some(_), .. }) = inner.remove(gateway_id)
         {
-            metrics::gauge!("registry_gateways_attached").decrement(1.0);
+            metrics::gauge!(m::GATEWAYS_ATTACHED).decrement(1.0);
         }
     }
 }
@@ -124,7 +125,7 @@ mod tests {
     #[test]
     fn leases_expire_unless_renewed() {
         let gateways = Gateways::new(Duration::from_millis(0));
-        gateways.expect("gw");
+        gateways.grant_restart_lease("gw");
         let later = Instant::now() + Duration::from_millis(1);
         assert_eq!(gateways.expired(later), ["gw"]);
         gateways.forget_if_expired("gw", later);

@@ -10,12 +10,14 @@ mod event_log;
 mod gateways;
 mod grpc;
 mod login_policy;
+pub mod metric_names;
 mod registry;
 mod restore;
-mod session_table;
+mod store;
 mod sweeper;
 mod transition;
 mod user_state;
+mod user_table;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,9 +30,9 @@ use tokio::task::JoinHandle;
 
 pub use config::RegistryConfig;
 pub use presence_common::Shutdown;
-pub use registry::{MAX_QUERY_USERS, RegistryError};
+pub use registry::RegistryError;
 
-use crate::{event_log::EventLog, gateways::Gateways, registry::Registry, session_table::SessionTable};
+use crate::{event_log::EventLog, gateways::Gateways, registry::Registry, user_table::UserTable};
 
 /// gRPC service names, for health.
 const SERVICES: &[&str] =
@@ -83,14 +85,15 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     // Gateways may cancel many calls at once (thousands of devices dropping together); h2's
     // default of 20 pending reset streams would close their whole connection as an attack.
     let mut server = config.tls.server_builder()?.http2_max_pending_accept_reset_streams(Some(4096));
+    metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;
-    let sessions = SessionTable::default();
+    let users = UserTable::default();
     let gateways = Gateways::new(Duration::from_secs(config.gateway_lease_s.max(1)));
-    let users = restore::restore(&pool, &sessions, &gateways).await?;
-    tracing::info!(users, "state restored");
-    let registry = Arc::new(Registry { sessions, log, gateways, apps, pool });
+    let restored = restore::restore(&pool, &users, &gateways).await?;
+    tracing::info!(users = restored, "state restored");
+    let registry = Arc::new(Registry { users, log, gateways, apps, pool });
 
     let (grpc_listener, grpc_addr) = presence_common::net::bind(config.listen_addr).await?;
     let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;

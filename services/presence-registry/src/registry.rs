@@ -7,6 +7,7 @@ use futures::StreamExt;
 
 use presence_common::{AppDirectory, ErrorCode, time::now_ms};
 use presence_proto::codes::KickReason;
+use presence_proto::limits::{MAX_ID_LEN, MAX_IDS_PER_QUERY, is_valid_id};
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
     PresenceEvent, SessionRef, UserPresence,
@@ -16,15 +17,11 @@ use sqlx::PgPool;
 use crate::{
     event_log::{EventLog, LogError},
     gateways::Gateways,
-    session_table::{SessionTable, UserKey},
+    metric_names as m, store,
     transition::{self, Change},
     user_state::{Device, UserState},
+    user_table::{UserCell, UserKey, UserTable},
 };
-
-/// Most users one query may name.
-pub const MAX_QUERY_USERS: usize = 500;
-/// Longest id (app, user, device, session) the registry accepts.
-pub const MAX_ID_LEN: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -54,6 +51,9 @@ impl From<RegistryError> for tonic::Status {
     }
 }
 
+/// A change as committed (with its events), or `None` when the plan changed nothing.
+type ChangeResult = Result<Option<(Change, Vec<PresenceEvent>)>, RegistryError>;
+
 /// A login as it was committed.
 pub struct LoginOutcome {
     pub kicked: Vec<KickedDevice>,
@@ -61,7 +61,7 @@ pub struct LoginOutcome {
 }
 
 pub struct Registry {
-    pub(crate) sessions: SessionTable,
+    pub(crate) users: UserTable,
     pub(crate) log: EventLog,
     pub(crate) gateways: Gateways,
     pub(crate) apps: AppDirectory,
@@ -69,7 +69,7 @@ pub struct Registry {
 }
 
 fn check_id(what: &str, value: &str) -> Result<(), RegistryError> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
+    if !is_valid_id(value) {
         return Err(RegistryError::BadRequest(format!("{what} must be 1 to {MAX_ID_LEN} bytes")));
     }
     Ok(())
@@ -83,18 +83,29 @@ fn check_session(s: &SessionRef) -> Result<(), RegistryError> {
 }
 
 impl Registry {
-    /// Runs `plan` under the user's lock; commits and applies its change, then kicks.
-    async fn change_user<F>(
-        &self,
-        key: UserKey,
-        create: bool,
-        plan: F,
-    ) -> Result<Option<(Change, Vec<PresenceEvent>)>, RegistryError>
+    /// [`Registry::change`] of a user the registry knows; `None` for an unknown user.
+    async fn change_known_user<F>(&self, key: UserKey, plan: F) -> ChangeResult
     where
         F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
     {
-        let cell = if create { Some(self.sessions.entry(key.clone())) } else { self.sessions.get(&key) };
-        let Some(cell) = cell else { return Ok(None) };
+        let Some(cell) = self.users.get(&key) else { return Ok(None) };
+        self.change(cell, key, plan).await
+    }
+
+    /// [`Registry::change`] of a user, who is added (with no devices) if unknown.
+    async fn change_or_add_user<F>(&self, key: UserKey, plan: F) -> ChangeResult
+    where
+        F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
+    {
+        let cell = self.users.entry(key.clone());
+        self.change(cell, key, plan).await
+    }
+
+    /// Runs `plan` under the user's lock; commits and applies its change, then kicks.
+    async fn change<F>(&self, cell: UserCell, key: UserKey, plan: F) -> ChangeResult
+    where
+        F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
+    {
         let mut state = cell.lock_owned().await;
         let Some(change) = plan(&state)? else { return Ok(None) };
         let (log, mutation, next) =
@@ -111,8 +122,7 @@ impl Registry {
         .await
         .map_err(|err| LogError::Commit(format!("commit task: {err}")))??;
         for event in &events {
-            metrics::counter!("registry_events_total", "action" => event.action().name().unwrap_or("unknown"))
-                .increment(1);
+            metrics::counter!(m::EVENTS, "action" => event.action().name().unwrap_or("unknown")).increment(1);
         }
         for kick in &change.kicks {
             self.gateways.kick(
@@ -167,7 +177,7 @@ impl Registry {
         };
         let key = UserKey::new(&session.app_id, &session.user_id);
         let outcome = self
-            .change_user(key, true, |state| Ok(Some(transition::login(state, &app.policy, device, now))))
+            .change_or_add_user(key, |state| Ok(Some(transition::login(state, &app.policy, device, now))))
             .await?;
         let (change, mut events) =
             outcome.ok_or_else(|| RegistryError::BadRequest("login had no effect".into()))?;
@@ -181,7 +191,7 @@ impl Registry {
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
         let done = self
-            .change_user(key, false, |state| {
+            .change_known_user(key, |state| {
                 Ok(transition::logout(state, &session.device_id, &session.session_id, now))
             })
             .await?;
@@ -197,7 +207,7 @@ impl Registry {
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
         let done = self
-            .change_user(key, false, |state| {
+            .change_known_user(key, |state| {
                 Ok(transition::disconnect(state, &session.device_id, &session.session_id, reason, now))
             })
             .await?;
@@ -217,7 +227,7 @@ impl Registry {
         }
         let now = now_ms();
         let done = self
-            .change_user(UserKey::new(app_id, user_id), false, |state| {
+            .change_known_user(UserKey::new(app_id, user_id), |state| {
                 Ok(transition::admin_kick(state, platforms, now))
             })
             .await?;
@@ -233,8 +243,10 @@ impl Registry {
         user_ids: &[String],
         detail: bool,
     ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
-        if user_ids.is_empty() || user_ids.len() > MAX_QUERY_USERS {
-            return Err(RegistryError::BadRequest(format!("user_ids must hold 1 to {MAX_QUERY_USERS} ids")));
+        if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
+            return Err(RegistryError::BadRequest(format!(
+                "user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids"
+            )));
         }
         if self.apps.get(app_id).is_none() {
             return Err(RegistryError::UnknownApp(app_id.to_owned()));
@@ -242,7 +254,7 @@ impl Registry {
         // Read first: every event up to here is applied by the time we hold each user's lock.
         let as_of_seq = self.log.last_seq(app_id);
         let mut results = Vec::with_capacity(user_ids.len());
-        let users = self.sessions.app_users(app_id);
+        let users = self.users.app_users(app_id);
         for user_id in user_ids {
             // Clone the cell out so no map guard is held across the await.
             let cell = users.as_ref().and_then(|users| users.get(user_id.as_str()).map(|cell| cell.clone()));
@@ -255,23 +267,9 @@ impl Registry {
         Ok((results, as_of_seq))
     }
 
-    /// Devices this registry holds as online on `gateway_id`, as (user key, device, session).
-    async fn online_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-            "SELECT app_id, user_id, device_id, session_id FROM devices WHERE gateway_id = $1 AND status = 'online'",
-        )
-        .bind(gateway_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(app_id, user_id, device_id, session_id)| SessionRef {
-                app_id,
-                user_id,
-                device_id,
-                session_id,
-            })
-            .collect())
+    /// Devices stored as online on `gateway_id`.
+    async fn online_sessions_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
+        Ok(store::online_sessions_on(&self.pool, gateway_id).await?)
     }
 
     /// Aligns the registry with a gateway's snapshot of live sessions: devices it no longer holds
@@ -284,14 +282,14 @@ impl Registry {
     ) -> Result<Vec<KickSession>, RegistryError> {
         let live_ids: HashSet<&str> = live.iter().map(|s| s.session_id.as_str()).collect();
         let gone = self
-            .online_on(gateway_id)
+            .online_sessions_on(gateway_id)
             .await?
             .into_iter()
             .filter(|h| !live_ids.contains(h.session_id.as_str()));
         self.disconnect_all(gone.collect()).await?;
         let mut stale = Vec::new();
         for s in live {
-            let current = match self.sessions.get_user(&s.app_id, &s.user_id) {
+            let current = match self.users.get_user(&s.app_id, &s.user_id) {
                 Some(cell) => cell
                     .lock()
                     .await
@@ -337,9 +335,9 @@ impl Registry {
         let mut disconnected = 0;
         for gateway_id in self.gateways.expired(now) {
             tracing::warn!(%gateway_id, "gateway lease expired; disconnecting its devices");
-            disconnected += self.disconnect_all(self.online_on(&gateway_id).await?).await?;
+            disconnected += self.disconnect_all(self.online_sessions_on(&gateway_id).await?).await?;
             self.gateways.forget_if_expired(&gateway_id, now);
-            metrics::counter!("registry_gateway_leases_expired_total").increment(1);
+            metrics::counter!(m::GATEWAY_LEASES_EXPIRED).increment(1);
         }
         Ok(disconnected)
     }
@@ -347,20 +345,11 @@ impl Registry {
     /// Logs out (`push_expired`) push_online devices past their app's TTL.
     pub async fn expire_push(&self) -> Result<usize, RegistryError> {
         let now = now_ms();
-        let candidates: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT d.app_id, d.user_id, d.device_id, a.push_online_ttl_s FROM devices d JOIN apps a USING (app_id) \
-             WHERE d.status = 'push_online' AND d.disconnected_at_ms + a.push_online_ttl_s * 1000 <= $1 \
-             ORDER BY d.disconnected_at_ms LIMIT 1000",
-        )
-        .bind(i64::try_from(now).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
         let mut expired = 0;
-        for (app_id, user_id, device_id, ttl_s) in candidates {
-            let ttl_ms = u64::try_from(ttl_s).unwrap_or(0).saturating_mul(1000);
-            let key = UserKey::new(&app_id, &user_id);
+        for candidate in store::expired_push_devices(&self.pool, now).await? {
+            let store::ExpiredPush { key, device_id, ttl_ms } = candidate;
             if self
-                .change_user(key, false, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))
+                .change_known_user(key, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))
                 .await?
                 .is_some()
             {

@@ -2,6 +2,8 @@
 //! serves only clients that trust its CA and present a certificate signed by the client CA.
 //! Certificates are generated at test time (rcgen); nothing is checked in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::{path::PathBuf, time::Duration};

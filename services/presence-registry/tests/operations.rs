@@ -1,5 +1,7 @@
 //! What operators rely on: health, reflection, metrics, and a clean stop.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use presence_proto::v1::Platform;

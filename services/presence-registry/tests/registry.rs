@@ -1,6 +1,8 @@
 //! The registry against real Postgres over real gRPC: policies, concurrency, push_online,
 //! queries, event durability and order, live policy changes, restart and lease expiry.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::{collections::HashSet, time::Duration};

@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for CallerApp {
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_key)
             .ok_or(ApiError::Unauthenticated)?;
-        // Keys are compared as SHA-256 hashes in constant time (AppDirectory).
+        // Hashed once, then one lookup by hash (AppDirectory::find_by_api_key).
         state.apps.find_by_api_key(key).map(Self).ok_or(ApiError::Unauthenticated)
     }
 }

@@ -1,4 +1,5 @@
-//! Request count and latency by route and status, for every response (404s and rejections too).
+//! The facade's metrics: request count and latency by route and status, for every response
+//! (404s and rejections too), with their names and HELP texts.
 
 use std::time::Instant;
 
@@ -9,8 +10,24 @@ use axum::{
     response::Response,
 };
 
+/// Labels `route`, `method`, `status`.
 pub const REQUESTS: &str = "facade_http_requests_total";
+/// Labels `route`, `method`, `status`.
 pub const DURATION: &str = "facade_http_request_duration_seconds";
+
+/// Registers every metric's HELP text with the installed recorder; called once at start.
+pub fn describe() {
+    metrics::describe_counter!(
+        REQUESTS,
+        metrics::Unit::Count,
+        "HTTP requests answered, by route, method and status."
+    );
+    metrics::describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Time to answer an HTTP request, by route, method and status."
+    );
+}
 
 /// Middleware: the route label is the matched template (`/v1/users/{user_id}/presence`), never the
 /// raw path, so user ids do not become label values; unmatched requests share one label.

@@ -23,7 +23,16 @@ use tokio::task::JoinHandle;
 
 pub use config::FacadeConfig;
 pub use presence_common::Shutdown;
-pub use routes::{events::MAX_LIMIT as MAX_EVENTS_LIMIT, query::MAX_QUERY_USERS};
+pub use presence_proto::limits::{MAX_EVENTS_PAGE as MAX_EVENTS_LIMIT, MAX_IDS_PER_QUERY as MAX_QUERY_USERS};
+
+// The routes keep their own names for these limits; they must be the contract's.
+const _: () = {
+    use presence_proto::limits;
+    assert!(routes::MAX_ID_LEN == limits::MAX_ID_LEN);
+    assert!(routes::query::MAX_QUERY_USERS == limits::MAX_IDS_PER_QUERY);
+    assert!(routes::events::MAX_LIMIT == limits::MAX_EVENTS_PAGE);
+    assert!(routes::events::DEFAULT_LIMIT == limits::DEFAULT_EVENTS_PAGE);
+};
 
 use crate::{registry_client::RegistryClient, state::AppState};
 
@@ -60,6 +69,7 @@ impl RunningFacade {
 pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFacade, StartError> {
     let timeout = Duration::from_millis(config.request_timeout_ms.max(1));
     let registry = RegistryClient::connect_lazy(&config.registry_url, &config.registry_tls, timeout)?;
+    http_metrics::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
 

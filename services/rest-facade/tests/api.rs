@@ -1,5 +1,7 @@
 //! The REST contract (http-api.md) against the real registry, gateway and devices.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use presence_proto::{

@@ -1,5 +1,7 @@
 //! What the facade does with bad input, a missing registry, and its own admin endpoints.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 mod support;
 
 use std::time::Duration;

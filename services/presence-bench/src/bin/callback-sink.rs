@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -20,6 +20,7 @@ use axum::{
     routing::{get, post},
 };
 use clap::Parser;
+use parking_lot::Mutex;
 
 #[derive(Parser)]
 struct Args {
@@ -57,11 +58,11 @@ async fn receive(State(sink): State<Arc<Sink>>, headers: HeaderMap) -> StatusCod
         tokio::time::sleep(sink.delay).await;
     }
     if sink.fail_pct > 0.0 && rand::random::<f64>() * 100.0 < sink.fail_pct {
-        sink.stats.lock().unwrap_or_else(|e| e.into_inner()).failed += 1;
+        sink.stats.lock().failed += 1;
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let id = headers.get("x-presence-event-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-    let mut stats = sink.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let mut stats = sink.stats.lock();
     let now = now_ms();
     if stats.requests == 0 {
         stats.first_ms = now;
@@ -73,7 +74,7 @@ async fn receive(State(sink): State<Arc<Sink>>, headers: HeaderMap) -> StatusCod
 }
 
 async fn stats(State(sink): State<Arc<Sink>>) -> Json<serde_json::Value> {
-    let s = sink.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let s = sink.stats.lock();
     let unique = s.ids.len() as u64;
     Json(serde_json::json!({
         "requests": s.requests, "unique": unique, "duplicates": s.requests - unique,
@@ -82,7 +83,7 @@ async fn stats(State(sink): State<Arc<Sink>>) -> Json<serde_json::Value> {
 }
 
 async fn reset(State(sink): State<Arc<Sink>>) -> StatusCode {
-    *sink.stats.lock().unwrap_or_else(|e| e.into_inner()) = Stats::default();
+    *sink.stats.lock() = Stats::default();
     StatusCode::NO_CONTENT
 }
 

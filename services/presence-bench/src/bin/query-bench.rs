@@ -31,7 +31,7 @@ struct Args {
     prefix: String,
     #[arg(long, default_value_t = 1_000_000)]
     users: usize,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = presence_proto::limits::MAX_IDS_PER_QUERY)]
     batch: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,

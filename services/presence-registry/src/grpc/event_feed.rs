@@ -1,6 +1,8 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
+use presence_common::backoff::Backoff;
+use presence_proto::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 use presence_proto::v1::{
     PresenceEvent, ReadEventsReply, ReadEventsRequest, SubscribeRequest, event_feed_server::EventFeed,
 };
@@ -11,9 +13,9 @@ use crate::{Shutdown, registry::SharedRegistry};
 
 /// Events read from Postgres per round trip of a subscription.
 const PAGE: u32 = 500;
-/// Default and maximum page of ReadEvents.
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
+/// Delays between reads of a subscription while Postgres is away.
+const READ_RETRY_MIN: Duration = Duration::from_millis(500);
+const READ_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub struct EventFeedService {
     pub registry: SharedRegistry,
@@ -30,9 +32,9 @@ impl EventFeed for EventFeedService {
     ) -> Result<Response<ReadEventsReply>, Status> {
         let req = request.into_inner();
         let limit = match req.limit {
-            0 => DEFAULT_LIMIT,
-            n if n <= MAX_LIMIT => n,
-            _ => return Err(Status::invalid_argument(format!("limit must be 1 to {MAX_LIMIT}"))),
+            0 => DEFAULT_EVENTS_PAGE,
+            n if n <= MAX_EVENTS_PAGE => n,
+            _ => return Err(Status::invalid_argument(format!("limit must be 1 to {MAX_EVENTS_PAGE}"))),
         };
         let events = self
             .registry
@@ -51,13 +53,15 @@ impl EventFeed for EventFeedService {
         let mut cursor = request.into_inner().after_feed_id;
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE as usize * 2);
         let log = self.registry.log.clone();
-        let mut committed = log.committed();
+        let mut committed = log.watch_committed_feed_id();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let mut retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
             loop {
                 if *committed.borrow_and_update() > cursor {
                     match log.read_feed(cursor, PAGE).await {
                         Ok(events) => {
+                            retry.reset();
                             for event in events {
                                 cursor = event.feed_id;
                                 if tx.send(Ok(event)).await.is_err() {
@@ -70,7 +74,7 @@ impl EventFeed for EventFeedService {
                             tracing::warn!(%err, "event feed read failed; retrying");
                             tokio::select! {
                                 () = shutdown.cancelled() => return,
-                                () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                                () = tokio::time::sleep(retry.next_delay()) => continue,
                             }
                         }
                     }

@@ -1,6 +1,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use presence_proto::limits::{MAX_ID_LEN, is_valid_id};
 use presence_proto::v1::{
     Attached, GatewayDownlink, GatewayUplink, LiveSession, gateway_downlink,
     gateway_link_server::GatewayLink, gateway_uplink::Kind,
@@ -41,8 +42,8 @@ impl GatewayLink for GatewayLinkService {
             return Err(Status::invalid_argument("the first uplink message must be Hello"));
         };
         let gateway_id = hello.gateway_id;
-        if gateway_id.is_empty() || gateway_id.len() > crate::registry::MAX_ID_LEN {
-            return Err(Status::invalid_argument("gateway_id must be 1 to 256 bytes"));
+        if !is_valid_id(&gateway_id) {
+            return Err(Status::invalid_argument(format!("gateway_id must be 1 to {MAX_ID_LEN} bytes")));
         }
 
         let mut live: Vec<LiveSession> = Vec::new();

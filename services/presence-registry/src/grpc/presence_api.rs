@@ -4,7 +4,7 @@ use presence_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::registry::SharedRegistry;
+use crate::{metric_names as m, registry::SharedRegistry};
 
 pub struct PresenceApi {
     pub registry: SharedRegistry,
@@ -21,7 +21,7 @@ impl PresenceRegistry for PresenceApi {
         let session = required(req.session, "session")?;
         let started = std::time::Instant::now();
         let outcome = self.registry.login(&req.gateway_id, session).await;
-        metrics::histogram!("registry_login_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::LOGIN_SECONDS).record(started.elapsed().as_secs_f64());
         let outcome = outcome?;
         Ok(Response::new(LoginReply {
             kicked_devices: outcome.kicked,

@@ -4,13 +4,11 @@
 //! the durable commit to the in-memory update; different users never wait for each other. No
 //! global lock: the table can later be partitioned by a hash of the key.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, PoisonError, RwLock},
-};
+use std::{collections::HashMap, sync::Arc};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
+use parking_lot::RwLock;
 use tokio::sync::Mutex;
 
 use crate::user_state::UserState;
@@ -36,21 +34,21 @@ pub type AppUsers = DashMap<CompactString, UserCell>;
 /// Two levels (app, then user) so that a batch query finds its app once and then looks users up
 /// by `&str` without building a key; the outer map is tiny and read-mostly.
 #[derive(Default)]
-pub struct SessionTable {
+pub struct UserTable {
     apps: RwLock<HashMap<Box<str>, Arc<AppUsers>>>,
 }
 
-impl SessionTable {
+impl UserTable {
     /// The app's users, if any of them is known.
     pub fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
-        self.apps.read().unwrap_or_else(PoisonError::into_inner).get(app_id).cloned()
+        self.apps.read().get(app_id).cloned()
     }
 
     fn app_users_or_insert(&self, app_id: &str) -> Arc<AppUsers> {
         if let Some(users) = self.app_users(app_id) {
             return users;
         }
-        self.apps.write().unwrap_or_else(PoisonError::into_inner).entry(app_id.into()).or_default().clone()
+        self.apps.write().entry(app_id.into()).or_default().clone()
     }
 
     /// The user's cell, created empty on first use (a login).

@@ -1,0 +1,37 @@
+//! Metric names, in one place so dashboards and code agree, and their HELP texts.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Duration of a Login call, commit included.
+pub const LOGIN_SECONDS: &str = "registry_login_seconds";
+/// Duration of one group commit.
+pub const COMMIT_SECONDS: &str = "registry_commit_seconds";
+/// Mutations per group commit.
+pub const COMMIT_BATCH_SIZE: &str = "registry_commit_batch_size";
+pub const COMMIT_FAILURES: &str = "registry_commit_failures_total";
+/// Label `action`: login, logout or disconnect.
+pub const EVENTS: &str = "registry_events_total";
+pub const GATEWAY_LEASES_EXPIRED: &str = "registry_gateway_leases_expired_total";
+pub const GATEWAYS_ATTACHED: &str = "registry_gateways_attached";
+/// Label `delivered`: `yes`, or `no` when the gateway was not attached.
+pub const KICKS_SENT: &str = "registry_kicks_sent_total";
+
+/// Registers every metric's HELP text with the installed recorder; called once at start.
+pub fn describe() {
+    describe_histogram!(LOGIN_SECONDS, Unit::Seconds, "Duration of a Login call, durable commit included.");
+    describe_histogram!(COMMIT_SECONDS, Unit::Seconds, "Duration of one group commit of events and state.");
+    describe_histogram!(COMMIT_BATCH_SIZE, Unit::Count, "User changes written per group commit.");
+    describe_counter!(
+        COMMIT_FAILURES,
+        Unit::Count,
+        "Group commits that failed (every change in them was refused)."
+    );
+    describe_counter!(EVENTS, Unit::Count, "Presence events committed, by action.");
+    describe_counter!(
+        GATEWAY_LEASES_EXPIRED,
+        Unit::Count,
+        "Gateways whose lease ran out; their devices were disconnected."
+    );
+    describe_gauge!(GATEWAYS_ATTACHED, Unit::Count, "Gateways with an attached link now.");
+    describe_counter!(KICKS_SENT, Unit::Count, "Kicks sent to gateways, by delivered (yes, no).");
+}

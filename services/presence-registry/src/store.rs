@@ -1,0 +1,359 @@
+//! Every SQL statement of the registry, one function per query. The rest of the registry speaks
+//! in its own types; column names, casts and the text encodings of enums live only here.
+
+use std::collections::HashMap;
+
+use presence_proto::v1::{
+    DeviceStatus, EventAction, EventDevice, EventReason, KickedDevice, Platform, PresenceEvent, SessionRef,
+    UserStatus,
+};
+use sqlx::PgPool;
+
+use crate::{
+    event_log::Mutation,
+    user_state::{Device, UserState},
+    user_table::UserKey,
+};
+
+/// The event columns, then a filter: one place that knows how events are read.
+macro_rules! select_events {
+    ($filter:literal) => {
+        concat!(
+            "SELECT feed_id, app_id, seq, event_id::text AS event_id, user_id, user_version, event_time_ms, \
+             action, reason, device_id, platform, client_version, kicked_devices::text AS kicked_devices, \
+             user_status FROM presence_events ",
+            $filter
+        )
+    };
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+// Events.
+
+/// The latest `feed_id` written (0 before the first event).
+pub async fn last_feed_id(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT max(feed_id) FROM presence_events").fetch_one(pool).await?;
+    Ok(last.map_or(0, to_u64))
+}
+
+/// Each app's latest `seq`.
+pub async fn last_seqs(pool: &PgPool) -> Result<HashMap<String, u64>, sqlx::Error> {
+    let seqs: Vec<(String, i64)> =
+        sqlx::query_as("SELECT app_id, max(seq) FROM presence_events GROUP BY app_id")
+            .fetch_all(pool)
+            .await?;
+    Ok(seqs.into_iter().map(|(app, seq)| (app, to_u64(seq))).collect())
+}
+
+/// Events of every app after `after_feed_id`, in order.
+pub async fn read_feed(
+    pool: &PgPool,
+    after_feed_id: u64,
+    limit: u32,
+) -> Result<Vec<PresenceEvent>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(select_events!("WHERE feed_id > $1 ORDER BY feed_id LIMIT $2"))
+        .bind(to_i64(after_feed_id))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(EventRow::into_event).collect())
+}
+
+/// One app's events after `after_seq`, in order.
+pub async fn read_app(
+    pool: &PgPool,
+    app_id: &str,
+    after_seq: u64,
+    limit: u32,
+) -> Result<Vec<PresenceEvent>, sqlx::Error> {
+    let rows: Vec<EventRow> =
+        sqlx::query_as(select_events!("WHERE app_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
+            .bind(app_id)
+            .bind(to_i64(after_seq))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(EventRow::into_event).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    feed_id: i64,
+    app_id: String,
+    seq: i64,
+    event_id: String,
+    user_id: String,
+    user_version: i64,
+    event_time_ms: i64,
+    action: String,
+    reason: String,
+    device_id: String,
+    platform: String,
+    client_version: String,
+    kicked_devices: String,
+    user_status: String,
+}
+
+/// Kicked devices as stored (`[{"device_id": "...", "platform": "ios"}]`).
+fn kicked_to_json(kicked: &[KickedDevice]) -> String {
+    let list: Vec<presence_proto::json::KickedDeviceJson> = kicked.iter().map(Into::into).collect();
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn kicked_from_json(json: &str) -> Vec<KickedDevice> {
+    let list: Vec<presence_proto::json::KickedDeviceJson> = serde_json::from_str(json).unwrap_or_default();
+    list.into_iter()
+        .map(|k| KickedDevice {
+            platform: Platform::from_name(&k.platform).unwrap_or(Platform::Unspecified) as i32,
+            device_id: k.device_id,
+        })
+        .collect()
+}
+
+impl EventRow {
+    fn into_event(self) -> PresenceEvent {
+        PresenceEvent {
+            feed_id: to_u64(self.feed_id),
+            event_id: self.event_id,
+            seq: to_u64(self.seq),
+            user_version: to_u64(self.user_version),
+            app_id: self.app_id,
+            event_time_ms: to_u64(self.event_time_ms),
+            action: EventAction::from_name(&self.action).unwrap_or(EventAction::Unspecified) as i32,
+            reason: EventReason::from_name(&self.reason).unwrap_or(EventReason::Unspecified) as i32,
+            user_id: self.user_id,
+            device: Some(EventDevice {
+                device_id: self.device_id,
+                platform: Platform::from_name(&self.platform).unwrap_or(Platform::Unspecified) as i32,
+                client_version: self.client_version,
+            }),
+            kicked_devices: kicked_from_json(&self.kicked_devices),
+            user_status: UserStatus::from_name(&self.user_status).unwrap_or(UserStatus::Unspecified) as i32,
+        }
+    }
+}
+
+/// One group commit: the numbered events, then the device and user rows of every mutation, in
+/// one transaction. Column vectors make one `INSERT ... SELECT FROM UNNEST(...)` per table.
+pub async fn write_batch(
+    pool: &PgPool,
+    mutations: &[&Mutation],
+    events: &[&PresenceEvent],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+
+    sqlx::query(
+        "INSERT INTO presence_events (feed_id, app_id, seq, event_id, user_id, user_version, event_time_ms, \
+         action, reason, device_id, platform, client_version, kicked_devices, user_status) \
+         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us FROM UNNEST($1::int8[], $2::text[], \
+         $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
+         $11::text[], $12::text[], $13::text[], $14::text[]) AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us)",
+    )
+    .bind(events.iter().map(|e| to_i64(e.feed_id)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.app_id.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| to_i64(e.seq)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.user_id.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| to_i64(e.user_version)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| to_i64(e.event_time_ms)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.action().name().unwrap_or("unknown")).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.reason().name().unwrap_or("unknown")).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.device.as_ref().map(|d| d.device_id.clone()).unwrap_or_default()).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.device.as_ref().and_then(|d| d.platform().name()).unwrap_or("unknown"))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        events.iter().map(|e| e.device.as_ref().map(|d| d.client_version.clone()).unwrap_or_default()).collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| kicked_to_json(&e.kicked_devices)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.user_status().name().unwrap_or("offline")).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+
+    let deletes: Vec<(&Mutation, &String)> =
+        mutations.iter().flat_map(|m| m.deletes.iter().map(move |d| (*m, d))).collect();
+    if !deletes.is_empty() {
+        sqlx::query(
+            "DELETE FROM devices d USING UNNEST($1::text[], $2::text[], $3::text[]) AS x(a, u, dv) \
+             WHERE d.app_id = x.a AND d.user_id = x.u AND d.device_id = x.dv",
+        )
+        .bind(deletes.iter().map(|(m, _)| m.app_id.clone()).collect::<Vec<_>>())
+        .bind(deletes.iter().map(|(m, _)| m.user_id.clone()).collect::<Vec<_>>())
+        .bind(deletes.iter().map(|(_, d)| (*d).clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let upserts: Vec<(&Mutation, &Device)> =
+        mutations.iter().flat_map(|m| m.upserts.iter().map(move |d| (*m, d))).collect();
+    if !upserts.is_empty() {
+        sqlx::query(
+            "INSERT INTO devices (app_id, user_id, device_id, platform, status, session_id, gateway_id, \
+             since_ms, client_version, push_enabled, peer_addr, disconnected_at_ms) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::int8[], $9::text[], $10::bool[], $11::text[], $12::int8[]) \
+             ON CONFLICT (app_id, user_id, device_id) DO UPDATE SET platform = EXCLUDED.platform, \
+             status = EXCLUDED.status, session_id = EXCLUDED.session_id, gateway_id = EXCLUDED.gateway_id, \
+             since_ms = EXCLUDED.since_ms, client_version = EXCLUDED.client_version, \
+             push_enabled = EXCLUDED.push_enabled, peer_addr = EXCLUDED.peer_addr, \
+             disconnected_at_ms = EXCLUDED.disconnected_at_ms",
+        )
+        .bind(upserts.iter().map(|(m, _)| m.app_id.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(m, _)| m.user_id.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.device_id.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.platform.name().unwrap_or("unknown")).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.status.name().unwrap_or("online")).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.session_id.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.gateway_id.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| to_i64(d.since_ms)).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.client_version.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.push_enabled).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.peer_addr.clone()).collect::<Vec<_>>())
+        .bind(upserts.iter().map(|(_, d)| d.disconnected_at_ms.map(to_i64)).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    sqlx::query(
+        "INSERT INTO users (app_id, user_id, version, last_seen_ms, last_reason) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) \
+         ON CONFLICT (app_id, user_id) DO UPDATE SET version = EXCLUDED.version, \
+         last_seen_ms = EXCLUDED.last_seen_ms, last_reason = EXCLUDED.last_reason",
+    )
+    .bind(mutations.iter().map(|m| m.app_id.clone()).collect::<Vec<_>>())
+    .bind(mutations.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>())
+    .bind(mutations.iter().map(|m| to_i64(m.user.version)).collect::<Vec<_>>())
+    .bind(mutations.iter().map(|m| m.user.last_seen_ms.map(to_i64)).collect::<Vec<_>>())
+    .bind(mutations.iter().map(|m| m.user.last_reason.and_then(EventReason::name)).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+
+    tx.commit().await
+}
+
+// Users and devices.
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    app_id: String,
+    user_id: String,
+    version: i64,
+    last_seen_ms: Option<i64>,
+    last_reason: Option<String>,
+}
+
+/// Every user row, as a state without devices.
+pub async fn users(pool: &PgPool) -> Result<Vec<(UserKey, UserState)>, sqlx::Error> {
+    let rows: Vec<UserRow> =
+        sqlx::query_as("SELECT app_id, user_id, version, last_seen_ms, last_reason FROM users")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let state = UserState {
+                devices: Vec::new(),
+                version: to_u64(row.version),
+                last_seen_ms: row.last_seen_ms.map(to_u64),
+                last_reason: row.last_reason.and_then(|r| EventReason::from_name(&r).ok()),
+            };
+            (UserKey { app_id: row.app_id, user_id: row.user_id }, state)
+        })
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct DeviceRow {
+    app_id: String,
+    user_id: String,
+    device_id: String,
+    platform: String,
+    status: String,
+    session_id: String,
+    gateway_id: String,
+    since_ms: i64,
+    client_version: String,
+    push_enabled: bool,
+    peer_addr: String,
+    disconnected_at_ms: Option<i64>,
+}
+
+/// Every device row (online or push_online), oldest `since_ms` first.
+pub async fn devices(pool: &PgPool) -> Result<Vec<(UserKey, Device)>, sqlx::Error> {
+    let rows: Vec<DeviceRow> = sqlx::query_as(
+        "SELECT app_id, user_id, device_id, platform, status, session_id, gateway_id, since_ms, client_version, \
+         push_enabled, peer_addr, disconnected_at_ms FROM devices ORDER BY since_ms",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let device = Device {
+                device_id: row.device_id,
+                platform: Platform::from_name(&row.platform).unwrap_or(Platform::Unspecified),
+                status: DeviceStatus::from_name(&row.status).unwrap_or(DeviceStatus::Online),
+                session_id: row.session_id,
+                gateway_id: row.gateway_id,
+                since_ms: to_u64(row.since_ms),
+                client_version: row.client_version,
+                push_enabled: row.push_enabled,
+                peer_addr: row.peer_addr,
+                disconnected_at_ms: row.disconnected_at_ms.map(to_u64),
+            };
+            (UserKey { app_id: row.app_id, user_id: row.user_id }, device)
+        })
+        .collect())
+}
+
+/// The sessions stored as online on `gateway_id`.
+pub async fn online_sessions_on(pool: &PgPool, gateway_id: &str) -> Result<Vec<SessionRef>, sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT app_id, user_id, device_id, session_id FROM devices WHERE gateway_id = $1 AND status = 'online'",
+    )
+    .bind(gateway_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(app_id, user_id, device_id, session_id)| SessionRef { app_id, user_id, device_id, session_id })
+        .collect())
+}
+
+/// A push_online device whose app's TTL has passed.
+pub struct ExpiredPush {
+    pub key: UserKey,
+    pub device_id: String,
+    pub ttl_ms: u64,
+}
+
+/// Up to 1000 push_online devices past their app's TTL at `now_ms`, longest disconnected first.
+pub async fn expired_push_devices(pool: &PgPool, now_ms: u64) -> Result<Vec<ExpiredPush>, sqlx::Error> {
+    let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+        "SELECT d.app_id, d.user_id, d.device_id, a.push_online_ttl_s FROM devices d JOIN apps a USING (app_id) \
+         WHERE d.status = 'push_online' AND d.disconnected_at_ms + a.push_online_ttl_s * 1000 <= $1 \
+         ORDER BY d.disconnected_at_ms LIMIT 1000",
+    )
+    .bind(to_i64(now_ms))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(app_id, user_id, device_id, ttl_s)| ExpiredPush {
+            key: UserKey { app_id, user_id },
+            device_id,
+            ttl_ms: to_u64(ttl_s).saturating_mul(1000),
+        })
+        .collect())
+}
