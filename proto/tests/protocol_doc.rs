@@ -2,6 +2,8 @@
 //! and every code a device can receive. The frame kinds come from the compiled descriptors, so a
 //! new frame in client.proto fails this test until it is documented.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
+
 use presence_proto::{
     FILE_DESCRIPTOR_SET,
     codes::{ErrorCode, KickReason, LoginErrorCode, RequestErrorCode},
