@@ -10,8 +10,6 @@ pub mod http;
 pub mod net;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod time;
 pub mod tls;
 

@@ -1,14 +1,12 @@
 //! Every kind of bad input ends that one connection (with a best-effort Error frame) and leaves
 //! the gateway serving everyone else.
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::BufMut;
 use presence_client::{Client, ClientError};
 use presence_proto::v1::{ClientFrame, Heartbeat, Platform, ServerFrame, client_frame, server_frame};
-use support::*;
+use testkit::{WAIT, inprocess::*};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// Sends `bytes` on a raw socket; returns the frames the gateway answered before closing.

@@ -1,13 +1,11 @@
 //! Per-source-IP limits over real TCP, with distinct 127.0.0.x sources standing for distinct
 //! devices' addresses.
 
-mod support;
-
 use std::{net::SocketAddr, time::Duration};
 
 use presence_client::{Client, ClientError};
 use presence_proto::v1::{Platform, ServerFrame, server_frame};
-use support::*;
+use testkit::{WAIT, inprocess::*};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A TCP connection to `to` from the loopback address 127.0.0.`source`.

@@ -1,13 +1,11 @@
 //! The registry can go away and come back: devices stay connected, and the re-attach snapshot
 //! restores their state without new events.
 
-mod support;
-
 use std::time::Duration;
 
 use presence_client::ClientError;
 use presence_proto::v1::{Platform, UserStatus};
-use support::*;
+use testkit::{WAIT, inprocess::*};
 
 #[tokio::test]
 async fn devices_survive_a_registry_restart() {

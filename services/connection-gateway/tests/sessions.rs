@@ -1,12 +1,10 @@
 //! Sessions end to end: a real registry, real gateways, real TCP.
 
-mod support;
-
 use std::time::Duration;
 
 use presence_client::ClientError;
 use presence_proto::v1::{EventReason, Platform, UserStatus, server_frame};
-use support::*;
+use testkit::{WAIT, eventually, inprocess::*};
 
 #[tokio::test]
 async fn login_heartbeat_logout() {
@@ -67,15 +65,16 @@ async fn a_closed_socket_is_a_link_close() {
     assert_eq!(registry.last_reason("dave").await, Some(EventReason::LinkClose));
 }
 
-/// Logs `user` in on `first` (gateway A), then `second` (gateway B); returns whether `first` was
-/// kicked (Kicked then EOF) and the devices online afterwards.
+/// Logs `user` in on `first` (gateway A), then `second` (gateway B), and waits until `online` are
+/// the user's devices online (while both clients are still open); returns whether `first` was
+/// kicked (Kicked then EOF).
 async fn second_login(
     registry: &TestRegistry,
-    a: &TestGateway,
-    b: &TestGateway,
+    (a, b): (&TestGateway, &TestGateway),
     user: &str,
     first: (&str, Platform),
     second: (&str, Platform),
+    online: &[&str],
 ) -> bool {
     let (mut old, _) = a.login(user, first.0, first.1).await;
     let (_new, ok) = b.login(user, second.0, second.1).await;
@@ -83,6 +82,7 @@ async fn second_login(
     if !kicked_listed {
         // Still connected: a heartbeat is answered.
         tokio::time::timeout(WAIT, old.heartbeat()).await.unwrap().unwrap();
+        registry.wait_online(user, online).await;
         return false;
     }
     let frames = frames_until_eof(&mut old).await;
@@ -92,7 +92,7 @@ async fn second_login(
     assert_eq!(kicked.reason, "replaced_by_login");
     assert_eq!(kicked.by_device_id, second.0);
     assert_eq!(kicked.by_platform, second.1 as i32);
-    let _ = registry;
+    registry.wait_online(user, online).await;
     true
 }
 
@@ -103,20 +103,36 @@ async fn login_policies_force_devices_offline_across_gateways() {
     let b = TestGateway::start(&registry, "gw-b", &[]).await;
 
     // single_device (the default): any second device replaces the first.
-    assert!(second_login(&registry, &a, &b, "u1", ("phone", Platform::Ios), ("pc", Platform::Windows)).await);
-    registry.wait_online("u1", &["pc"]).await;
+    assert!(
+        second_login(&registry, (&a, &b), "u1", ("phone", Platform::Ios), ("pc", Platform::Windows), &["pc"])
+            .await
+    );
 
     // one_per_platform: another platform coexists, the same platform replaces.
     registry.sql("UPDATE apps SET login_policy = 'one_per_platform' WHERE app_id = 'default'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        !second_login(&registry, &a, &b, "u2", ("phone", Platform::Ios), ("pc", Platform::Windows)).await
+        !second_login(
+            &registry,
+            (&a, &b),
+            "u2",
+            ("phone", Platform::Ios),
+            ("pc", Platform::Windows),
+            &["pc", "phone"]
+        )
+        .await
     );
-    registry.wait_online("u2", &["pc", "phone"]).await;
     assert!(
-        second_login(&registry, &a, &b, "u3", ("phone-1", Platform::Ios), ("phone-2", Platform::Ios)).await
+        second_login(
+            &registry,
+            (&a, &b),
+            "u3",
+            ("phone-1", Platform::Ios),
+            ("phone-2", Platform::Ios),
+            &["phone-2"]
+        )
+        .await
     );
-    registry.wait_online("u3", &["phone-2"]).await;
 
     // groups: mobile (ios, android) holds one device, desktop (windows, mac) two.
     registry
@@ -128,14 +144,27 @@ async fn login_policies_force_devices_offline_across_gateways() {
     registry.sql("UPDATE apps SET login_policy = 'groups' WHERE app_id = 'default'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        second_login(&registry, &a, &b, "u4", ("ios-1", Platform::Ios), ("android-1", Platform::Android))
-            .await
+        second_login(
+            &registry,
+            (&a, &b),
+            "u4",
+            ("ios-1", Platform::Ios),
+            ("android-1", Platform::Android),
+            &["android-1"]
+        )
+        .await
     );
-    registry.wait_online("u4", &["android-1"]).await;
     assert!(
-        !second_login(&registry, &a, &b, "u5", ("win-1", Platform::Windows), ("mac-1", Platform::Mac)).await
+        !second_login(
+            &registry,
+            (&a, &b),
+            "u5",
+            ("win-1", Platform::Windows),
+            ("mac-1", Platform::Mac),
+            &["mac-1", "win-1"]
+        )
+        .await
     );
-    registry.wait_online("u5", &["mac-1", "win-1"]).await;
 }
 
 #[tokio::test]
@@ -161,15 +190,22 @@ async fn concurrent_logins_of_one_user_leave_exactly_one_device() {
     for task in tasks {
         clients.push(tokio::time::timeout(WAIT, task).await.unwrap().unwrap());
     }
-    // Exactly one connection survives: the others are kicked (possibly while pending).
-    let mut alive = Vec::new();
-    for (mut client, _) in clients {
-        let still_open = tokio::time::timeout(Duration::from_millis(500), client.heartbeat()).await;
-        if let Ok(Ok(_)) = still_open {
-            alive.push(client);
+    // Exactly one connection survives: the others are kicked (possibly while pending), each once
+    // its gateway has the registry's kick, which may come a moment after its LoginOk.
+    let mut open: Vec<_> = clients.into_iter().map(|(client, _)| client).collect();
+    eventually("all devices but one kicked", async || {
+        let mut still_open = Vec::new();
+        for mut client in open.drain(..) {
+            let answer = tokio::time::timeout(Duration::from_millis(500), client.heartbeat()).await;
+            if let Ok(Ok(_)) = answer {
+                still_open.push(client);
+            }
         }
-    }
-    assert_eq!(alive.len(), 1, "exactly one device survives");
+        open = still_open;
+        open.len() <= 1
+    })
+    .await;
+    assert_eq!(open.len(), 1, "exactly one device survives");
     let online = registry.online_devices("many").await;
     assert_eq!(online.len(), 1, "{online:?}");
 }

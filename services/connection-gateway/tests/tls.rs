@@ -1,7 +1,5 @@
 //! Devices can connect with TLS when a certificate is configured (same frames inside).
 
-mod support;
-
 use rustls::pki_types::pem::PemObject;
 use std::{process::Command, sync::Arc};
 
@@ -10,7 +8,7 @@ use presence_proto::{
     framing::ClientCodec,
     v1::{Platform, server_frame},
 };
-use support::*;
+use testkit::{WAIT, inprocess::*};
 use tokio_util::codec::Framed;
 
 #[tokio::test]

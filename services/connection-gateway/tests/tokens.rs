@@ -1,13 +1,11 @@
 //! Login tokens: only valid HS256 JWTs of the right app and user get in.
 
-mod support;
-
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use presence_client::{Claims, ClientError, LoginParams, mint_token, mint_token_with};
 use presence_proto::v1::Platform;
-use support::*;
+use testkit::{WAIT, inprocess::*};
 
 fn now() -> u64 {
     presence_common::time::now_ms() / 1000

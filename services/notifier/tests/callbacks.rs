@@ -1,11 +1,35 @@
 //! The notifier against a real registry, gateway and HTTP receiver on loopback.
 
-mod common;
-
 use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};
 
-use common::{Receiver, TestNotifier, eventually, logins, system};
+use presence_client::Client;
 use presence_proto::{callback_signature, json::PresenceEventJson, v1::Platform};
+use testkit::{
+    Receiver, eventually,
+    inprocess::{TestGateway, TestNotifier, TestRegistry},
+};
+
+/// A registry and a gateway, with app `default` calling back `url`.
+async fn system(url: &str) -> (TestRegistry, TestGateway) {
+    let registry = TestRegistry::start().await;
+    registry.sql(&format!("UPDATE apps SET callback_url = '{url}' WHERE app_id = 'default'")).await;
+    let gateway = TestGateway::start(&registry, "gw-1", &[]).await;
+    (registry, gateway)
+}
+
+/// `rounds` logins of each of `users` users (devices alternate, so each login after the first
+/// kicks the previous device): one `login` event each. Returns the clients, kept open.
+async fn logins(gateway: &TestGateway, prefix: &str, users: usize, rounds: usize) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for round in 0..rounds {
+        for user in 0..users {
+            let (client, _) =
+                gateway.login(&format!("{prefix}{user}"), &format!("d{}", round % 2), Platform::Ios).await;
+            clients.push(client);
+        }
+    }
+    clients
+}
 
 #[tokio::test]
 async fn callbacks_carry_the_contract_json_and_a_verifiable_signature() {

@@ -2,8 +2,6 @@
 //! serves only clients that trust its CA and present a certificate signed by the client CA.
 //! Certificates are generated at test time (rcgen); nothing is checked in.
 
-mod support;
-
 use std::{path::PathBuf, time::Duration};
 
 use presence_common::grpc_tls::ClientTls;
@@ -14,7 +12,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use support::{TestRegistry, WAIT};
+use testkit::{
+    WAIT,
+    inprocess::{TestGateway, TestRegistry},
+};
 use tonic::transport::Endpoint;
 
 /// Bound on one attempt that is expected to fail: a refusal must not look like a hang.
@@ -103,7 +104,7 @@ impl Drop for Pki {
 async fn mtls_registry(pki: &Pki) -> TestRegistry {
     let vars = pki.registry_vars();
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    TestRegistry::start(&extra).await
+    TestRegistry::start_with(&extra).await
 }
 
 fn https(registry: &TestRegistry) -> String {
@@ -217,38 +218,21 @@ async fn half_configured_registry_tls_does_not_start() {
 async fn a_gateway_attaches_over_mtls_and_a_device_logs_in() {
     let pki = Pki::new();
     let registry = mtls_registry(&pki).await;
-    let shutdown = connection_gateway::Shutdown::new();
-    let config: connection_gateway::GatewayConfig = presence_common::config::from_vars([
-        ("DATABASE_URL", registry.db.url.clone()),
-        ("REGISTRY_URL", https(&registry)),
-        ("REGISTRY_TLS_CA", pki.path_str("ca.pem")),
-        ("INTERNAL_TLS_CERT", pki.path_str("client.pem")),
-        ("INTERNAL_TLS_KEY", pki.path_str("client.key")),
-        ("GATEWAY_ID", "gw-mtls".into()),
-        ("GATEWAY_LISTEN_ADDR", "127.0.0.1:0".into()),
-        ("GATEWAY_METRICS_ADDR", "127.0.0.1:0".into()),
-    ])
-    .expect("gateway config");
-    let gateway = connection_gateway::start(config, shutdown.clone()).await.expect("gateway starts");
-    tokio::time::timeout(WAIT, async {
-        while !gateway.is_attached() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the gateway attaches over mTLS");
-
-    let token =
-        presence_client::mint_token("secret", "alice", None, Duration::from_secs(3600)).expect("token");
-    let params = presence_client::LoginParams {
-        client_version: "1.0.0".into(),
-        ..presence_client::LoginParams::new("alice", "phone", Platform::Ios, token)
-    };
-    let mut device = presence_client::Client::connect(gateway.listen_addr).await.expect("gateway reachable");
-    tokio::time::timeout(WAIT, device.login(params))
-        .await
-        .expect("login answered in time")
-        .expect("login accepted (the gateway reached the registry over mTLS)");
+    let (url, ca, cert, key) =
+        (https(&registry), pki.path_str("ca.pem"), pki.path_str("client.pem"), pki.path_str("client.key"));
+    let mut gateway = TestGateway::start(
+        &registry,
+        "gw-mtls",
+        &[
+            ("REGISTRY_URL", &url),
+            ("REGISTRY_TLS_CA", &ca),
+            ("INTERNAL_TLS_CERT", &cert),
+            ("INTERNAL_TLS_KEY", &key),
+        ],
+    )
+    .await;
+    // Accepted only if the gateway reached the registry over mTLS.
+    let (_device, _) = gateway.login("alice", "phone", Platform::Ios).await;
 
     let endpoint = pki.client("ca", Some("client")).endpoint(&https(&registry)).expect("settings");
     let reply = query_over(endpoint, WAIT).await.expect("query over mTLS");
@@ -260,6 +244,5 @@ async fn a_gateway_attaches_over_mtls_and_a_device_logs_in() {
         .collect();
     assert_eq!(online, ["phone"]);
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, gateway.wait()).await.expect("gateway stops in time").expect("cleanly");
+    gateway.stop().await;
 }

@@ -1,20 +1,18 @@
 //! The registry against real Postgres over real gRPC: policies, concurrency, push_online,
 //! queries, event durability and order, live policy changes, restart and lease expiry.
 
-mod support;
-
 use std::{collections::HashSet, time::Duration};
 
 use presence_proto::v1::{
     EventAction, EventReason, KickRequest, Platform, QueryRequest, SubscribeRequest, UserStatus,
 };
-use support::*;
+use testkit::{WAIT, inprocess::*};
 
 #[tokio::test]
 async fn single_device_is_the_default_and_kicks_through_the_holding_gateway() {
-    let registry = TestRegistry::start(&[]).await;
-    let mut gw_a = TestGateway::attach(&registry.url(), "gw-a", vec![]).await;
-    let mut gw_b = TestGateway::attach(&registry.url(), "gw-b", vec![]).await;
+    let registry = TestRegistry::start().await;
+    let mut gw_a = StubGateway::attach(&registry.url(), "gw-a", vec![]).await;
+    let mut gw_b = StubGateway::attach(&registry.url(), "gw-b", vec![]).await;
 
     let phone = session("alice", "phone", Platform::Ios);
     let reply = gw_a.login(&phone).await;
@@ -45,9 +43,9 @@ async fn single_device_is_the_default_and_kicks_through_the_holding_gateway() {
 
 #[tokio::test]
 async fn one_per_platform_keeps_different_platforms_together() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     registry.sql("UPDATE apps SET login_policy = 'one_per_platform' WHERE app_id = 'default'").await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     // Applied live: retry for at most a second until the new policy is seen.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     let mut attempt = 0;
@@ -77,7 +75,7 @@ async fn one_per_platform_keeps_different_platforms_together() {
 
 #[tokio::test]
 async fn groups_evict_the_oldest_of_an_over_full_group() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     registry
         .sql(
             "INSERT INTO login_policy_groups (app_id, group_name, platforms, max_devices) VALUES \
@@ -87,7 +85,7 @@ async fn groups_evict_the_oldest_of_an_over_full_group() {
         .await;
     registry.sql("UPDATE apps SET login_policy = 'groups' WHERE app_id = 'default'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
 
     for (device, platform) in
         [("win", Platform::Windows), ("ipad", Platform::Ipad), ("iphone", Platform::Ios)]
@@ -110,8 +108,8 @@ async fn groups_evict_the_oldest_of_an_over_full_group() {
 
 #[tokio::test]
 async fn fifty_concurrent_logins_of_one_user_leave_exactly_one_device_online() {
-    let registry = TestRegistry::start(&[]).await;
-    let gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let registry = TestRegistry::start().await;
+    let gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     let sessions: Vec<_> = (0..50).map(|i| session("dave", &format!("phone{i}"), Platform::Ios)).collect();
     let logins = sessions.iter().map(|s| {
         let mut api = gw.api.clone();
@@ -144,9 +142,9 @@ async fn fifty_concurrent_logins_of_one_user_leave_exactly_one_device_online() {
 
 #[tokio::test]
 async fn push_devices_stay_push_online_until_they_expire() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     registry.sql("UPDATE apps SET push_online_ttl_s = 1 WHERE app_id = 'default'").await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     registry.sql("UPDATE apps SET login_policy = 'one_per_platform'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -180,8 +178,8 @@ async fn push_devices_stay_push_online_until_they_expire() {
 
 #[tokio::test]
 async fn query_of_500_users_keeps_order_and_rejects_501() {
-    let registry = TestRegistry::start(&[]).await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let registry = TestRegistry::start().await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     for i in (0..500).step_by(5) {
         gw.login(&session(&format!("u{i}"), "d", Platform::Android)).await;
     }
@@ -217,11 +215,11 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
 
 #[tokio::test]
 async fn events_are_durable_ordered_and_streamed_live() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     let mut feed = registry.feed().await;
     let mut stream =
         feed.subscribe(SubscribeRequest { after_feed_id: 0 }).await.expect("subscribe").into_inner();
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
 
     let users = ["f1", "f2", "f3"];
     let mut produced = 0;
@@ -270,10 +268,10 @@ async fn events_are_durable_ordered_and_streamed_live() {
 
 #[tokio::test]
 async fn a_restarted_registry_restores_state_without_spurious_events() {
-    let mut registry = TestRegistry::start(&[]).await;
+    let mut registry = TestRegistry::start().await;
     registry.sql("UPDATE apps SET login_policy = 'one_per_platform'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     let web = session("gina", "web", Platform::Web);
     let mac = session("gina", "mac", Platform::Mac);
     let mut phone = session("gina", "phone", Platform::Android);
@@ -291,7 +289,7 @@ async fn a_restarted_registry_restores_state_without_spurious_events() {
     let mut unknown = session("ivy", "web", Platform::Web);
     unknown.session_id = "never-logged-in".into();
     let mut gw =
-        TestGateway::attach(&registry.url(), "gw", vec![live(&web), live(&mac), live(&unknown)]).await;
+        StubGateway::attach(&registry.url(), "gw", vec![live(&web), live(&mac), live(&unknown)]).await;
     assert_eq!(gw.stale_sessions, 1);
     assert_eq!(gw.next_kick().await.session_id, "never-logged-in");
 
@@ -316,8 +314,8 @@ async fn a_restarted_registry_restores_state_without_spurious_events() {
 
 #[tokio::test]
 async fn a_silent_gateway_loses_its_devices_when_its_lease_expires() {
-    let registry = TestRegistry::start(&[("REGISTRY_GATEWAY_LEASE_S", "1")]).await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw-dead", vec![]).await;
+    let registry = TestRegistry::start_with(&[("REGISTRY_GATEWAY_LEASE_S", "1")]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw-dead", vec![]).await;
     let s = session("jack", "laptop", Platform::Linux);
     gw.login(&s).await;
     gw.vanish();
@@ -336,10 +334,10 @@ async fn a_silent_gateway_loses_its_devices_when_its_lease_expires() {
 
 #[tokio::test]
 async fn admin_kick_reaches_the_gateway_and_is_a_logout_event() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     registry.sql("UPDATE apps SET login_policy = 'one_per_platform'").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     let ios = session("kim", "ios", Platform::Ios);
     let mac = session("kim", "mac", Platform::Mac);
     gw.login(&ios).await;
@@ -366,7 +364,7 @@ async fn admin_kick_reaches_the_gateway_and_is_a_logout_event() {
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     let mut api = registry.api().await;
     let login = |gateway: &str, s: presence_proto::v1::DeviceSession| presence_proto::v1::LoginRequest {
         gateway_id: gateway.into(),
@@ -375,7 +373,7 @@ async fn bad_requests_get_clear_errors() {
     let err = api.login(login("gw", session("u", "d", Platform::Ios))).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "gateway not attached: {err:?}");
 
-    let _gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let _gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     let err = api.login(login("gw", session("u", "d", Platform::Unspecified))).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = api.login(login("gw", session("", "d", Platform::Ios))).await.unwrap_err();
@@ -390,8 +388,8 @@ async fn bad_requests_get_clear_errors() {
 
 #[tokio::test]
 async fn a_cancelled_login_lands_whole_before_the_next_change_of_its_user() {
-    let registry = TestRegistry::start(&[]).await;
-    let gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let registry = TestRegistry::start().await;
+    let gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     // Commits wait while this transaction holds the event table.
     let mut blocker = registry.db.pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE presence_events IN EXCLUSIVE MODE").execute(&mut *blocker).await.expect("lock");

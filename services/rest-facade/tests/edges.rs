@@ -1,12 +1,12 @@
 //! What the facade does with bad input, a missing registry, and its own admin endpoints.
 
-mod support;
-
 use std::time::Duration;
 
-use presence_common::testing::{TestDatabase, fresh_database};
 use serde_json::{Value, json};
-use support::{KEY, Stack, assert_error, facade_config, http_client, into_json};
+use testkit::{
+    TestDatabase, eventually_ok, fresh_database,
+    inprocess::{KEY, SECRET, Stack, TestFacade, TestRegistry, assert_error, http_client, into_json},
+};
 
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx() {
@@ -66,17 +66,10 @@ async fn bad_input_gets_a_json_4xx() {
 }
 
 /// A facade whose registry is `registry_url`, on a fresh database with the app `default`.
-async fn lone_facade(
-    registry_url: &str,
-    extra: &[(&str, &str)],
-) -> (rest_facade::RunningFacade, rest_facade::Shutdown, TestDatabase) {
+async fn lone_facade(registry_url: &str, overrides: &[(&str, &str)]) -> (TestFacade, TestDatabase) {
     let db = fresh_database().await;
-    db.add_app("default", "secret").await;
-    let shutdown = rest_facade::Shutdown::new();
-    let facade = rest_facade::start(facade_config(&db.url, registry_url, extra), shutdown.clone())
-        .await
-        .expect("starts");
-    (facade, shutdown, db)
+    db.add_app("default", SECRET).await;
+    (TestFacade::start(&db, registry_url, overrides).await, db)
 }
 
 async fn assert_all_unavailable(base: &str) {
@@ -97,8 +90,8 @@ async fn assert_all_unavailable(base: &str) {
 async fn a_missing_registry_is_a_503_until_it_comes_up() {
     // A port nobody listens on yet.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (facade, shutdown, db) = lone_facade(&format!("http://{free}"), &[]).await;
-    let base = format!("http://{}", facade.http_addr);
+    let (mut facade, db) = lone_facade(&format!("http://{free}"), &[]).await;
+    let base = format!("http://{}", facade.addr);
     assert_all_unavailable(&base).await;
     // Still healthy, still answering.
     let health = http_client().get(format!("{base}/healthz")).send().await.unwrap();
@@ -106,33 +99,22 @@ async fn a_missing_registry_is_a_503_until_it_comes_up() {
     assert_all_unavailable(&base).await;
 
     // The registry starts on that port: the facade's lazy channel reconnects by itself.
-    let registry_config: presence_registry::RegistryConfig = presence_common::config::from_vars([
-        ("DATABASE_URL", db.url.clone()),
-        ("REGISTRY_LISTEN_ADDR", free.to_string()),
-        ("REGISTRY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
-    ])
-    .unwrap();
-    let registry_shutdown = rest_facade::Shutdown::new();
-    let registry =
-        presence_registry::start(registry_config, registry_shutdown.clone()).await.expect("registry");
+    let mut registry = TestRegistry::start_on(db, &[("REGISTRY_LISTEN_ADDR", &free.to_string())]).await;
     let http = http_client();
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    loop {
+    let body = eventually_ok("the facade to reach the registry", async || {
         let request = http.post(format!("{base}/v1/presence/query")).bearer_auth(KEY);
         let (status, body) = into_json(request.json(&json!({ "user_ids": ["a"] })).send().await).await;
         if status == 200 {
-            assert_eq!(body["results"][0]["status"], "offline");
-            break;
+            return Ok(body);
         }
-        assert_error(&(status, body), 503, "unavailable");
-        assert!(tokio::time::Instant::now() < deadline, "the facade never reached the registry");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        assert_error(&(status, body.clone()), 503, "unavailable");
+        Err(body)
+    })
+    .await;
+    assert_eq!(body["results"][0]["status"], "offline");
 
-    shutdown.cancel();
-    tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
-    registry_shutdown.cancel();
-    tokio::time::timeout(support::WAIT, registry.wait()).await.expect("stops in time").expect("cleanly");
+    facade.stop().await;
+    registry.stop().await;
 }
 
 #[tokio::test]
@@ -146,13 +128,12 @@ async fn a_registry_that_never_answers_times_out_as_503() {
             held.push(socket);
         }
     });
-    let (facade, shutdown, _db) =
+    let (mut facade, _db) =
         lone_facade(&format!("http://{addr}"), &[("FACADE_REQUEST_TIMEOUT_MS", "300")]).await;
     let started = std::time::Instant::now();
-    assert_all_unavailable(&format!("http://{}", facade.http_addr)).await;
+    assert_all_unavailable(&format!("http://{}", facade.addr)).await;
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    shutdown.cancel();
-    tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
+    facade.stop().await;
 }
 
 #[tokio::test]

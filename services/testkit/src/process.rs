@@ -29,6 +29,8 @@ pub fn run_to_end(binary: &str, env: &[(&str, String)]) {
     let path = binary_dir().join(binary);
     let output = Command::new(&path)
         .env("RUST_LOG", "info")
+        // An error's message, not a backtrace, in the log's last lines (panics keep theirs).
+        .env("RUST_LIB_BACKTRACE", "0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
@@ -145,6 +147,8 @@ fn start(path: &Path, env: &[(String, String)], log: &Path) -> Child {
     let err = out.try_clone().expect("log file");
     Command::new(path)
         .env("RUST_LOG", "info")
+        // An error's message, not a backtrace, in the log's last lines (panics keep theirs).
+        .env("RUST_LIB_BACKTRACE", "0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

@@ -3,18 +3,18 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use presence_client::{Client, LoginParams, mint_token};
-use presence_common::{
-    config::default_database_url,
-    testing::{RUNTIME_ROLE, TestDatabase, empty_database_on},
-};
+use presence_client::{Client, LoginParams};
+use presence_common::config::default_database_url;
 use presence_proto::v1::{LoginOk, Platform};
 use serde_json::{Value, json};
 
-use crate::{Receiver, ServiceProcess, WAIT, free_port};
-
-/// Token secret of the app `default`.
-pub const SECRET: &str = "secret";
+pub use crate::inprocess::SECRET;
+use crate::{
+    Receiver, ServiceProcess, WAIT,
+    database::{RUNTIME_ROLE, TestDatabase, empty_database_on},
+    free_port,
+    inprocess::token,
+};
 
 /// A running service process and its `/healthz` address.
 pub struct Service {
@@ -180,7 +180,7 @@ impl System {
         platform: Platform,
         push: bool,
     ) -> (Client, LoginOk) {
-        let token = mint_token(SECRET, user, None, Duration::from_secs(3600)).expect("token");
+        let token = token(user);
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let mut client = Client::connect(gateway).await.expect("gateway reachable");

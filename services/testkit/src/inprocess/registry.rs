@@ -1,70 +1,89 @@
-//! A real registry on a fresh database, and a gateway that speaks the real gRPC link.
-#![allow(dead_code)]
+//! The registry in-process, and a stub gateway that speaks the real gRPC link to it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use presence_common::testing::{TestDatabase, fresh_database};
 use presence_proto::v1::{
-    DeviceSession, EventReason, GatewayUplink, Hello, KickSession, LiveSession, LoginReply, LoginRequest,
-    Platform, PresenceEvent, ReadEventsRequest, SessionRef, SessionSnapshot, UserPresence,
-    event_feed_client::EventFeedClient, gateway_downlink::Kind, gateway_link_client::GatewayLinkClient,
-    gateway_uplink, presence_registry_client::PresenceRegistryClient,
+    DeviceSession, DeviceStatus, EventReason, GatewayUplink, Hello, KickSession, LiveSession, LoginReply,
+    LoginRequest, Platform, PresenceEvent, QueryRequest, ReadEventsRequest, SessionRef, SessionSnapshot,
+    UserPresence, event_feed_client::EventFeedClient, gateway_downlink::Kind,
+    gateway_link_client::GatewayLinkClient, gateway_uplink, presence_registry_client::PresenceRegistryClient,
 };
-use presence_registry::{RegistryConfig, RunningRegistry, Shutdown};
+use presence_registry::RunningRegistry;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-pub const WAIT: Duration = Duration::from_secs(10);
+use super::{Instance, SECRET, config};
+use crate::{TestDatabase, WAIT, eventually_ok, fresh_database};
 
+/// A registry on its own database; stoppable and restartable on the same port.
 pub struct TestRegistry {
     pub db: TestDatabase,
     pub addr: SocketAddr,
-    pub shutdown: Shutdown,
-    pub running: Option<RunningRegistry>,
-    extra: Vec<(String, String)>,
-}
-
-fn config(db_url: &str, listen: SocketAddr, extra: &[(String, String)]) -> RegistryConfig {
-    let mut vars = vec![
-        ("DATABASE_URL".to_owned(), db_url.to_owned()),
-        ("REGISTRY_LISTEN_ADDR".to_owned(), listen.to_string()),
-        ("REGISTRY_METRICS_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-        ("REGISTRY_SWEEP_INTERVAL_MS".to_owned(), "100".to_owned()),
-    ];
-    vars.extend(extra.iter().cloned());
-    presence_common::config::from_vars(vars).expect("test config parses")
+    overrides: Vec<(String, String)>,
+    instance: Option<Instance<RunningRegistry>>,
 }
 
 impl TestRegistry {
-    /// A registry on a fresh database with the app `default` (token secret `secret`).
-    pub async fn start(extra: &[(&str, &str)]) -> Self {
-        let db = fresh_database().await;
-        db.add_app("default", "secret").await;
-        let extra: Vec<(String, String)> =
-            extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let shutdown = Shutdown::new();
-        let running = presence_registry::start(
-            config(&db.url, "127.0.0.1:0".parse().unwrap(), &extra),
-            shutdown.clone(),
-        )
-        .await
-        .expect("registry starts");
-        Self { db, addr: running.grpc_addr, shutdown, running: Some(running), extra }
+    /// A registry on a fresh database with the app `default` (token secret [`SECRET`]).
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
     }
 
-    /// Stops the registry and starts a new one on the same database and port.
-    pub async fn restart(&mut self) {
-        self.shutdown.cancel();
-        if let Some(running) = self.running.take() {
-            tokio::time::timeout(WAIT, running.wait()).await.expect("stops in time").expect("stops cleanly");
+    /// [`TestRegistry::start`] with settings overridden (e.g. a short lease).
+    pub async fn start_with(overrides: &[(&str, &str)]) -> Self {
+        let db = fresh_database().await;
+        db.add_app("default", SECRET).await;
+        Self::start_on(db, overrides).await
+    }
+
+    /// A registry on `db`, which the caller has filled with apps.
+    pub async fn start_on(db: TestDatabase, overrides: &[(&str, &str)]) -> Self {
+        let overrides = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut registry = Self { db, addr: ([127, 0, 0, 1], 0).into(), overrides, instance: None };
+        registry.start_again().await;
+        registry
+    }
+
+    /// Starts it again after [`TestRegistry::stop`], on the same database and port.
+    pub async fn start_again(&mut self) {
+        let overrides: Vec<(&str, &str)> =
+            self.overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let vars = [
+            ("DATABASE_URL", self.db.url.clone()),
+            ("REGISTRY_LISTEN_ADDR", self.addr.to_string()),
+            ("REGISTRY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("REGISTRY_SWEEP_INTERVAL_MS", "100".to_owned()),
+        ];
+        let first_start = self.addr.port() == 0;
+        // The old listener's port can take a moment to be free again.
+        let instance = eventually_ok("the registry to start", async || {
+            let config: presence_registry::RegistryConfig = config(&vars, &overrides);
+            match Instance::start("registry", |shutdown| presence_registry::start(config, shutdown)).await {
+                Err(err) if first_start => panic!("the registry starts: {err}"),
+                started => started,
+            }
+        })
+        .await;
+        self.addr = instance.running().grpc_addr;
+        self.instance = Some(instance);
+    }
+
+    /// Stops it (cleanly and in time, else panics).
+    pub async fn stop(&mut self) {
+        if let Some(mut instance) = self.instance.take() {
+            instance.stop().await;
         }
-        self.shutdown = Shutdown::new();
-        let running =
-            presence_registry::start(config(&self.db.url, self.addr, &self.extra), self.shutdown.clone())
-                .await
-                .expect("registry restarts");
-        self.running = Some(running);
+    }
+
+    /// Stops it and starts a new one on the same database and port.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.instance.as_ref().expect("running").running().metrics_addr
     }
 
     pub fn url(&self) -> String {
@@ -79,28 +98,55 @@ impl TestRegistry {
         EventFeedClient::connect(self.url()).await.expect("registry reachable")
     }
 
+    /// Presence of `user_ids` in the app `default`, with devices.
     pub async fn query(&self, user_ids: &[&str]) -> Vec<UserPresence> {
-        let reply = self
-            .api()
+        self.api()
             .await
-            .query(presence_proto::v1::QueryRequest {
+            .query(QueryRequest {
                 app_id: "default".into(),
                 user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
                 detail: true,
             })
             .await
-            .expect("query");
-        reply.into_inner().results
+            .expect("query")
+            .into_inner()
+            .results
+    }
+
+    /// Online device ids of `user`, sorted.
+    pub async fn online_devices(&self, user: &str) -> Vec<String> {
+        let mut devices: Vec<String> = self.query(&[user]).await[0]
+            .devices
+            .iter()
+            .filter(|d| d.status == DeviceStatus::Online as i32)
+            .map(|d| d.device_id.clone())
+            .collect();
+        devices.sort();
+        devices
+    }
+
+    /// Waits until `user` has exactly these online devices.
+    pub async fn wait_online(&self, user: &str, expected: &[&str]) {
+        eventually_ok(&format!("{user} online on {expected:?}"), async || {
+            let online = self.online_devices(user).await;
+            if online == expected { Ok(()) } else { Err(online) }
+        })
+        .await;
     }
 
     /// Every event of app `default`, in feed order.
     pub async fn events(&self) -> Vec<PresenceEvent> {
+        self.events_of("default").await
+    }
+
+    /// Every event of `app`, in feed order.
+    pub async fn events_of(&self, app: &str) -> Vec<PresenceEvent> {
         let mut feed = self.feed().await;
-        let mut all = Vec::new();
+        let mut all: Vec<PresenceEvent> = Vec::new();
         loop {
-            let after_seq = all.last().map_or(0, |e: &PresenceEvent| e.seq);
+            let after_seq = all.last().map_or(0, |e| e.seq);
             let page = feed
-                .read_events(ReadEventsRequest { app_id: "default".into(), after_seq, limit: 1000 })
+                .read_events(ReadEventsRequest { app_id: app.into(), after_seq, limit: 1000 })
                 .await
                 .expect("read events")
                 .into_inner()
@@ -112,19 +158,23 @@ impl TestRegistry {
         }
     }
 
-    pub async fn sql(&self, statement: &'static str) {
+    /// The reason of the last event of `user`.
+    pub async fn last_reason(&self, user: &str) -> Option<EventReason> {
+        self.events()
+            .await
+            .iter()
+            .rev()
+            .find(|e| e.user_id == user)
+            .and_then(|e| EventReason::try_from(e.reason).ok())
+    }
+
+    pub async fn sql(&self, statement: &str) {
         sqlx::query(statement).execute(&self.db.pool).await.expect("admin SQL");
     }
 }
 
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 /// A gateway attached over the real link: it logs devices in and collects the kicks it is sent.
-pub struct TestGateway {
+pub struct StubGateway {
     pub id: String,
     pub api: PresenceRegistryClient<Channel>,
     pub kicks: mpsc::UnboundedReceiver<KickSession>,
@@ -132,6 +182,7 @@ pub struct TestGateway {
     pub stale_sessions: u32,
 }
 
+/// A session of `user` on `device` in the app `default`, with a fresh session id.
 pub fn session(user: &str, device: &str, platform: Platform) -> DeviceSession {
     DeviceSession {
         app_id: "default".into(),
@@ -163,7 +214,8 @@ pub fn live(s: &DeviceSession) -> LiveSession {
     }
 }
 
-impl TestGateway {
+impl StubGateway {
+    /// Attaches as gateway `id`, reporting `sessions` as still held.
     pub async fn attach(registry_url: &str, id: &str, sessions: Vec<LiveSession>) -> Self {
         let (uplink, rx) = mpsc::channel(16);
         let msg = |kind| GatewayUplink { kind: Some(kind) };
