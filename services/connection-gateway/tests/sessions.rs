@@ -29,8 +29,8 @@ async fn login_heartbeat_logout() {
     assert_eq!(registry.last_reason("alice").await, Some(EventReason::Unregister));
 
     let metrics = gateway.metrics().await;
-    assert!(metrics.contains("gateway_logins_total"), "{metrics}");
-    assert!(metrics.contains("gateway_heartbeats_total"), "{metrics}");
+    assert_eq!(metric(&metrics, r#"gateway_logins_total{result="ok"}"#), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "gateway_heartbeats_total"), 1.0, "{metrics}");
 }
 
 #[tokio::test]
@@ -165,6 +165,12 @@ async fn login_policies_force_devices_offline_across_gateways() {
         )
         .await
     );
+
+    // Each gateway counts its own logins: u1..u5 first on A, then on B.
+    for gateway in [&a, &b] {
+        let metrics = gateway.metrics().await;
+        assert_eq!(metric(&metrics, r#"gateway_logins_total{result="ok"}"#), 5.0, "{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -231,7 +237,8 @@ async fn an_admin_kick_reaches_the_device() {
     };
     assert_eq!(kicked.reason, "admin");
     registry.wait_online("erin", &[]).await;
-    assert!(gateway.metrics().await.contains("gateway_kicks_delivered_total"));
+    let metrics = gateway.metrics().await;
+    assert_eq!(metric(&metrics, "gateway_kicks_delivered_total"), 1.0, "{metrics}");
 }
 
 #[tokio::test]

@@ -45,8 +45,9 @@ async fn health_reflection_and_metrics_are_served() {
     let metrics_addr = registry.metrics_addr();
     presence_common::tls::install_crypto_provider();
     let body = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(body.contains("registry_events_total"), "{body}");
-    assert!(body.contains("registry_commit_seconds"), "{body}");
+    // One login: one event, one commit.
+    assert_eq!(metric(&body, r#"registry_events_total{action="login"}"#), 1.0, "{body}");
+    assert_eq!(metric(&body, "registry_commit_seconds_count"), 1.0, "{body}");
 }
 
 #[tokio::test]

@@ -184,16 +184,25 @@ async fn openapi_health_and_metrics() {
     let _ = stack.get("/v1/users/some-user/presence").await;
     let _ = stack.http.get(stack.url("/nowhere")).send().await;
     let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = |route: &str, status: &str| {
-        metrics.lines().any(|l| {
-            l.starts_with(rest_facade::http_metrics::REQUESTS)
-                && l.contains(&format!("route=\"{route}\""))
-                && l.contains(&format!("status=\"{status}\""))
-        })
+    // Requests of this route and status: the facade's own only, so exactly those made above.
+    let requests = |route: &str, status: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{}{{", rest_facade::http_metrics::REQUESTS))
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).expect("a value"))
+            .sum()
     };
-    assert!(line("/v1/presence/query", "200"), "{metrics}");
-    assert!(line("/v1/users/{user_id}/presence", "200"), "route template, not user ids: {metrics}");
-    assert!(line("unmatched", "404"), "{metrics}");
+    assert_eq!(requests("/v1/presence/query", "200"), 1.0, "{metrics}");
+    assert_eq!(
+        requests("/v1/users/{user_id}/presence", "200"),
+        1.0,
+        "route template, not user ids: {metrics}"
+    );
+    assert_eq!(requests("unmatched", "404"), 1.0, "{metrics}");
     assert!(metrics.contains(rest_facade::http_metrics::DURATION), "{metrics}");
     assert!(!metrics.contains("some-user"), "{metrics}");
     stack.stop().await;

@@ -15,7 +15,7 @@ mod registry;
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use presence_client::{Client, LoginParams, mint_token};
-use presence_common::Shutdown;
+use presence_common::{Shutdown, telemetry::MetricsRegistry};
 use presence_proto::v1::{Platform, ServerFrame};
 use serde::de::DeserializeOwned;
 
@@ -137,10 +137,14 @@ impl<R: Running> Instance<R> {
         E: std::fmt::Display + Send + 'static,
     {
         let shutdown = Shutdown::new();
+        // Every thread of the runtime (workers and blocking pool) records into this instance's
+        // registry, and its `/metrics`, served from one of them, renders that registry.
+        let metrics = MetricsRegistry::default();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(name)
             .enable_all()
+            .on_thread_start(move || metrics.enter())
             .build()
             .expect("a runtime for the service");
         let started = runtime.spawn(start(shutdown.clone())).await.expect("start does not panic");
@@ -184,6 +188,15 @@ impl<R: Running> Drop for Instance<R> {
             runtime.shutdown_background();
         }
     }
+}
+
+/// The value of one series of a Prometheus text exposition, e.g.
+/// `metric(&text, r#"gateway_logins_total{result="ok"}"#)`; 0 when absent (counters not yet
+/// incremented are not rendered).
+pub fn metric(exposition: &str, series: &str) -> f64 {
+    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')).map_or(0.0, |value| {
+        value.trim().parse().unwrap_or_else(|_| panic!("{series}: not a number: {value}"))
+    })
 }
 
 /// The body of `GET http://addr{path}`.
