@@ -119,6 +119,7 @@ async fn a_login_flood_from_one_ip_is_rate_limited() {
 
     // Another source address logs in; the flooding one recovers as its bucket refills.
     login_from(5, &gateway, "bystander").await.expect("another IP logs in");
+    // The bucket refills at one login per second: the wait is what is tested.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     login_from(4, &gateway, "patient").await.expect("the bucket refilled");
     for client in &mut kept {

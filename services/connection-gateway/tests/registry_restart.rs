@@ -1,11 +1,9 @@
 //! The registry can go away and come back: devices stay connected, and the re-attach snapshot
 //! restores their state without new events.
 
-use std::time::Duration;
-
 use presence_client::ClientError;
 use presence_proto::v1::{Platform, UserStatus};
-use testkit::{WAIT, inprocess::*};
+use testkit::{WAIT, eventually, inprocess::*};
 
 #[tokio::test]
 async fn devices_survive_a_registry_restart() {
@@ -24,7 +22,7 @@ async fn devices_survive_a_registry_restart() {
     // by the next attach snapshot).
     drop(leaver);
     // Link down: heartbeats still acked, new logins told to come back later.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the gateway to see its link down", async || !gateway.is_attached()).await;
     alice.heartbeat().await.unwrap();
     let mut newcomer = gateway.client().await;
     match tokio::time::timeout(WAIT, newcomer.login(params("carol", "phone", Platform::Ios))).await.unwrap() {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use presence_client::ClientError;
 use presence_proto::v1::{EventReason, Platform, UserStatus, server_frame};
-use testkit::{WAIT, eventually, inprocess::*};
+use testkit::{WAIT, eventually, eventually_ok, inprocess::*};
 
 #[tokio::test]
 async fn login_heartbeat_logout() {
@@ -43,6 +43,7 @@ async fn a_silent_device_times_out() {
     let started = tokio::time::Instant::now();
     // Carol keeps talking past Bob's deadline; any frame counts as activity.
     for _ in 0..6 {
+        // Time passing is the point: Bob's deadline comes while Carol keeps talking.
         tokio::time::sleep(Duration::from_millis(600)).await;
         chatty.heartbeat().await.unwrap();
     }
@@ -109,8 +110,7 @@ async fn login_policies_force_devices_offline_across_gateways() {
     );
 
     // one_per_platform: another platform coexists, the same platform replaces.
-    registry.sql("UPDATE apps SET login_policy = 'one_per_platform' WHERE app_id = 'default'").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.set_login_policy("one_per_platform").await;
     assert!(
         !second_login(
             &registry,
@@ -141,8 +141,7 @@ async fn login_policies_force_devices_offline_across_gateways() {
              ('default', 'mobile', ARRAY['ios', 'android'], 1), ('default', 'desktop', ARRAY['windows', 'mac'], 2)",
         )
         .await;
-    registry.sql("UPDATE apps SET login_policy = 'groups' WHERE app_id = 'default'").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.set_login_policy("groups").await;
     assert!(
         second_login(
             &registry,
@@ -252,15 +251,8 @@ async fn connections_beyond_the_limit_are_refused() {
     first.heartbeat().await.unwrap();
     drop(first);
     // A slot frees up once a connection ends.
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let mut client = gateway.client().await;
-            if client.login(params("f3", "phone", Platform::Ios)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually_ok("a freed slot to be reused", async || {
+        gateway.client().await.login(params("f3", "phone", Platform::Ios)).await
     })
-    .await
-    .expect("a freed slot is reused");
+    .await;
 }

@@ -6,7 +6,7 @@ use presence_proto::{
 };
 use serde_json::{Value, json};
 use testkit::{
-    WAIT,
+    WAIT, eventually_ok,
     inprocess::{KEY, OTHER_SECRET, Stack, assert_error, into_json},
 };
 
@@ -179,13 +179,14 @@ async fn events_page_by_seq_in_the_callback_json() {
     let _e2 = stack.login("erin", "e-mac", Platform::Mac).await;
     let _f1 = stack.login("frank", "f-web", Platform::Web).await;
     e1.logout().await.expect("logout");
-    let expected: Vec<Value> = loop {
+    let expected: Vec<Value> = eventually_ok("four events", async || {
         let events = stack.registry_events("default").await;
-        if events.len() == 4 {
-            break events.iter().map(|e| serde_json::to_value(PresenceEventJson::from(e)).unwrap()).collect();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        if events.len() == 4 { Ok(events) } else { Err(events.len()) }
+    })
+    .await
+    .iter()
+    .map(|e| serde_json::to_value(PresenceEventJson::from(e)).unwrap())
+    .collect();
 
     let mut pulled = Vec::new();
     let mut after = 0;

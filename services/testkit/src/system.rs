@@ -1,7 +1,7 @@
 //! The four services as processes on loopback ports around a fresh database, with a callback
 //! receiver as the app backend: what the system tests drive.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use presence_client::{Client, LoginParams};
 use presence_common::config::default_database_url;
@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 pub use crate::inprocess::SECRET;
 use crate::{
-    Receiver, ServiceProcess, WAIT,
+    Receiver, ServiceProcess,
     database::{RUNTIME_ROLE, TestDatabase, empty_database_on},
-    free_port,
+    eventually_ok, free_port,
     inprocess::token,
 };
 
@@ -181,22 +181,16 @@ impl System {
         push: bool,
     ) -> (Client, LoginOk) {
         let token = token(user);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually_ok(&format!("login of {user}"), async || {
             let mut client = Client::connect(gateway).await.expect("gateway reachable");
             let params = LoginParams {
                 push_enabled: push,
                 client_version: "2.1.0".into(),
                 ..LoginParams::new(user, device, platform, token.clone())
             };
-            match client.login(params).await {
-                Ok(ok) => return (client, ok),
-                Err(err) => {
-                    assert!(tokio::time::Instant::now() < deadline, "login of {user}: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+            client.login(params).await.map(|ok| (client, ok))
+        })
+        .await
     }
 
     pub async fn rest(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {

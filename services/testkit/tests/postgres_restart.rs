@@ -105,6 +105,7 @@ async fn restart_under_load(outage: Duration) -> Refused {
                 clients.lock().expect("clients").extend(client);
                 outcomes.lock().expect("outcomes").push(Outcome { user, started, elapsed, result });
                 done.fetch_add(1, Ordering::SeqCst);
+                // Paces the load, so that logins span the outage.
                 tokio::time::sleep(Duration::from_millis(30)).await;
             }
         }));
@@ -126,6 +127,7 @@ async fn restart_under_load(outage: Duration) -> Refused {
                 {
                     seen.lock().expect("health").push((Instant::now(), answer.into_inner().status));
                 }
+                // The polling interval: the health seen over time is what is recorded.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -136,6 +138,7 @@ async fn restart_under_load(outage: Duration) -> Refused {
     let stopper = pg.clone();
     tokio::task::spawn_blocking(move || stopper.stop_fast()).await.expect("pg_ctl stop");
     let down_at = Instant::now();
+    // The outage itself.
     tokio::time::sleep(outage).await;
     let starter = pg.clone();
     tokio::task::spawn_blocking(move || starter.start_again()).await.expect("pg_ctl start");

@@ -37,7 +37,12 @@ impl TestGateway {
         gateway
     }
 
-    /// Waits until its registry link is attached (logins are accepted).
+    /// Whether its registry link is attached (logins are accepted).
+    pub fn is_attached(&self) -> bool {
+        self.instance.running().is_attached()
+    }
+
+    /// Waits until its registry link is attached.
     pub async fn wait_attached(&self) {
         eventually("the gateway to attach to the registry", async || self.instance.running().is_attached())
             .await;

@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::{Instance, SECRET, config};
-use crate::{TestDatabase, WAIT, eventually_ok, fresh_database};
+use crate::{TestDatabase, WAIT, eventually, eventually_ok, fresh_database};
 
 /// A registry on its own database; stoppable and restartable on the same port.
 pub struct TestRegistry {
@@ -171,6 +171,80 @@ impl TestRegistry {
     pub async fn sql(&self, statement: &str) {
         sqlx::query(statement).execute(&self.db.pool).await.expect("admin SQL");
     }
+
+    /// Sets the login policy of the app `default` by SQL and waits until the registry applies it.
+    ///
+    /// Apps reload asynchronously (on a NOTIFY), and always as a whole table: the same statement
+    /// changes a probe app, whose logins show when the new policy is in force. The probe's group
+    /// (ios and mac, at most one) makes the three policies kick differently.
+    pub async fn set_login_policy(&self, policy: &str) {
+        let expected = match policy {
+            "single_device" => ProbeKicks { other_platform: true, same_group: true },
+            "one_per_platform" => ProbeKicks { other_platform: false, same_group: false },
+            "groups" => ProbeKicks { other_platform: false, same_group: true },
+            other => panic!("unknown login policy {other}"),
+        };
+        self.sql(&format!(
+            "INSERT INTO apps (app_id, token_secret, api_key_sha256, callback_secret) \
+             SELECT '{PROBE_APP}', 'probe', encode(sha256('key-{PROBE_APP}'::bytea), 'hex'), 'probe' \
+             WHERE NOT EXISTS (SELECT 1 FROM apps WHERE app_id = '{PROBE_APP}')"
+        ))
+        .await;
+        self.sql(&format!(
+            "INSERT INTO login_policy_groups (app_id, group_name, platforms, max_devices) \
+             SELECT '{PROBE_APP}', 'probe', ARRAY['ios', 'mac'], 1 \
+             WHERE NOT EXISTS (SELECT 1 FROM login_policy_groups WHERE app_id = '{PROBE_APP}')"
+        ))
+        .await;
+        self.sql(&format!(
+            "UPDATE apps SET login_policy = '{policy}' WHERE app_id IN ('default', '{PROBE_APP}')"
+        ))
+        .await;
+        let mut probe = StubGateway::attach(&self.url(), PROBE_APP, vec![]).await;
+        let mut sessions = Vec::new();
+        let mut attempt = 0;
+        eventually(&format!("the registry to apply login policy {policy}"), async || {
+            attempt += 1;
+            let mut kicks = |first: Platform, second: Platform| {
+                let user = format!("probe-{attempt}-{}", first.as_str_name());
+                let [first, second] = [first, second].map(|platform| DeviceSession {
+                    app_id: PROBE_APP.into(),
+                    ..session(&user, &format!("{platform:?}"), platform)
+                });
+                sessions.extend([first.clone(), second.clone()]);
+                (first, second)
+            };
+            let (ios, android) = kicks(Platform::Ios, Platform::Android);
+            let (ios2, mac) = kicks(Platform::Ios, Platform::Mac);
+            // Refused while the registry does not know the probe app yet.
+            let mut kicked = async |first: &DeviceSession, second: &DeviceSession| {
+                probe.try_login(first).await.ok()?;
+                Some(!probe.try_login(second).await.ok()?.kicked_devices.is_empty())
+            };
+            let (Some(other_platform), Some(same_group)) =
+                (kicked(&ios, &android).await, kicked(&ios2, &mac).await)
+            else {
+                return false;
+            };
+            ProbeKicks { other_platform, same_group } == expected
+        })
+        .await;
+        // Leave no probe device behind (a later lease expiry would be an event).
+        for session in &sessions {
+            probe.logout(session).await;
+        }
+    }
+}
+
+/// The app [`TestRegistry::set_login_policy`] probes with.
+const PROBE_APP: &str = "policy-probe";
+
+/// Whether a probe's second login kicked its first: on another platform of no group, and on
+/// another platform of the same group.
+#[derive(PartialEq)]
+struct ProbeKicks {
+    other_platform: bool,
+    same_group: bool,
 }
 
 /// A gateway attached over the real link: it logs devices in and collects the kicks it is sent.
@@ -244,11 +318,12 @@ impl StubGateway {
     }
 
     pub async fn login(&mut self, session: &DeviceSession) -> LoginReply {
-        self.api
-            .login(LoginRequest { gateway_id: self.id.clone(), session: Some(session.clone()) })
-            .await
-            .expect("login accepted")
-            .into_inner()
+        self.try_login(session).await.expect("login accepted")
+    }
+
+    pub async fn try_login(&mut self, session: &DeviceSession) -> Result<LoginReply, tonic::Status> {
+        let request = LoginRequest { gateway_id: self.id.clone(), session: Some(session.clone()) };
+        self.api.login(request).await.map(tonic::Response::into_inner)
     }
 
     pub async fn disconnect(&mut self, session: &DeviceSession, reason: EventReason) -> bool {
