@@ -205,7 +205,7 @@ impl TestRegistry {
         let mut attempt = 0;
         eventually(&format!("the registry to apply login policy {policy}"), async || {
             attempt += 1;
-            let mut kicks = |first: Platform, second: Platform| {
+            let mut probe_pair = |first: Platform, second: Platform| {
                 let user = format!("probe-{attempt}-{}", first.as_str_name());
                 let [first, second] = [first, second].map(|platform| DeviceSession {
                     app_id: PROBE_APP.into(),
@@ -214,15 +214,15 @@ impl TestRegistry {
                 sessions.extend([first.clone(), second.clone()]);
                 (first, second)
             };
-            let (ios, android) = kicks(Platform::Ios, Platform::Android);
-            let (ios2, mac) = kicks(Platform::Ios, Platform::Mac);
+            let (ios, android) = probe_pair(Platform::Ios, Platform::Android);
+            let (ios2, mac) = probe_pair(Platform::Ios, Platform::Mac);
             // Refused while the registry does not know the probe app yet.
-            let mut kicked = async |first: &DeviceSession, second: &DeviceSession| {
+            let mut second_kicks_first = async |first: &DeviceSession, second: &DeviceSession| {
                 probe.try_login(first).await.ok()?;
                 Some(!probe.try_login(second).await.ok()?.kicked_devices.is_empty())
             };
             let (Some(other_platform), Some(same_group)) =
-                (kicked(&ios, &android).await, kicked(&ios2, &mac).await)
+                (second_kicks_first(&ios, &android).await, second_kicks_first(&ios2, &mac).await)
             else {
                 return false;
             };
