@@ -63,7 +63,7 @@ ensure_postgres() {
   fi
 }
 
-# Databases left by earlier test runs (presence_common::testing creates one per test).
+# Databases left by earlier test runs (testkit::database creates one per test).
 drop_test_databases() {
   local db
   for db in $(psql "$(pg_server_url)" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'presence\_test\_%'"); do

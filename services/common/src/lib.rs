@@ -12,8 +12,6 @@ pub mod internal_auth;
 pub mod net;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod time;
 pub mod tls;
 

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::BufMut;
 use presence_client::{Client, ClientError};
 use presence_proto::v1::{ClientFrame, Heartbeat, Platform, ServerFrame, client_frame, server_frame};
-use support::*;
+use testkit::{WAIT, inprocess::*};
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
 /// Sends `bytes` on a raw socket; returns the frames the gateway answered before closing.
@@ -69,10 +67,16 @@ async fn bad_frames_close_only_their_connection() {
     let (mut late, _) = gateway.login("late", "phone", Platform::Ios).await;
     late.heartbeat().await.unwrap();
     let metrics = gateway.metrics().await;
-    for reason in
-        ["zero_length", "too_long", "malformed", "login_required", "login_timeout", "duplicate_login"]
-    {
-        assert!(metrics.contains(&format!("reason=\"{reason}\"")), "{reason} not counted:\n{metrics}");
+    for (reason, count) in [
+        ("zero_length", 1.0),
+        ("too_long", 2.0),
+        ("malformed", 1.0),
+        ("login_required", 1.0),
+        ("login_timeout", 1.0),
+        ("duplicate_login", 1.0),
+    ] {
+        let series = format!("gateway_protocol_errors_total{{reason=\"{reason}\"}}");
+        assert_eq!(metric(&metrics, &series), count, "{metrics}");
     }
 }
 
@@ -121,7 +125,11 @@ async fn a_device_that_never_reads_is_dropped() {
     .await;
     assert!(flood.is_ok(), "the gateway never dropped the deaf device");
     let metrics = gateway.metrics().await;
-    assert!(metrics.contains("reason=\"slow_consumer\""), "{metrics}");
+    assert_eq!(
+        metric(&metrics, r#"gateway_protocol_errors_total{reason="slow_consumer"}"#),
+        1.0,
+        "{metrics}"
+    );
     // Others still get served.
     let (mut other, _) = gateway.login("other", "phone", Platform::Ios).await;
     other.heartbeat().await.unwrap();

@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use std::{net::SocketAddr, time::Duration};
 
 use presence_client::{Client, ClientError};
 use presence_proto::v1::{Platform, ServerFrame, server_frame};
-use support::*;
+use testkit::{WAIT, eventually_ok, inprocess::*};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// A TCP connection to `to` from the loopback address 127.0.0.`source`.
@@ -39,18 +37,17 @@ async fn login_from(source: u8, gateway: &TestGateway, user: &str) -> Result<Cli
     Ok(client)
 }
 
-/// Retries [`login_from`] until it succeeds (a slot frees up asynchronously).
-async fn login_eventually(source: u8, gateway: &TestGateway, user: &str) -> Client {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        match login_from(source, gateway, user).await {
-            Ok(client) => return client,
-            Err(err) => {
-                assert!(tokio::time::Instant::now() < deadline, "no slot came free: {err}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// Retries [`login_from`] until it succeeds (a slot frees up asynchronously); returns the client
+/// and how many attempts were refused first.
+async fn login_eventually(source: u8, gateway: &TestGateway, user: &str) -> (Client, u32) {
+    let mut refused = 0;
+    let client = eventually_ok("a slot to come free", async || {
+        let attempt = login_from(source, gateway, user).await;
+        refused += u32::from(attempt.is_err());
+        attempt
+    })
+    .await;
+    (client, refused)
 }
 
 #[tokio::test]
@@ -75,18 +72,19 @@ async fn connections_beyond_the_per_ip_limit_are_refused_and_slots_come_back() {
 
     // Closing connections frees their slots (once the gateway has finished with them).
     drop((second, idle));
-    let _again = login_eventually(2, &gateway, "u2").await;
-    let _fourth_again = login_eventually(2, &gateway, "u4").await;
+    let (_again, refused_again) = login_eventually(2, &gateway, "u2").await;
+    let (_fourth_again, refused_fourth) = login_eventually(2, &gateway, "u4").await;
     let mut over = connect_from(2, gateway.addr).await;
     assert_eq!(error_code(&frames_until_closed(&mut over).await), Some("too_many_connections"));
 
-    // At least the two refusals above (the retries while waiting for a slot count too).
+    // The two refusals above and those of the retries while waiting for a slot, no more.
     let metrics = gateway.metrics().await;
-    let refused = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("gateway_connections_refused_total{reason=\"per_ip\"} "))
-        .and_then(|v| v.trim().parse::<f64>().ok());
-    assert!(refused.is_some_and(|n| n >= 2.0), "{metrics}");
+    let refused = f64::from(2 + refused_again + refused_fourth);
+    assert_eq!(
+        metric(&metrics, r#"gateway_connections_refused_total{reason="per_ip"}"#),
+        refused,
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -123,14 +121,19 @@ async fn a_login_flood_from_one_ip_is_rate_limited() {
 
     // Another source address logs in; the flooding one recovers as its bucket refills.
     login_from(5, &gateway, "bystander").await.expect("another IP logs in");
+    // The bucket refills at one login per second: the wait is what is tested.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     login_from(4, &gateway, "patient").await.expect("the bucket refilled");
     for client in &mut kept {
         client.heartbeat().await.expect("accepted logins stay served");
     }
 
+    // The flood's refusals and `late`; the burst, the bystander and the patient one got in.
     let metrics = gateway.metrics().await;
-    assert!(metrics.contains("result=\"rate_limited\""), "{metrics}");
+    let rate_limited = (limited + 1) as f64;
+    assert_eq!(metric(&metrics, r#"gateway_logins_total{result="rate_limited"}"#), rate_limited, "{metrics}");
+    let ok = (kept.len() + 2) as f64;
+    assert_eq!(metric(&metrics, r#"gateway_logins_total{result="ok"}"#), ok, "{metrics}");
 }
 
 #[tokio::test]
@@ -143,6 +146,6 @@ async fn a_logout_frees_its_slot_at_once() {
     assert!(frames_until_eof(&mut client).await.is_empty());
     // The socket closes right after LogoutOk (it used to linger for the 2 s flush grace).
     assert!(started.elapsed() < Duration::from_secs(1), "closed after {:?}", started.elapsed());
-    let _next = login_eventually(6, &gateway, "leaver").await;
+    let (_next, _) = login_eventually(6, &gateway, "leaver").await;
     assert!(started.elapsed() < Duration::from_secs(1), "slot free after {:?}", started.elapsed());
 }

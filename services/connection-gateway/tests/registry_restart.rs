@@ -3,13 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
-use std::time::Duration;
-
 use presence_client::ClientError;
 use presence_proto::v1::{Platform, UserStatus};
-use support::*;
+use testkit::{WAIT, eventually, inprocess::*};
 
 #[tokio::test]
 async fn devices_survive_a_registry_restart() {
@@ -28,7 +24,7 @@ async fn devices_survive_a_registry_restart() {
     // by the next attach snapshot).
     drop(leaver);
     // Link down: heartbeats still acked, new logins told to come back later.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the gateway to see its link down", async || !gateway.is_attached()).await;
     alice.heartbeat().await.unwrap();
     let mut newcomer = gateway.client().await;
     match tokio::time::timeout(WAIT, newcomer.login(params("carol", "phone", Platform::Ios))).await.unwrap() {

@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use std::time::Duration;
 
 use presence_client::ClientError;
 use presence_proto::v1::{EventReason, Platform, UserStatus, server_frame};
-use support::*;
+use testkit::{WAIT, eventually, eventually_ok, inprocess::*};
 
 #[tokio::test]
 async fn login_heartbeat_logout() {
@@ -33,8 +31,8 @@ async fn login_heartbeat_logout() {
     assert_eq!(registry.last_reason("alice").await, Some(EventReason::Unregister));
 
     let metrics = gateway.metrics().await;
-    assert!(metrics.contains("gateway_logins_total"), "{metrics}");
-    assert!(metrics.contains("gateway_heartbeats_total"), "{metrics}");
+    assert_eq!(metric(&metrics, r#"gateway_logins_total{result="ok"}"#), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, "gateway_heartbeats_total"), 1.0, "{metrics}");
 }
 
 #[tokio::test]
@@ -47,6 +45,7 @@ async fn a_silent_device_times_out() {
     let started = tokio::time::Instant::now();
     // Carol keeps talking past Bob's deadline; any frame counts as activity.
     for _ in 0..6 {
+        // Time passing is the point: Bob's deadline comes while Carol keeps talking.
         tokio::time::sleep(Duration::from_millis(600)).await;
         chatty.heartbeat().await.unwrap();
     }
@@ -69,15 +68,16 @@ async fn a_closed_socket_is_a_link_close() {
     assert_eq!(registry.last_reason("dave").await, Some(EventReason::LinkClose));
 }
 
-/// Logs `user` in on `first` (gateway A), then `second` (gateway B); returns whether `first` was
-/// kicked (Kicked then EOF) and the devices online afterwards.
+/// Logs `user` in on `first` (gateway A), then `second` (gateway B), and waits until `online` are
+/// the user's devices online (while both clients are still open); returns whether `first` was
+/// kicked (Kicked then EOF).
 async fn second_login(
     registry: &TestRegistry,
-    a: &TestGateway,
-    b: &TestGateway,
+    (a, b): (&TestGateway, &TestGateway),
     user: &str,
     first: (&str, Platform),
     second: (&str, Platform),
+    online: &[&str],
 ) -> bool {
     let (mut old, _) = a.login(user, first.0, first.1).await;
     let (_new, ok) = b.login(user, second.0, second.1).await;
@@ -85,6 +85,7 @@ async fn second_login(
     if !kicked_listed {
         // Still connected: a heartbeat is answered.
         tokio::time::timeout(WAIT, old.heartbeat()).await.unwrap().unwrap();
+        registry.wait_online(user, online).await;
         return false;
     }
     let frames = frames_until_eof(&mut old).await;
@@ -94,7 +95,7 @@ async fn second_login(
     assert_eq!(kicked.reason, "replaced_by_login");
     assert_eq!(kicked.by_device_id, second.0);
     assert_eq!(kicked.by_platform, second.1 as i32);
-    let _ = registry;
+    registry.wait_online(user, online).await;
     true
 }
 
@@ -105,20 +106,35 @@ async fn login_policies_force_devices_offline_across_gateways() {
     let b = TestGateway::start(&registry, "gw-b", &[]).await;
 
     // single_device (the default): any second device replaces the first.
-    assert!(second_login(&registry, &a, &b, "u1", ("phone", Platform::Ios), ("pc", Platform::Windows)).await);
-    registry.wait_online("u1", &["pc"]).await;
+    assert!(
+        second_login(&registry, (&a, &b), "u1", ("phone", Platform::Ios), ("pc", Platform::Windows), &["pc"])
+            .await
+    );
 
     // one_per_platform: another platform coexists, the same platform replaces.
-    registry.sql("UPDATE apps SET login_policy = 'one_per_platform' WHERE app_id = 'default'").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.set_login_policy("one_per_platform").await;
     assert!(
-        !second_login(&registry, &a, &b, "u2", ("phone", Platform::Ios), ("pc", Platform::Windows)).await
+        !second_login(
+            &registry,
+            (&a, &b),
+            "u2",
+            ("phone", Platform::Ios),
+            ("pc", Platform::Windows),
+            &["pc", "phone"]
+        )
+        .await
     );
-    registry.wait_online("u2", &["pc", "phone"]).await;
     assert!(
-        second_login(&registry, &a, &b, "u3", ("phone-1", Platform::Ios), ("phone-2", Platform::Ios)).await
+        second_login(
+            &registry,
+            (&a, &b),
+            "u3",
+            ("phone-1", Platform::Ios),
+            ("phone-2", Platform::Ios),
+            &["phone-2"]
+        )
+        .await
     );
-    registry.wait_online("u3", &["phone-2"]).await;
 
     // groups: mobile (ios, android) holds one device, desktop (windows, mac) two.
     registry
@@ -127,17 +143,35 @@ async fn login_policies_force_devices_offline_across_gateways() {
              ('default', 'mobile', ARRAY['ios', 'android'], 1), ('default', 'desktop', ARRAY['windows', 'mac'], 2)",
         )
         .await;
-    registry.sql("UPDATE apps SET login_policy = 'groups' WHERE app_id = 'default'").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.set_login_policy("groups").await;
     assert!(
-        second_login(&registry, &a, &b, "u4", ("ios-1", Platform::Ios), ("android-1", Platform::Android))
-            .await
+        second_login(
+            &registry,
+            (&a, &b),
+            "u4",
+            ("ios-1", Platform::Ios),
+            ("android-1", Platform::Android),
+            &["android-1"]
+        )
+        .await
     );
-    registry.wait_online("u4", &["android-1"]).await;
     assert!(
-        !second_login(&registry, &a, &b, "u5", ("win-1", Platform::Windows), ("mac-1", Platform::Mac)).await
+        !second_login(
+            &registry,
+            (&a, &b),
+            "u5",
+            ("win-1", Platform::Windows),
+            ("mac-1", Platform::Mac),
+            &["mac-1", "win-1"]
+        )
+        .await
     );
-    registry.wait_online("u5", &["mac-1", "win-1"]).await;
+
+    // Each gateway counts its own logins: u1..u5 first on A, then on B.
+    for gateway in [&a, &b] {
+        let metrics = gateway.metrics().await;
+        assert_eq!(metric(&metrics, r#"gateway_logins_total{result="ok"}"#), 5.0, "{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -163,15 +197,22 @@ async fn concurrent_logins_of_one_user_leave_exactly_one_device() {
     for task in tasks {
         clients.push(tokio::time::timeout(WAIT, task).await.unwrap().unwrap());
     }
-    // Exactly one connection survives: the others are kicked (possibly while pending).
-    let mut alive = Vec::new();
-    for (mut client, _) in clients {
-        let still_open = tokio::time::timeout(Duration::from_millis(500), client.heartbeat()).await;
-        if let Ok(Ok(_)) = still_open {
-            alive.push(client);
+    // Exactly one connection survives: the others are kicked (possibly while pending), each once
+    // its gateway has the registry's kick, which may come a moment after its LoginOk.
+    let mut open: Vec<_> = clients.into_iter().map(|(client, _)| client).collect();
+    eventually("all devices but one kicked", async || {
+        let mut still_open = Vec::new();
+        for mut client in open.drain(..) {
+            let answer = tokio::time::timeout(Duration::from_millis(500), client.heartbeat()).await;
+            if let Ok(Ok(_)) = answer {
+                still_open.push(client);
+            }
         }
-    }
-    assert_eq!(alive.len(), 1, "exactly one device survives");
+        open = still_open;
+        open.len() <= 1
+    })
+    .await;
+    assert_eq!(open.len(), 1, "exactly one device survives");
     let online = registry.online_devices("many").await;
     assert_eq!(online.len(), 1, "{online:?}");
 }
@@ -197,7 +238,8 @@ async fn an_admin_kick_reaches_the_device() {
     };
     assert_eq!(kicked.reason, "admin");
     registry.wait_online("erin", &[]).await;
-    assert!(gateway.metrics().await.contains("gateway_kicks_delivered_total"));
+    let metrics = gateway.metrics().await;
+    assert_eq!(metric(&metrics, "gateway_kicks_delivered_total"), 1.0, "{metrics}");
 }
 
 #[tokio::test]
@@ -211,15 +253,8 @@ async fn connections_beyond_the_limit_are_refused() {
     first.heartbeat().await.unwrap();
     drop(first);
     // A slot frees up once a connection ends.
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let mut client = gateway.client().await;
-            if client.login(params("f3", "phone", Platform::Ios)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    eventually_ok("a freed slot to be reused", async || {
+        gateway.client().await.login(params("f3", "phone", Platform::Ios)).await
     })
-    .await
-    .expect("a freed slot is reused");
+    .await;
 }

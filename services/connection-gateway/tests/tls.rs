@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use rustls::pki_types::pem::PemObject;
 use std::{process::Command, sync::Arc};
 
@@ -12,7 +10,7 @@ use presence_proto::{
     framing::ClientCodec,
     v1::{Platform, server_frame},
 };
-use support::*;
+use testkit::{WAIT, inprocess::*};
 use tokio_util::codec::Framed;
 
 #[tokio::test]

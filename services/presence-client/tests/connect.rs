@@ -126,15 +126,28 @@ async fn prints_frames_and_ends_when_kicked() {
 async fn stopping_logs_out() {
     let addr = gateway(Script::Serve).await;
     let mut lines = Vec::new();
-    let stop = tokio::time::sleep(Duration::from_millis(1500));
-    let ended =
-        tokio::time::timeout(Duration::from_secs(10), run(&args(addr), stop, |line| lines.push(line)))
-            .await
-            .expect("ends in time")
-            .expect("no error");
+    // Stop once the first heartbeat is acknowledged, which the server's 1 s interval brings soon.
+    let (acked, first_ack) = tokio::sync::oneshot::channel::<()>();
+    let mut acked = Some(acked);
+    let print = |line: String| {
+        if line.contains("heartbeat ack") {
+            acked.take().map(|acked| acked.send(()));
+        }
+        lines.push(line);
+    };
+    let started = tokio::time::Instant::now();
+    let stop = async {
+        let _ = first_ack.await;
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(10), run(&args(addr), stop, print))
+        .await
+        .expect("ends in time")
+        .expect("no error");
     assert!(matches!(ended, Ended::LoggedOut), "{ended:?}");
     let text = lines.join("\n");
-    assert!(text.contains("heartbeat ack"), "the server's 1 s interval is used: {text}");
+    assert!(text.contains("heartbeat ack"), "{text}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_millis(1500), "the server's 1 s interval is used: {elapsed:?}");
     assert!(text.ends_with("logout ok"), "{text}");
 }
 

@@ -2,10 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use presence_proto::v1::Platform;
-use support::*;
+use testkit::inprocess::*;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -20,7 +18,7 @@ async fn channel(registry: &TestRegistry) -> tonic::transport::Channel {
 
 #[tokio::test]
 async fn health_reflection_and_metrics_are_served() {
-    let registry = TestRegistry::start(&[]).await;
+    let registry = TestRegistry::start().await;
     let mut health = HealthClient::new(channel(&registry).await);
     for service in ["", "presence.v1.PresenceRegistry", "presence.v1.GatewayLink", "presence.v1.EventFeed"] {
         let reply = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
@@ -44,23 +42,22 @@ async fn health_reflection_and_metrics_are_served() {
         assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
     }
 
-    let mut gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
+    let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
     gw.login(&session("mia", "d", Platform::Web)).await;
-    let metrics_addr = registry.running.as_ref().unwrap().metrics_addr;
+    let metrics_addr = registry.metrics_addr();
     presence_common::tls::install_crypto_provider();
     let body = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
-    assert!(body.contains("registry_events_total"), "{body}");
-    assert!(body.contains("registry_commit_seconds"), "{body}");
+    // One login: one event, one commit.
+    assert_eq!(metric(&body, r#"registry_events_total{action="login"}"#), 1.0, "{body}");
+    assert_eq!(metric(&body, "registry_commit_seconds_count"), 1.0, "{body}");
 }
 
 #[tokio::test]
 async fn shutdown_reports_not_serving_then_stops() {
-    let mut registry = TestRegistry::start(&[]).await;
+    let mut registry = TestRegistry::start().await;
     let mut health = HealthClient::new(channel(&registry).await);
     // An open gateway stream must not hold the server forever.
-    let _gw = TestGateway::attach(&registry.url(), "gw", vec![]).await;
-    registry.shutdown.cancel();
-    let running = registry.running.take().unwrap();
-    tokio::time::timeout(WAIT * 2, running.wait()).await.expect("stops within the grace period").unwrap();
+    let _gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
+    registry.stop().await;
     assert!(health.check(HealthCheckRequest { service: String::new() }).await.is_err(), "server gone");
 }

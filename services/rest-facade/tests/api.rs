@@ -2,14 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use presence_proto::{
     json::PresenceEventJson,
     v1::{Platform, server_frame},
 };
 use serde_json::{Value, json};
-use support::{KEY, Stack, WAIT, assert_error, eventually};
+use testkit::{
+    WAIT, eventually_ok,
+    inprocess::{KEY, OTHER_SECRET, Stack, assert_error, into_json},
+};
 
 fn ids(body: &Value) -> Vec<String> {
     body["results"]
@@ -82,7 +83,7 @@ async fn detail_lists_devices_and_unknown_users_are_offline() {
         assert_eq!(device["device_id"], id);
         assert_eq!(device["platform"], platform);
         assert_eq!(device["status"], "online");
-        assert_eq!(device["client_version"], "2.0.0");
+        assert_eq!(device["client_version"], "1.0.0");
         assert!(device["since_ms"].as_u64().unwrap() > 1_600_000_000_000, "{device}");
     }
 
@@ -106,7 +107,7 @@ async fn single_user_presence_has_devices_and_last_reason() {
     assert!(body["as_of_seq"].as_u64().unwrap() >= 1);
 
     phone.logout().await.expect("logout");
-    let body = eventually(&stack, "/v1/users/carol/presence", |b| b["status"] == "offline").await;
+    let body = stack.get_until("/v1/users/carol/presence", |b| b["status"] == "offline").await;
     assert_eq!(body["last_reason"], "unregister", "{body}");
     assert!(body["last_seen_ms"].as_u64().unwrap() > 1_600_000_000_000, "{body}");
     assert_eq!(body["devices"], json!([]));
@@ -148,7 +149,7 @@ async fn kick_by_platform_then_all_reaches_the_devices() {
 
     // No body at all: every device.
     let response = stack.http.post(stack.url("/v1/users/dave/kick")).bearer_auth(KEY).send().await;
-    let (status, body) = support::into_json(response).await;
+    let (status, body) = into_json(response).await;
     assert_eq!(status, 200, "{body}");
     let mut kicked: Vec<&str> =
         body["kicked_devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap()).collect();
@@ -180,13 +181,14 @@ async fn events_page_by_seq_in_the_callback_json() {
     let _e2 = stack.login("erin", "e-mac", Platform::Mac).await;
     let _f1 = stack.login("frank", "f-web", Platform::Web).await;
     e1.logout().await.expect("logout");
-    let expected: Vec<Value> = loop {
+    let expected: Vec<Value> = eventually_ok("four events", async || {
         let events = stack.registry_events("default").await;
-        if events.len() == 4 {
-            break events.iter().map(|e| serde_json::to_value(PresenceEventJson::from(e)).unwrap()).collect();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        if events.len() == 4 { Ok(events) } else { Err(events.len()) }
+    })
+    .await
+    .iter()
+    .map(|e| serde_json::to_value(PresenceEventJson::from(e)).unwrap())
+    .collect();
 
     let mut pulled = Vec::new();
     let mut after = 0;
@@ -243,20 +245,20 @@ async fn requests_without_a_valid_key_are_refused() {
         for request in [plain, wrong, basic, empty] {
             let response = request.send().await.expect("answers");
             assert_eq!(response.headers()["www-authenticate"], "Bearer");
-            let got = support::into_json(Ok(response)).await;
+            let got = into_json(Ok(response)).await;
             assert_error(&got, 401, "unauthenticated");
         }
     }
     // An unauthenticated request with a bad body is still a 401: no input is read before auth.
     let response = stack.http.post(stack.url("/v1/presence/query")).body("{").send().await;
-    assert_error(&support::into_json(response).await, 401, "unauthenticated");
+    assert_error(&into_json(response).await, 401, "unauthenticated");
     stack.stop().await;
 }
 
 #[tokio::test]
 async fn an_app_never_sees_another_apps_users_or_events() {
     let stack = Stack::start().await;
-    let mut theirs = stack.login_to("other", "alice", "o-ios", Platform::Ios).await;
+    let mut theirs = stack.login_to("other", OTHER_SECRET, "alice", "o-ios", Platform::Ios).await;
     let _ours = stack.login("bob", "b-ios", Platform::Ios).await;
 
     let (_, ours) =

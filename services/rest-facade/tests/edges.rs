@@ -2,13 +2,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
-mod support;
-
 use std::time::Duration;
 
-use presence_common::testing::{TestDatabase, fresh_database};
 use serde_json::{Value, json};
-use support::{KEY, Stack, assert_error, facade_config, http_client, into_json};
+use testkit::{
+    TestDatabase, eventually_ok, fresh_database,
+    inprocess::{KEY, SECRET, Stack, TestFacade, TestRegistry, assert_error, http_client, into_json},
+};
 
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx() {
@@ -97,17 +97,10 @@ async fn bad_input_gets_a_json_4xx() {
 }
 
 /// A facade whose registry is `registry_url`, on a fresh database with the app `default`.
-async fn lone_facade(
-    registry_url: &str,
-    extra: &[(&str, &str)],
-) -> (rest_facade::RunningFacade, rest_facade::Shutdown, TestDatabase) {
+async fn lone_facade(registry_url: &str, overrides: &[(&str, &str)]) -> (TestFacade, TestDatabase) {
     let db = fresh_database().await;
-    db.add_app("default", "secret").await;
-    let shutdown = rest_facade::Shutdown::new();
-    let facade = rest_facade::start(facade_config(&db.url, registry_url, extra), shutdown.clone())
-        .await
-        .expect("starts");
-    (facade, shutdown, db)
+    db.add_app("default", SECRET).await;
+    (TestFacade::start(&db, registry_url, overrides).await, db)
 }
 
 async fn assert_all_unavailable(base: &str) {
@@ -128,8 +121,8 @@ async fn assert_all_unavailable(base: &str) {
 async fn a_missing_registry_is_a_503_until_it_comes_up() {
     // A port nobody listens on yet.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let (facade, shutdown, db) = lone_facade(&format!("http://{free}"), &[]).await;
-    let base = format!("http://{}", facade.http_addr);
+    let (mut facade, db) = lone_facade(&format!("http://{free}"), &[]).await;
+    let base = format!("http://{}", facade.addr);
     assert_all_unavailable(&base).await;
     // Still healthy, still answering.
     let health = http_client().get(format!("{base}/healthz")).send().await.unwrap();
@@ -137,33 +130,22 @@ async fn a_missing_registry_is_a_503_until_it_comes_up() {
     assert_all_unavailable(&base).await;
 
     // The registry starts on that port: the facade's lazy channel reconnects by itself.
-    let registry_config: presence_registry::RegistryConfig = presence_common::config::from_vars([
-        ("DATABASE_URL", db.url.clone()),
-        ("REGISTRY_LISTEN_ADDR", free.to_string()),
-        ("REGISTRY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
-    ])
-    .unwrap();
-    let registry_shutdown = rest_facade::Shutdown::new();
-    let registry =
-        presence_registry::start(registry_config, registry_shutdown.clone()).await.expect("registry");
+    let mut registry = TestRegistry::start_on(db, &[("REGISTRY_LISTEN_ADDR", &free.to_string())]).await;
     let http = http_client();
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    loop {
+    let body = eventually_ok("the facade to reach the registry", async || {
         let request = http.post(format!("{base}/v1/presence/query")).bearer_auth(KEY);
         let (status, body) = into_json(request.json(&json!({ "user_ids": ["a"] })).send().await).await;
         if status == 200 {
-            assert_eq!(body["results"][0]["status"], "offline");
-            break;
+            return Ok(body);
         }
-        assert_error(&(status, body), 503, "unavailable");
-        assert!(tokio::time::Instant::now() < deadline, "the facade never reached the registry");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        assert_error(&(status, body.clone()), 503, "unavailable");
+        Err(body)
+    })
+    .await;
+    assert_eq!(body["results"][0]["status"], "offline");
 
-    shutdown.cancel();
-    tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
-    registry_shutdown.cancel();
-    tokio::time::timeout(support::WAIT, registry.wait()).await.expect("stops in time").expect("cleanly");
+    facade.stop().await;
+    registry.stop().await;
 }
 
 #[tokio::test]
@@ -177,13 +159,12 @@ async fn a_registry_that_never_answers_times_out_as_503() {
             held.push(socket);
         }
     });
-    let (facade, shutdown, _db) =
+    let (mut facade, _db) =
         lone_facade(&format!("http://{addr}"), &[("FACADE_REQUEST_TIMEOUT_MS", "300")]).await;
     let started = std::time::Instant::now();
-    assert_all_unavailable(&format!("http://{}", facade.http_addr)).await;
+    assert_all_unavailable(&format!("http://{}", facade.addr)).await;
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
-    shutdown.cancel();
-    tokio::time::timeout(support::WAIT, facade.wait()).await.expect("stops in time").expect("cleanly");
+    facade.stop().await;
 }
 
 #[tokio::test]
@@ -260,16 +241,25 @@ async fn openapi_health_and_metrics() {
     let _ = stack.get("/v1/users/some-user/presence").await;
     let _ = stack.http.get(stack.url("/nowhere")).send().await;
     let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let line = |route: &str, status: &str| {
-        metrics.lines().any(|l| {
-            l.starts_with(rest_facade::http_metrics::REQUESTS)
-                && l.contains(&format!("route=\"{route}\""))
-                && l.contains(&format!("status=\"{status}\""))
-        })
+    // Requests of this route and status: the facade's own only, so exactly those made above.
+    let requests = |route: &str, status: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{}{{", rest_facade::http_metrics::REQUESTS))
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()).expect("a value"))
+            .sum()
     };
-    assert!(line("/v1/presence/query", "200"), "{metrics}");
-    assert!(line("/v1/users/{user_id}/presence", "200"), "route template, not user ids: {metrics}");
-    assert!(line("unmatched", "404"), "{metrics}");
+    assert_eq!(requests("/v1/presence/query", "200"), 1.0, "{metrics}");
+    assert_eq!(
+        requests("/v1/users/{user_id}/presence", "200"),
+        1.0,
+        "route template, not user ids: {metrics}"
+    );
+    assert_eq!(requests("unmatched", "404"), 1.0, "{metrics}");
     assert!(metrics.contains(rest_facade::http_metrics::DURATION), "{metrics}");
     assert!(!metrics.contains("some-user"), "{metrics}");
     stack.stop().await;

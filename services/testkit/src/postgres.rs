@@ -38,14 +38,26 @@ pub fn postgres_binary(name: &str) -> Option<PathBuf> {
     })
 }
 
+/// [`postgres_binary`], or a panic that says what to install.
+fn required_binary(name: &str) -> PathBuf {
+    postgres_binary(name).unwrap_or_else(|| {
+        panic!(
+            "{name} not found in /usr/lib/postgresql/<version>/bin nor on PATH: this test runs its own \
+             Postgres cluster and cannot run without the server programs (Debian/Ubuntu: \
+             apt-get install postgresql)"
+        )
+    })
+}
+
 impl ThrowawayPostgres {
-    /// Creates and starts a cluster with trust auth; `None` when no `initdb` is installed.
+    /// Creates and starts a cluster with trust auth.
     ///
     /// # Panics
-    /// When initdb or the first start fails (tests only).
-    pub fn start() -> Option<Self> {
-        let initdb = postgres_binary("initdb")?;
-        let pg_ctl = postgres_binary("pg_ctl")?;
+    /// When the PostgreSQL server programs are not installed, or initdb or the first start fails
+    /// (tests only): a test that needs its own cluster must fail then, never pass unrun.
+    pub fn start() -> Self {
+        let initdb = required_binary("initdb");
+        let pg_ctl = required_binary("pg_ctl");
         // SAFETY: geteuid has no preconditions.
         let run_as = (unsafe { libc::geteuid() } == 0).then(|| "postgres".to_owned());
         let dir =
@@ -60,7 +72,7 @@ impl ThrowawayPostgres {
         let out = pg.command(&initdb).arg("-D").arg(&data).args(["-U", "postgres", "--auth=trust"]).output();
         check("initdb", out);
         pg.start_again();
-        Some(pg)
+        pg
     }
 
     fn command(&self, program: &Path) -> Command {

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::WAIT;
+use crate::{WAIT, eventually_ok};
 
 /// A loopback port that was free a moment ago (the OS picks it; a race is possible but rare).
 pub fn free_port() -> SocketAddr {
@@ -29,6 +29,8 @@ pub fn run_to_end(binary: &str, env: &[(&str, String)]) {
     let path = binary_dir().join(binary);
     let output = Command::new(&path)
         .env("RUST_LOG", "info")
+        // An error's message, not a backtrace, in the log's last lines (panics keep theirs).
+        .env("RUST_LIB_BACKTRACE", "0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
@@ -89,19 +91,9 @@ impl ServiceProcess {
 
     /// Waits until the process exits by itself (panics after WAIT).
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} did not exit:\n{}",
-                self.name,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{} to exit", self.name);
+        eventually_ok(&what, async || self.child.try_wait().ok().flatten().ok_or_else(|| self.log_tail()))
+            .await
     }
 
     /// Starts the same binary again with the same environment (after `kill9` or `terminate`).
@@ -120,23 +112,18 @@ impl ServiceProcess {
     pub async fn wait_healthy(&mut self, admin_addr: SocketAddr) {
         presence_common::tls::install_crypto_provider();
         let client = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let what = format!("{} to be healthy", self.name);
+        eventually_ok(&what, async || {
             let answer = client.get(format!("http://{admin_addr}/healthz")).send().await;
             if answer.is_ok_and(|r| r.status().is_success()) {
-                return;
+                return Ok(());
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited ({status}) before it was healthy:\n{}", self.name, self.log_tail());
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} not healthy in time:\n{}",
-                self.name,
-                self.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            Err(self.log_tail())
+        })
+        .await;
     }
 }
 
@@ -145,6 +132,8 @@ fn start(path: &Path, env: &[(String, String)], log: &Path) -> Child {
     let err = out.try_clone().expect("log file");
     Command::new(path)
         .env("RUST_LOG", "info")
+        // An error's message, not a backtrace, in the log's last lines (panics keep theirs).
+        .env("RUST_LIB_BACKTRACE", "0")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))

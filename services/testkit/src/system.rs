@@ -1,20 +1,20 @@
 //! The four services as processes on loopback ports around a fresh database, with a callback
 //! receiver as the app backend: what the system tests drive.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
-use presence_client::{Client, LoginParams, mint_token};
-use presence_common::{
-    config::default_database_url,
-    testing::{RUNTIME_ROLE, TestDatabase, empty_database_on},
-};
+use presence_client::{Client, LoginParams};
+use presence_common::config::default_database_url;
 use presence_proto::v1::{LoginOk, Platform};
 use serde_json::{Value, json};
 
-use crate::{Receiver, ServiceProcess, WAIT, free_port};
-
-/// Token secret of the app `default`.
-pub const SECRET: &str = "secret";
+pub use crate::inprocess::SECRET;
+use crate::{
+    Receiver, ServiceProcess,
+    database::{RUNTIME_ROLE, TestDatabase, empty_database_on},
+    eventually_ok, free_port,
+    inprocess::token,
+};
 
 /// A running service process and its `/healthz` address.
 pub struct Service {
@@ -180,23 +180,17 @@ impl System {
         platform: Platform,
         push: bool,
     ) -> (Client, LoginOk) {
-        let token = mint_token(SECRET, user, None, Duration::from_secs(3600)).expect("token");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let token = token(user);
+        eventually_ok(&format!("login of {user}"), async || {
             let mut client = Client::connect(gateway).await.expect("gateway reachable");
             let params = LoginParams {
                 push_enabled: push,
                 client_version: "2.1.0".into(),
                 ..LoginParams::new(user, device, platform, token.clone())
             };
-            match client.login(params).await {
-                Ok(ok) => return (client, ok),
-                Err(err) => {
-                    assert!(tokio::time::Instant::now() < deadline, "login of {user}: {err}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+            client.login(params).await.map(|ok| (client, ok))
+        })
+        .await
     }
 
     pub async fn rest(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -4,13 +4,13 @@
 use std::collections::HashSet;
 
 use presence_client::Client;
-use presence_common::testing::{RUNTIME_ROLE, empty_database_on};
 use presence_proto::{
     callback_signature,
     v1::{Platform, server_frame::Kind},
 };
 use serde_json::json;
 use sqlx::Connection;
+use testkit::database::{RUNTIME_ROLE, empty_database_on};
 use testkit::{ServiceProcess, System, WAIT, eventually, free_port};
 
 /// Waits for the next frame that is not a heartbeat answer.

@@ -7,7 +7,7 @@
 
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::config::default_database_url;
+use presence_common::config::default_database_url;
 
 /// Prefix of the databases tests create; `scripts/test.sh` drops leftovers.
 pub const TEST_DB_PREFIX: &str = "presence_test_";
@@ -28,7 +28,7 @@ pub async fn fresh_database() -> TestDatabase {
 /// of it): for tests that run their own server, e.g. one they stop and restart.
 pub async fn fresh_database_on(server_url: &str) -> TestDatabase {
     let db = empty_database_on(server_url).await;
-    crate::db::migrate(&db.pool, None).await.expect("migrations apply");
+    presence_common::db::migrate(&db.pool, None).await.expect("migrations apply");
     db
 }
 
