@@ -8,9 +8,10 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, body::Body, extract::Request, routing::get};
+use hyper::server::conn::http1;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -36,7 +37,7 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// A request's body must arrive whole within this.
     pub body_read_timeout: Duration,
-    /// Largest request head (request line and headers), at least 8 KiB; larger gets 431 and a close.
+    /// Largest request head (request line and headers); larger gets 431 and a close.
     pub max_header_bytes: usize,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,
@@ -69,13 +70,11 @@ pub async fn serve_with(
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let router = router.layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout));
-    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        // The read buffer bounds the request head (8 KiB is hyper's minimum); bodies stream.
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_header_size(limits.max_header_bytes);
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
@@ -101,7 +100,7 @@ pub async fn serve_with(
         let service =
             router.clone().map_request(|request: Request<hyper::body::Incoming>| request.map(Body::new));
         let connection = builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(err = %err, "HTTP connection ended with an error");
