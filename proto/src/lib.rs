@@ -12,6 +12,7 @@
 pub mod callback_signature;
 pub mod codes;
 pub mod framing;
+pub mod internal_token;
 pub mod json;
 pub mod limits;
 mod names;

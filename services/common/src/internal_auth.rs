@@ -8,135 +8,17 @@
 //! caller's role ([`Caller::require`]), so a new RPC cannot forget it: without a role check it
 //! has no `Caller` to read the gateway id from either.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::path::PathBuf;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
+pub use presence_proto::internal_token::{AuthError, CallerId, InternalSecret, Role};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use tonic::{
     Request, Status,
     metadata::{AsciiMetadataValue, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
     transport::Channel,
 };
-
-/// Token format version: a new format gets a new prefix.
-const PREFIX: &str = "pi1";
-/// Longest caller id (gateway ids are logged and stored).
-pub const MAX_CALLER_ID_LEN: usize = 64;
-/// Shortest internal secret accepted, in bytes.
-pub const MIN_SECRET_LEN: usize = 32;
-
-/// What a caller is allowed to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Login, Logout, Disconnect and GatewayLink.Attach, for its own gateway id only.
-    Gateway,
-    /// Query, Kick and ReadEvents (the REST facade, and load generators acting as it).
-    Facade,
-    /// EventFeed.Subscribe.
-    Notifier,
-}
-
-impl Role {
-    pub const ALL: [Role; 3] = [Role::Gateway, Role::Facade, Role::Notifier];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gateway => "gateway",
-            Self::Facade => "facade",
-            Self::Notifier => "notifier",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = AuthError;
-
-    fn from_str(name: &str) -> Result<Self, AuthError> {
-        Self::ALL.into_iter().find(|role| role.as_str() == name).ok_or(AuthError::UnknownRole)
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a token was refused, or cannot be made. The text never echoes the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthError {
-    #[error("no caller token: send `authorization: Bearer <INTERNAL_TOKEN>`")]
-    Missing,
-    #[error("malformed caller token")]
-    Malformed,
-    #[error("unknown role (gateway, facade or notifier)")]
-    UnknownRole,
-    #[error("caller id must be 1 to {MAX_CALLER_ID_LEN} characters of A-Z, a-z, 0-9, '-' and '_'")]
-    BadId,
-    #[error("caller token signature does not verify")]
-    BadSignature,
-    #[error("the internal secret must be at least {MIN_SECRET_LEN} bytes")]
-    ShortSecret,
-}
-
-/// The deployment's internal secret. Debug never shows it.
-#[derive(Clone)]
-pub struct InternalSecret(Arc<[u8]>);
-
-impl InternalSecret {
-    pub fn new(secret: impl AsRef<[u8]>) -> Result<Self, AuthError> {
-        let secret = secret.as_ref();
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(AuthError::ShortSecret);
-        }
-        Ok(Self(secret.into()))
-    }
-
-    /// A token for `id` acting as `role`.
-    pub fn mint(&self, role: Role, id: &str) -> Result<String, AuthError> {
-        check_id(id)?;
-        let claim = format!("{PREFIX}.{role}.{id}");
-        let signature = hex::encode(self.sign(&claim));
-        Ok(format!("{claim}.{signature}"))
-    }
-
-    /// The caller a token names, if its signature verifies.
-    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
-        let (claim, signature) = token.rsplit_once('.').ok_or(AuthError::Malformed)?;
-        let mut parts = claim.splitn(3, '.');
-        let (Some(PREFIX), Some(role), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(AuthError::Malformed);
-        };
-        let signature = hex::decode(signature).map_err(|_| AuthError::Malformed)?;
-        if !bool::from(self.sign(claim).as_slice().ct_eq(&signature)) {
-            return Err(AuthError::BadSignature);
-        }
-        let role = role.parse()?;
-        check_id(id)?;
-        Ok(Caller::Verified { role, id: id.to_owned() })
-    }
-
-    fn sign(&self, claim: &str) -> Vec<u8> {
-        // HMAC takes keys of any length; new_from_slice cannot fail for it.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.0) else { return Vec::new() };
-        mac.update(claim.as_bytes());
-        mac.finalize().into_bytes().to_vec()
-    }
-}
-
-impl fmt::Debug for InternalSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("InternalSecret(..)")
-    }
-}
-
-fn check_id(id: &str) -> Result<(), AuthError> {
-    let valid = (1..=MAX_CALLER_ID_LEN).contains(&id.len())
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid { Ok(()) } else { Err(AuthError::BadId) }
-}
 
 /// Who is calling, as the interceptor established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,11 +48,24 @@ impl Caller {
 
     /// Checks that a gateway caller acts for `gateway_id` only.
     pub fn require_gateway<T>(request: &Request<T>, gateway_id: &str) -> Result<(), Status> {
-        match Self::require(request, Role::Gateway)? {
+        Self::require(request, Role::Gateway)?.acts_for(gateway_id)
+    }
+
+    /// A verified caller may act only under its own id.
+    pub fn acts_for(&self, gateway_id: &str) -> Result<(), Status> {
+        match self {
             Caller::Verified { id, .. } if id != gateway_id => {
                 Err(Status::permission_denied("a gateway may act only under its own id"))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// The id a verified caller proved; `None` when authentication is off.
+    pub fn verified_id(&self) -> Option<&str> {
+        match self {
+            Caller::Verified { id, .. } => Some(id),
+            Caller::Unchecked => None,
         }
     }
 }
@@ -195,7 +90,8 @@ impl Interceptor for InternalAuth {
                     .and_then(|value| value.strip_prefix("Bearer "))
                     .ok_or(AuthError::Missing)
                     .and_then(|token| secret.verify(token));
-                token.map_err(|err| Status::unauthenticated(err.to_string()))?
+                let CallerId { role, id } = token.map_err(|err| Status::unauthenticated(err.to_string()))?;
+                Caller::Verified { role, id }
             }
         };
         request.extensions_mut().insert(caller);
@@ -230,6 +126,107 @@ impl Interceptor for CallerToken {
 /// The channel every internal client uses: a connection to the registry plus its caller token.
 pub type RegistryChannel = InterceptedService<Channel, CallerToken>;
 
+/// A setting of internal authentication that cannot be used; names the variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error(
+        "REGISTRY_INTERNAL_SECRET (or REGISTRY_INTERNAL_SECRET_FILE) is required: every internal call \
+         is authenticated. Mint callers' tokens with `presence-cli internal-token`; to run without \
+         (never in production), set REGISTRY_INTERNAL_AUTH=disabled"
+    )]
+    MissingSecret,
+    #[error("{variable}: {source}")]
+    Invalid { variable: &'static str, source: AuthError },
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("REGISTRY_INTERNAL_AUTH must be `required` or `disabled`")]
+    Mode,
+}
+
+/// `REGISTRY_INTERNAL_AUTH`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    #[default]
+    Required,
+    Disabled,
+}
+
+/// The registry's settings, `#[serde(flatten)]`ed into its config.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ServerAuthConfig {
+    /// `REGISTRY_INTERNAL_SECRET`: the deployment's internal secret, at least 32 bytes.
+    #[serde(rename = "registry_internal_secret", default)]
+    pub secret: Option<SecretString>,
+    /// `REGISTRY_INTERNAL_SECRET_FILE`: read the secret from this file instead (trailing
+    /// whitespace ignored), e.g. a mounted Docker or Kubernetes secret.
+    #[serde(rename = "registry_internal_secret_file", default)]
+    pub secret_file: Option<PathBuf>,
+    /// `REGISTRY_INTERNAL_AUTH`: `required` (default) or `disabled`.
+    #[serde(rename = "registry_internal_auth", default)]
+    pub mode: AuthMode,
+}
+
+impl ServerAuthConfig {
+    /// The interceptor for the registry's services; an error when authentication is required
+    /// and no usable secret is configured.
+    pub fn interceptor(&self) -> Result<InternalAuth, AuthConfigError> {
+        if self.mode == AuthMode::Disabled {
+            tracing::warn!(
+                "REGISTRY_INTERNAL_AUTH=disabled: ANY client that reaches the gRPC port can log devices \
+                 in, kick users and read every app's events. Never run this way beyond loopback."
+            );
+            return Ok(InternalAuth::Disabled);
+        }
+        let secret = read_setting(self.secret.as_ref(), self.secret_file.as_ref())?
+            .ok_or(AuthConfigError::MissingSecret)?;
+        InternalSecret::new(secret.expose_secret().as_bytes())
+            .map(InternalAuth::Required)
+            .map_err(|source| AuthConfigError::Invalid { variable: "REGISTRY_INTERNAL_SECRET", source })
+    }
+}
+
+/// A client's settings (gateway, notifier, facade), `#[serde(flatten)]`ed into its config.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ClientAuthConfig {
+    /// `INTERNAL_TOKEN`: this caller's token (`presence-cli internal-token`).
+    #[serde(rename = "internal_token", default)]
+    pub token: Option<SecretString>,
+    /// `INTERNAL_TOKEN_FILE`: read the token from this file instead.
+    #[serde(rename = "internal_token_file", default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl ClientAuthConfig {
+    /// The interceptor that adds the token to every call. Without a token, calls go out without
+    /// one (for a registry with authentication disabled); that is logged, since a registry that
+    /// requires it will refuse every call.
+    pub fn caller_token(&self) -> Result<CallerToken, AuthConfigError> {
+        let token = read_setting(self.token.as_ref(), self.token_file.as_ref())?;
+        if token.is_none() {
+            tracing::warn!(
+                "INTERNAL_TOKEN is not set: the registry will refuse every call unless it runs with REGISTRY_INTERNAL_AUTH=disabled"
+            );
+        }
+        CallerToken::new(token.as_ref().map(|token| token.expose_secret()))
+            .map_err(|source| AuthConfigError::Invalid { variable: "INTERNAL_TOKEN", source })
+    }
+}
+
+/// A secret given directly or as a file; an empty value counts as unset.
+fn read_setting(
+    value: Option<&SecretString>,
+    file: Option<&PathBuf>,
+) -> Result<Option<SecretString>, AuthConfigError> {
+    if let Some(value) = value.filter(|value| !value.expose_secret().is_empty()) {
+        return Ok(Some(value.clone()));
+    }
+    let Some(path) = file.filter(|path| !path.as_os_str().is_empty()) else { return Ok(None) };
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| AuthConfigError::Read { path: path.display().to_string(), source })?;
+    Ok(Some(SecretString::from(text.trim_end().to_owned())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,38 +235,28 @@ mod tests {
         InternalSecret::new([7u8; 32]).expect("long enough")
     }
 
-    #[test]
-    fn a_minted_token_verifies_as_its_caller() {
-        let token = secret().mint(Role::Gateway, "gw-1").expect("mint");
-        assert!(token.starts_with("pi1.gateway.gw-1."), "{token}");
-        assert_eq!(secret().verify(&token), Ok(Caller::Verified { role: Role::Gateway, id: "gw-1".into() }));
-    }
-
-    #[test]
-    fn forged_or_altered_tokens_are_refused() {
-        let token = secret().mint(Role::Gateway, "gw-1").expect("mint");
-        let other = InternalSecret::new([8u8; 32]).expect("long enough");
-        assert_eq!(other.verify(&token), Err(AuthError::BadSignature));
-        // Same signature, another id or role: the signature covers both.
-        let signature = token.rsplit_once('.').expect("dot").1;
-        assert_eq!(secret().verify(&format!("pi1.gateway.gw-2.{signature}")), Err(AuthError::BadSignature));
-        assert_eq!(secret().verify(&format!("pi1.facade.gw-1.{signature}")), Err(AuthError::BadSignature));
-        for bad in ["", "pi1", "pi1.gateway.gw-1", "pi2.gateway.gw-1.00", "pi1.gateway.gw-1.zz"] {
-            assert!(secret().verify(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn ids_and_secrets_are_checked() {
-        assert_eq!(secret().mint(Role::Gateway, ""), Err(AuthError::BadId));
-        assert_eq!(secret().mint(Role::Gateway, "a.b"), Err(AuthError::BadId));
-        assert_eq!(secret().mint(Role::Gateway, &"g".repeat(65)), Err(AuthError::BadId));
-        assert_eq!(InternalSecret::new("short").map(|_| ()), Err(AuthError::ShortSecret));
-        assert_eq!(format!("{:?}", secret()), "InternalSecret(..)");
-    }
-
     fn request_with(token: Option<&str>) -> Request<()> {
         CallerToken::new(token).expect("valid").call(Request::new(())).expect("adds")
+    }
+
+    #[test]
+    fn settings_need_a_secret_unless_explicitly_disabled() {
+        let config: ServerAuthConfig = crate::config::from_vars::<_, _, &str, &str>([]).expect("parses");
+        assert!(matches!(config.interceptor(), Err(AuthConfigError::MissingSecret)));
+        let config: ServerAuthConfig =
+            crate::config::from_vars([("REGISTRY_INTERNAL_AUTH", "disabled")]).expect("parses");
+        assert!(matches!(config.interceptor(), Ok(InternalAuth::Disabled)));
+        let config: ServerAuthConfig =
+            crate::config::from_vars([("REGISTRY_INTERNAL_SECRET", "short")]).expect("parses");
+        assert!(matches!(config.interceptor(), Err(AuthConfigError::Invalid { .. })));
+        let path = std::env::temp_dir().join(format!("internal-secret-{}", std::process::id()));
+        std::fs::write(&path, format!("{}\n", "s".repeat(32))).expect("temp file");
+        let config: ServerAuthConfig =
+            crate::config::from_vars([("REGISTRY_INTERNAL_SECRET_FILE", path.to_str().expect("utf-8"))])
+                .expect("parses");
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(config.interceptor(), Ok(InternalAuth::Required(_))));
+        assert!(!format!("{config:?}").contains("ssss"), "the secret must not print");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::{
 };
 
 use futures::StreamExt;
+use presence_common::internal_auth::RegistryChannel;
 use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use presence_proto::{
     codes::{ErrorCode, LoginErrorCode},
@@ -29,7 +30,7 @@ use tokio::{
     time::Instant,
 };
 use tokio_util::{codec::FramedRead, sync::CancellationToken};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 use crate::{
     auth,
@@ -53,7 +54,7 @@ const REPORT_RETRY_FOR: Duration = Duration::from_secs(15);
 pub struct Context {
     pub gateway_id: String,
     pub apps: AppDirectory,
-    pub registry: PresenceRegistryClient<Channel>,
+    pub registry: PresenceRegistryClient<RegistryChannel>,
     pub sessions: SessionTable,
     pub link: LinkState,
     pub login_timeout: Duration,

@@ -28,6 +28,7 @@ pub use config::GatewayConfig;
 pub use presence_common::Shutdown;
 
 use presence_common::net::BindError;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::{
     connection::Context, limits::IpLimits, link::LinkState, metric_names as m, sessions::SessionTable,
@@ -41,6 +42,8 @@ pub enum GatewayError {
     Directory(#[from] presence_common::app_directory::DirectoryError),
     #[error(transparent)]
     Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
+    #[error(transparent)]
+    InternalAuth(#[from] presence_common::internal_auth::AuthConfigError),
     #[error(transparent)]
     Bind(#[from] presence_common::net::BindError),
     #[error(transparent)]
@@ -103,6 +106,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
+    let channel = InterceptedService::new(channel, config.internal_auth.caller_token()?);
 
     let devices = listener::bind(config.listen_addr).map_err(BindError::at(config.listen_addr))?;
     let listen_addr = devices.local_addr().map_err(BindError::at(config.listen_addr))?;

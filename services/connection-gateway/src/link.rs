@@ -11,13 +11,13 @@ use std::{
 };
 
 use presence_common::backoff::Backoff;
+use presence_common::internal_auth::RegistryChannel;
 use presence_proto::v1::{
     GatewayUplink, Hello, Kicked, LeaseRenewal, SessionSnapshot, gateway_downlink,
     gateway_link_client::GatewayLinkClient, gateway_uplink,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
-use tonic::transport::Channel;
 
 use crate::{Shutdown, metric_names as m, sessions::SessionTable};
 
@@ -64,7 +64,7 @@ fn snapshot(sessions: Vec<presence_proto::v1::LiveSession>, last: bool) -> Gatew
 
 /// Keeps the link attached until `shutdown`, then closes the stream (a clean detach).
 pub async fn run(
-    channel: Channel,
+    channel: RegistryChannel,
     gateway_id: String,
     sessions: SessionTable,
     state: LinkState,
@@ -94,7 +94,7 @@ pub async fn run(
 
 /// One attach: returns `Ok` when the stream ended after having been attached (backoff resets).
 async fn attach_once(
-    channel: &Channel,
+    channel: &RegistryChannel,
     gateway_id: &str,
     sessions: &SessionTable,
     state: &LinkState,

@@ -15,6 +15,10 @@ pub struct NotifierConfig {
     /// mTLS, to the registry. Default: all unset, plaintext.
     #[serde(flatten)]
     pub registry_tls: presence_common::grpc_tls::ClientTls,
+    /// `INTERNAL_TOKEN` (or `INTERNAL_TOKEN_FILE`): this service's caller token for the registry
+    /// (`presence-cli internal-token`).
+    #[serde(flatten)]
+    pub internal_auth: presence_common::internal_auth::ClientAuthConfig,
     /// Default `postgres://postgres@127.0.0.1:5432/presence`.
     #[serde(default = "presence_common::config::default_database_url")]
     pub database_url: String,

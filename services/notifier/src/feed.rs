@@ -1,6 +1,7 @@
 use std::{sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
+use presence_common::internal_auth::CallerToken;
 use presence_common::{AppDirectory, backoff::Backoff};
 use presence_proto::v1::{SubscribeRequest, event_feed_client::EventFeedClient};
 use tokio::sync::Semaphore;
@@ -12,6 +13,8 @@ use crate::{Shutdown, callback::Callback, dispatcher::Dispatcher, metric_names, 
 /// reconnecting (from the last event received) whenever the registry goes away.
 pub struct FeedReader {
     pub endpoint: Endpoint,
+    /// Adds this notifier's caller token to the subscription.
+    pub token: CallerToken,
     pub apps: AppDirectory,
     pub dispatcher: Dispatcher,
     pub watermark: Arc<Mutex<Watermark>>,
@@ -43,7 +46,7 @@ impl FeedReader {
     async fn follow(&self, after: &mut u64, backoff: &mut Backoff) -> Result<(), tonic::Status> {
         let channel =
             self.endpoint.connect().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
-        let mut stream = EventFeedClient::new(channel)
+        let mut stream = EventFeedClient::with_interceptor(channel, self.token.clone())
             .subscribe(SubscribeRequest { after_feed_id: *after })
             .await?
             .into_inner();

@@ -49,6 +49,8 @@ pub enum StartError {
     Cursor(#[from] sqlx::Error),
     #[error(transparent)]
     Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
+    #[error(transparent)]
+    InternalAuth(#[from] presence_common::internal_auth::AuthConfigError),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error(transparent)]
@@ -112,6 +114,7 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
     tokio::spawn(
         FeedReader {
             endpoint,
+            token: config.internal_auth.caller_token()?,
             apps,
             dispatcher: dispatcher.clone(),
             watermark: watermark.clone(),

@@ -5,10 +5,11 @@ use serde::Deserialize;
 /// Registry settings, from environment variables (names in `rename`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegistryConfig {
-    /// gRPC (registry API, gateway link, event feed, health, reflection). Default `0.0.0.0:7200`.
+    /// gRPC (registry API, gateway link, event feed, health, reflection). Default `127.0.0.1:7200`:
+    /// internal, so set it to reach other machines (with internal auth and TLS).
     #[serde(rename = "registry_listen_addr", default = "default_listen")]
     pub listen_addr: SocketAddr,
-    /// `/metrics` and `/healthz`. Default `0.0.0.0:9200`.
+    /// `/metrics` and `/healthz`. Default `127.0.0.1:9200`.
     #[serde(rename = "registry_metrics_addr", default = "default_metrics")]
     pub metrics_addr: SocketAddr,
     /// Default `postgres://postgres@127.0.0.1:5432/presence`.
@@ -30,13 +31,17 @@ pub struct RegistryConfig {
     /// gRPC port. Default: all unset, plaintext.
     #[serde(flatten)]
     pub tls: presence_common::grpc_tls::ServerTls,
+    /// `REGISTRY_INTERNAL_SECRET` (or `_FILE`), `REGISTRY_INTERNAL_AUTH`: every internal call
+    /// carries a caller token signed with the secret. Required unless explicitly disabled.
+    #[serde(flatten)]
+    pub internal_auth: presence_common::internal_auth::ServerAuthConfig,
 }
 
 fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 7200))
+    SocketAddr::from(([127, 0, 0, 1], 7200))
 }
 fn default_metrics() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9200))
+    SocketAddr::from(([127, 0, 0, 1], 9200))
 }
 fn default_db_connections() -> u32 {
     8

@@ -54,6 +54,8 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Tls(#[from] presence_common::grpc_tls::GrpcTlsError),
+    #[error(transparent)]
+    InternalAuth(#[from] presence_common::internal_auth::AuthConfigError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("metrics server: {0}")]
@@ -85,6 +87,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     // Gateways may cancel many calls at once (thousands of devices dropping together); h2's
     // default of 20 pending reset streams would close their whole connection as an attack.
     let mut server = config.tls.server_builder()?.http2_max_pending_accept_reset_streams(Some(4096));
+    let auth = config.internal_auth.interceptor()?;
     metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
@@ -115,12 +118,19 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     let router = server
         .add_service(health)
         .add_service(presence_common::grpc::reflection()?)
-        .add_service(PresenceRegistryServer::new(grpc::PresenceApi { registry: registry.clone() }))
-        .add_service(GatewayLinkServer::new(grpc::GatewayLinkService {
-            registry: registry.clone(),
-            shutdown: shutdown.clone(),
-        }))
-        .add_service(EventFeedServer::new(grpc::EventFeedService { registry, shutdown: shutdown.clone() }));
+        // Every presence service checks the caller's token first; each RPC then checks its role.
+        .add_service(PresenceRegistryServer::with_interceptor(
+            grpc::PresenceApi { registry: registry.clone() },
+            auth.clone(),
+        ))
+        .add_service(GatewayLinkServer::with_interceptor(
+            grpc::GatewayLinkService { registry: registry.clone(), shutdown: shutdown.clone() },
+            auth.clone(),
+        ))
+        .add_service(EventFeedServer::with_interceptor(
+            grpc::EventFeedService { registry, shutdown: shutdown.clone() },
+            auth,
+        ));
     let grpc = tokio::spawn(presence_common::grpc::serve(
         router,
         grpc_listener,

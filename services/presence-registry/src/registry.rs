@@ -31,6 +31,8 @@ pub enum RegistryError {
     UnknownApp(String),
     #[error("gateway `{0}` is not attached")]
     GatewayNotAttached(String),
+    #[error("the session is held by another gateway")]
+    NotYourSession,
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("database: {0}")]
@@ -42,6 +44,7 @@ impl From<RegistryError> for tonic::Status {
         let code = match &err {
             RegistryError::BadRequest(_) => ErrorCode::BadRequest,
             RegistryError::UnknownApp(_) => ErrorCode::NotFound,
+            RegistryError::NotYourSession => ErrorCode::PermissionDenied,
             // A gateway is between links (e.g. the registry just restarted): retry shortly.
             RegistryError::GatewayNotAttached(_) | RegistryError::Log(_) | RegistryError::Database(_) => {
                 ErrorCode::Unavailable
@@ -185,13 +188,15 @@ impl Registry {
         Ok(LoginOutcome { kicked: change.forced_offline.iter().map(Device::kicked).collect(), event })
     }
 
-    /// True if the session was current and is now logged out.
-    pub async fn logout(&self, session: &SessionRef) -> Result<bool, RegistryError> {
+    /// True if the session was current and is now logged out. `gateway`, when known (a verified
+    /// caller), must be the gateway that holds the session.
+    pub async fn logout(&self, session: &SessionRef, gateway: Option<&str>) -> Result<bool, RegistryError> {
         check_session(session)?;
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
         let done = self
             .change_known_user(key, |state| {
+                held_by(state, session, gateway)?;
                 Ok(transition::logout(state, &session.device_id, &session.session_id, now))
             })
             .await?;
@@ -199,7 +204,12 @@ impl Registry {
     }
 
     /// True if the session was current and is now disconnected.
-    pub async fn disconnect(&self, session: &SessionRef, reason: EventReason) -> Result<bool, RegistryError> {
+    pub async fn disconnect(
+        &self,
+        session: &SessionRef,
+        reason: EventReason,
+        gateway: Option<&str>,
+    ) -> Result<bool, RegistryError> {
         check_session(session)?;
         if !matches!(reason, EventReason::LinkClose | EventReason::Timeout) {
             return Err(RegistryError::BadRequest("disconnect reason must be link_close or timeout".into()));
@@ -208,6 +218,7 @@ impl Registry {
         let now = now_ms();
         let done = self
             .change_known_user(key, |state| {
+                held_by(state, session, gateway)?;
                 Ok(transition::disconnect(state, &session.device_id, &session.session_id, reason, now))
             })
             .await?;
@@ -318,7 +329,7 @@ impl Registry {
     async fn disconnect_all(&self, sessions: Vec<SessionRef>) -> Result<usize, RegistryError> {
         const IN_FLIGHT: usize = 256;
         let mut results = futures::stream::iter(sessions)
-            .map(|held| async move { self.disconnect(&held, EventReason::LinkClose).await })
+            .map(|held| async move { self.disconnect(&held, EventReason::LinkClose, None).await })
             .buffer_unordered(IN_FLIGHT);
         let mut disconnected = 0;
         while let Some(result) = results.next().await {
@@ -362,3 +373,12 @@ impl Registry {
 
 /// Shared handle used by the gRPC services and the sweeper.
 pub type SharedRegistry = Arc<Registry>;
+
+/// A gateway may end only the sessions it holds (`gateway` is `None` when callers are not
+/// authenticated, or for the registry's own sweeps).
+fn held_by(state: &UserState, session: &SessionRef, gateway: Option<&str>) -> Result<(), RegistryError> {
+    match (gateway, state.online_session(&session.device_id, &session.session_id)) {
+        (Some(gateway), Some(device)) if device.gateway_id != gateway => Err(RegistryError::NotYourSession),
+        _ => Ok(()),
+    }
+}

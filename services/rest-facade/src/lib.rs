@@ -45,6 +45,8 @@ pub enum StartError {
     #[error(transparent)]
     Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
     #[error(transparent)]
+    InternalAuth(#[from] presence_common::internal_auth::AuthConfigError),
+    #[error(transparent)]
     Bind(#[from] presence_common::net::BindError),
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
@@ -68,7 +70,12 @@ impl RunningFacade {
 /// Loads the apps, binds the listener and serves until `shutdown`.
 pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFacade, StartError> {
     let timeout = Duration::from_millis(config.request_timeout_ms.max(1));
-    let registry = RegistryClient::connect_lazy(&config.registry_url, &config.registry_tls, timeout)?;
+    let registry = RegistryClient::connect_lazy(
+        &config.registry_url,
+        &config.registry_tls,
+        config.internal_auth.caller_token()?,
+        timeout,
+    )?;
     http_metrics::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;

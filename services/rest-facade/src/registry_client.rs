@@ -3,25 +3,33 @@
 
 use std::time::Duration;
 
-use presence_common::grpc_tls::{ClientTls, GrpcTlsError};
+use presence_common::{
+    grpc_tls::{ClientTls, GrpcTlsError},
+    internal_auth::{CallerToken, RegistryChannel},
+};
 use presence_proto::v1::{
     KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, QueryRequest, ReadEventsRequest,
     event_feed_client::EventFeedClient, presence_registry_client::PresenceRegistryClient,
 };
-use tonic::transport::Channel;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::error::ApiError;
 
 #[derive(Clone)]
 pub struct RegistryClient {
-    presence: PresenceRegistryClient<Channel>,
-    feed: EventFeedClient<Channel>,
+    presence: PresenceRegistryClient<RegistryChannel>,
+    feed: EventFeedClient<RegistryChannel>,
     timeout: Duration,
 }
 
 impl RegistryClient {
     /// Does not connect: the first call does, and a failed connection is retried on later calls.
-    pub fn connect_lazy(url: &str, tls: &ClientTls, timeout: Duration) -> Result<Self, GrpcTlsError> {
+    pub fn connect_lazy(
+        url: &str,
+        tls: &ClientTls,
+        token: CallerToken,
+        timeout: Duration,
+    ) -> Result<Self, GrpcTlsError> {
         let channel = tls
             .endpoint(url)?
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -29,6 +37,7 @@ impl RegistryClient {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
+        let channel = InterceptedService::new(channel, token);
         Ok(Self {
             presence: PresenceRegistryClient::new(channel.clone()),
             feed: EventFeedClient::new(channel),

@@ -11,8 +11,10 @@ use std::{
 
 use clap::Parser;
 use presence_bench::stats::percentiles;
+use presence_common::internal_auth::CallerToken;
 use presence_proto::v1::{QueryRequest, presence_registry_client::PresenceRegistryClient};
 use tokio::sync::Mutex;
+use tonic::service::interceptor::InterceptedService;
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -24,6 +26,9 @@ struct Args {
     facade: String,
     #[arg(long, default_value = "bench-key")]
     api_key: String,
+    /// The registry caller token (facade role) for --via grpc.
+    #[arg(long, env = "INTERNAL_TOKEN", hide_env_values = true)]
+    internal_token: Option<String>,
     #[arg(long, default_value = "bench")]
     app: String,
     /// User ids are `<prefix><n>` for n in 0..users.
@@ -43,7 +48,7 @@ struct Args {
 }
 
 enum Target {
-    Grpc(PresenceRegistryClient<tonic::transport::Channel>),
+    Grpc(PresenceRegistryClient<InterceptedService<tonic::transport::Channel, CallerToken>>),
     Rest(reqwest::Client),
 }
 
@@ -96,7 +101,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let connect = || async {
         Ok::<_, anyhow::Error>(match args.via.as_str() {
-            "grpc" => Target::Grpc(PresenceRegistryClient::connect(args.registry.clone()).await?),
+            "grpc" => {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(args.registry.clone())?.connect().await?;
+                let token = CallerToken::new(args.internal_token.as_deref())?;
+                Target::Grpc(PresenceRegistryClient::with_interceptor(channel, token))
+            }
             "rest" => Target::Rest(reqwest::Client::builder().build()?),
             other => anyhow::bail!("--via grpc|rest, not {other}"),
         })

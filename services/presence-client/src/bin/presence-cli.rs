@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use presence_client::{
     ClientError,
-    cli::{Cli, Command, connect, receive, rest, token},
+    cli::{Cli, Command, connect, internal_token, receive, rest, token},
 };
 
 #[tokio::main]
@@ -25,6 +25,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Token(args) => {
             println!("{}", token::token(&args).context("minting the token")?);
+        }
+        Command::InternalToken(args) => {
+            println!("{}", internal_token::internal_token(&args).context("minting the caller token")?);
         }
         Command::Connect(args) => return connect_command(&args).await,
         Command::Query(args) => {

@@ -2,6 +2,7 @@
 //! of the binary so tests can drive it. The binary only parses, dispatches and sets exit codes.
 
 pub mod connect;
+pub mod internal_token;
 pub mod receive;
 pub mod rest;
 pub mod token;
@@ -37,6 +38,8 @@ pub enum Command {
     Kick(rest::KickArgs),
     /// Receive status-change callbacks and check their signatures.
     Receive(receive::ReceiveArgs),
+    /// Print a caller token for a gateway, notifier or facade (its INTERNAL_TOKEN).
+    InternalToken(internal_token::InternalTokenArgs),
 }
 
 /// reqwest is built without a TLS provider of its own: install rustls' *ring* provider (as

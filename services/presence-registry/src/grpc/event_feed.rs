@@ -2,6 +2,7 @@ use std::{pin::Pin, time::Duration};
 
 use futures::Stream;
 use presence_common::backoff::Backoff;
+use presence_common::internal_auth::{Caller, Role};
 use presence_proto::limits::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 use presence_proto::v1::{
     PresenceEvent, ReadEventsReply, ReadEventsRequest, SubscribeRequest, event_feed_server::EventFeed,
@@ -30,6 +31,7 @@ impl EventFeed for EventFeedService {
         &self,
         request: Request<ReadEventsRequest>,
     ) -> Result<Response<ReadEventsReply>, Status> {
+        Caller::require(&request, Role::Facade)?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => DEFAULT_EVENTS_PAGE,
@@ -50,6 +52,7 @@ impl EventFeed for EventFeedService {
     /// Catch-up from Postgres, then live: the stream waits on the writer's committed feed_id and
     /// reads what is new. A slow subscriber slows only its own reads (bounded channel).
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        Caller::require(&request, Role::Notifier)?;
         let mut cursor = request.into_inner().after_feed_id;
         let (tx, rx) = tokio::sync::mpsc::channel(PAGE as usize * 2);
         let log = self.registry.log.clone();

@@ -1,6 +1,7 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use presence_common::internal_auth::{Caller, Role};
 use presence_proto::limits::{MAX_ID_LEN, is_valid_id};
 use presence_proto::v1::{
     Attached, GatewayDownlink, GatewayUplink, LiveSession, gateway_downlink,
@@ -37,6 +38,7 @@ impl GatewayLink for GatewayLinkService {
         &self,
         request: Request<Streaming<GatewayUplink>>,
     ) -> Result<Response<Downstream>, Status> {
+        let caller = Caller::require(&request, Role::Gateway)?.clone();
         let mut uplink = request.into_inner();
         let Kind::Hello(hello) = next(&mut uplink).await? else {
             return Err(Status::invalid_argument("the first uplink message must be Hello"));
@@ -45,6 +47,8 @@ impl GatewayLink for GatewayLinkService {
         if !is_valid_id(&gateway_id) {
             return Err(Status::invalid_argument(format!("gateway_id must be 1 to {MAX_ID_LEN} bytes")));
         }
+        // Attaching as another gateway would disconnect all of its devices.
+        caller.acts_for(&gateway_id)?;
 
         let mut live: Vec<LiveSession> = Vec::new();
         loop {

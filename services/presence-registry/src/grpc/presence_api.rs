@@ -1,3 +1,4 @@
+use presence_common::internal_auth::{Caller, Role};
 use presence_proto::v1::{
     DisconnectReply, DisconnectRequest, KickReply, KickRequest, LoginReply, LoginRequest, LogoutReply,
     LogoutRequest, Platform, QueryReply, QueryRequest, presence_registry_server::PresenceRegistry,
@@ -17,6 +18,7 @@ fn required<T>(value: Option<T>, what: &str) -> Result<T, Status> {
 #[tonic::async_trait]
 impl PresenceRegistry for PresenceApi {
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
+        Caller::require_gateway(&request, &request.get_ref().gateway_id)?;
         let req = request.into_inner();
         let session = required(req.session, "session")?;
         let started = std::time::Instant::now();
@@ -31,8 +33,9 @@ impl PresenceRegistry for PresenceApi {
     }
 
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutReply>, Status> {
+        let caller = Caller::require(&request, Role::Gateway)?.clone();
         let session = required(request.into_inner().session, "session")?;
-        let applied = self.registry.logout(&session).await?;
+        let applied = self.registry.logout(&session, caller.verified_id()).await?;
         Ok(Response::new(LogoutReply { applied }))
     }
 
@@ -40,20 +43,23 @@ impl PresenceRegistry for PresenceApi {
         &self,
         request: Request<DisconnectRequest>,
     ) -> Result<Response<DisconnectReply>, Status> {
+        let caller = Caller::require(&request, Role::Gateway)?.clone();
         let req = request.into_inner();
         let reason = req.reason();
         let session = required(req.session, "session")?;
-        let applied = self.registry.disconnect(&session, reason).await?;
+        let applied = self.registry.disconnect(&session, reason, caller.verified_id()).await?;
         Ok(Response::new(DisconnectReply { applied }))
     }
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {
+        Caller::require(&request, Role::Facade)?;
         let req = request.into_inner();
         let (results, as_of_seq) = self.registry.query(&req.app_id, &req.user_ids, req.detail).await?;
         Ok(Response::new(QueryReply { results, as_of_seq }))
     }
 
     async fn kick(&self, request: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
+        Caller::require(&request, Role::Facade)?;
         let req = request.into_inner();
         let platforms = req
             .platforms
