@@ -11,11 +11,9 @@ USERS=${USERS:-1000000}; ONLINE=${ONLINE:-100000}; SECONDS_EACH=${SECONDS:-10}; 
 QB="$BIN/query-bench"
 
 bench_build
+export INTERNAL_TOKEN; INTERNAL_TOKEN=$(bench_token facade bench-query) # query-bench calls the registry as the facade
 bench_database
-registry_env=(env RUST_LOG=warn REGISTRY_LISTEN_ADDR=127.0.0.1:7200 REGISTRY_METRICS_ADDR=127.0.0.1:9200 REGISTRY_GATEWAY_LEASE_S=86400)
-bench_start registry-migrate "${registry_env[@]}" "$BIN/presence-registry"
-bench_wait_http http://127.0.0.1:9200/healthz registry-migrate
-kill -TERM "$(cat "$OUT/registry-migrate.pid")"; sleep 1; rm -f "$OUT/registry-migrate.pid"
+registry_env=(env RUST_LOG=warn REGISTRY_INTERNAL_SECRET="$BENCH_INTERNAL_SECRET" REGISTRY_LISTEN_ADDR=127.0.0.1:7200 REGISTRY_METRICS_ADDR=127.0.0.1:9200 REGISTRY_GATEWAY_LEASE_S=86400)
 
 echo "== seeding $USERS users, $ONLINE online" >&2
 psql "$DATABASE_URL" -q <<SQL
@@ -34,7 +32,7 @@ registry_rss_mib=$(( $(bench_rss_kib registry) / 1024 ))
 
 have_facade=0
 if [[ -x "$BIN/rest-facade" ]]; then
-  bench_start facade env RUST_LOG=warn FACADE_LISTEN_ADDR=127.0.0.1:8080 "$BIN/rest-facade"
+  bench_start facade env RUST_LOG=warn INTERNAL_TOKEN="$(bench_token facade bench-facade)" FACADE_LISTEN_ADDR=127.0.0.1:8080 "$BIN/rest-facade"
   bench_wait_http http://127.0.0.1:8080/healthz facade && have_facade=1
 fi
 

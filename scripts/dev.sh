@@ -39,12 +39,16 @@ wait_http() { # url, name
 export RUST_LOG="${RUST_LOG:-info}"
 echo "== migrating $DATABASE_URL"
 "$bin/presence-migrate"
-start presence-registry "$bin/presence-registry"
+# Internal calls are authenticated: a fresh secret for this run (only the registry holds it) and
+# a caller token for each service, as an operator mints them (docs/configuration.md).
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+caller_token() { REGISTRY_INTERNAL_SECRET="$secret" "$bin/presence-cli" internal-token --role "$1" --id "$2"; }
+start presence-registry env REGISTRY_INTERNAL_SECRET="$secret" "$bin/presence-registry"
 wait_http http://127.0.0.1:9200/healthz presence-registry
 psql "$DATABASE_URL" -q -f scripts/dev-seed.sql >/dev/null
-start connection-gateway "$bin/connection-gateway"
-start notifier "$bin/notifier"
-start rest-facade "$bin/rest-facade"
+start connection-gateway env GATEWAY_ID=gw-1 INTERNAL_TOKEN="$(caller_token gateway gw-1)" "$bin/connection-gateway"
+start notifier env INTERNAL_TOKEN="$(caller_token notifier notifier-1)" "$bin/notifier"
+start rest-facade env INTERNAL_TOKEN="$(caller_token facade facade-1)" "$bin/rest-facade"
 wait_http http://127.0.0.1:9100/healthz connection-gateway
 wait_http http://127.0.0.1:9300/healthz notifier
 wait_http http://127.0.0.1:8080/healthz rest-facade

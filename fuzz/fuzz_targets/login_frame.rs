@@ -20,6 +20,8 @@ use presence_proto::{
 use tokio_util::codec::Decoder;
 
 const SECRET: &str = "secret";
+/// The default `apps.max_token_lifetime_s`.
+const LIFETIME: std::time::Duration = std::time::Duration::from_secs(604_800);
 /// `{"alg":"HS256","typ":"JWT"}`.
 const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 
@@ -52,15 +54,15 @@ fuzz_target!(|data: &[u8]| {
             assert!(valid.platform != Platform::Unspecified, "{login:?}");
             assert!(login.app_id == valid.app_id || (login.app_id.is_empty() && valid.app_id == DEFAULT_APP_ID));
             // Unsigned by us: acceptance would mean a forged token.
-            assert!(auth::verify(&valid.token, SECRET, &valid.app_id, &valid.user_id).is_err(), "{login:?}");
+            assert!(auth::verify(&valid.token, SECRET, &valid.app_id, &valid.user_id, LIFETIME).is_err(), "{login:?}");
         }
         1 => {
             let token = String::from_utf8_lossy(rest);
-            assert!(auth::verify(&token, SECRET, DEFAULT_APP_ID, "u").is_err(), "forged: {token}");
+            assert!(auth::verify(&token, SECRET, DEFAULT_APP_ID, "u", LIFETIME).is_err(), "forged: {token}");
         }
         _ => {
             let token = signed(rest);
-            if auth::verify(&token, SECRET, "app", "u").is_ok() {
+            if auth::verify(&token, SECRET, "app", "u", LIFETIME).is_ok() {
                 // Accepted: the claims must say this user, this app (or none), and an expiry.
                 let claims: serde_json::Value = serde_json::from_slice(rest).expect("accepted claims are JSON");
                 assert_eq!(claims["sub"], "u", "{claims}");

@@ -20,10 +20,19 @@ pub const MAX_EVENTS_PAGE: u32 = 1000;
 /// Largest frame body the client protocol allows, in bytes.
 pub const MAX_FRAME_LEN: usize = 65_536;
 
-/// Whether `id` is a valid id: 1 to [`MAX_ID_LEN`] bytes.
+/// Whether `id` is a valid id: 1 to [`MAX_ID_LEN`] bytes, no control characters. Ids reach
+/// Postgres (which refuses NUL in text), logs and other users' views.
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN
+    !id.is_empty() && is_valid_text(id, MAX_ID_LEN)
 }
+
+/// Whether free text (e.g. `client_version`) is at most `max` bytes with no control characters.
+pub fn is_valid_text(text: &str, max: usize) -> bool {
+    text.len() <= max && !text.chars().any(char::is_control)
+}
+
+/// JSON Schema `pattern` of an id: no control characters (C0, DEL, C1).
+pub const ID_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$";
 
 #[cfg(test)]
 mod tests {
@@ -35,5 +44,15 @@ mod tests {
         assert!(is_valid_id("u"));
         assert!(is_valid_id(&"x".repeat(MAX_ID_LEN)));
         assert!(!is_valid_id(&"x".repeat(MAX_ID_LEN + 1)));
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        for bad in ["a\0b", "line\nbreak", "tab\t", "del\u{7f}", "c1\u{85}"] {
+            assert!(!is_valid_id(bad), "{bad:?}");
+            assert!(!is_valid_text(bad, 100), "{bad:?}");
+        }
+        assert!(is_valid_id("ünïcödé-ok_1.2"));
+        assert!(is_valid_text("", 10));
     }
 }

@@ -21,7 +21,7 @@ trap bench_cleanup EXIT INT TERM
 bench_build() {
   [[ ${SKIP_BUILD:-0} == 1 ]] && return 0
   echo "== building release binaries" >&2
-  cargo build --release --quiet -p presence-common -p presence-registry -p connection-gateway -p notifier -p rest-facade -p presence-bench
+  cargo build --release --quiet -p presence-common -p presence-client -p presence-registry -p connection-gateway -p notifier -p rest-facade -p presence-bench
 }
 
 # bench_start NAME CMD...: runs CMD in the background, logs to target/bench/NAME.log.
@@ -46,9 +46,15 @@ bench_database() {
   "$BIN/presence-migrate" >"$OUT/migrate.log" 2>&1 || { cat "$OUT/migrate.log" >&2; return 1; }
 }
 
+# Internal calls are authenticated, as in production: a secret for the run, a token per caller.
+BENCH_INTERNAL_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+bench_token() { # ROLE ID
+  REGISTRY_INTERNAL_SECRET="$BENCH_INTERNAL_SECRET" "$BIN/presence-cli" internal-token --role "$1" --id "$2"
+}
+
 # bench_registry: registry on 127.0.0.1:7200 (metrics 9200); then the app `bench`.
 bench_registry() {
-  bench_start registry env RUST_LOG=warn REGISTRY_LISTEN_ADDR=127.0.0.1:7200 \
+  bench_start registry env RUST_LOG=warn REGISTRY_INTERNAL_SECRET="$BENCH_INTERNAL_SECRET" REGISTRY_LISTEN_ADDR=127.0.0.1:7200 \
     REGISTRY_METRICS_ADDR=127.0.0.1:9200 "$BIN/presence-registry"
   bench_wait_http http://127.0.0.1:9200/healthz registry
   psql "$DATABASE_URL" -qc "INSERT INTO apps (app_id, token_secret, api_key_sha256, callback_url, callback_secret)
@@ -60,7 +66,8 @@ bench_registry() {
 bench_gateways() {
   local n=$1; shift
   for i in $(seq 1 "$n"); do
-    bench_start "gateway$i" env RUST_LOG=warn GATEWAY_ID="bench-gw-$i" GATEWAY_LISTEN_ADDR=127.0.0.1:7100 \
+    bench_start "gateway$i" env RUST_LOG=warn GATEWAY_ID="bench-gw-$i" INTERNAL_TOKEN="$(bench_token gateway "bench-gw-$i")" \
+      GATEWAY_LISTEN_ADDR=127.0.0.1:7100 \
       GATEWAY_METRICS_ADDR="127.0.0.1:$((9100 + i))" "$@" "$BIN/connection-gateway"
     bench_wait_http "http://127.0.0.1:$((9100 + i))/healthz" "gateway$i"
   done

@@ -51,6 +51,8 @@ pub struct AppConfig {
     pub callback_secret: Option<SecretString>,
     pub policy: PolicyMode,
     pub push_online_ttl: Duration,
+    /// `apps.max_token_lifetime_s`: the longest a login token may be valid for.
+    pub max_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -140,6 +142,7 @@ struct AppRow {
     callback_secret: Option<String>,
     login_policy: String,
     push_online_ttl_s: i64,
+    max_token_lifetime_s: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -175,7 +178,7 @@ impl AppDirectory {
     pub async fn reload(&self) -> Result<(), DirectoryError> {
         let rows: Vec<AppRow> = sqlx::query_as(
             "SELECT app_id, token_secret, api_key_sha256, callback_url, callback_secret, \
-             login_policy, push_online_ttl_s FROM apps",
+             login_policy, push_online_ttl_s, max_token_lifetime_s FROM apps",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -219,6 +222,9 @@ impl AppDirectory {
                     callback_secret: row.callback_secret.map(Into::into),
                     policy,
                     push_online_ttl: Duration::from_secs(u64::try_from(row.push_online_ttl_s).unwrap_or(1)),
+                    max_token_lifetime: Duration::from_secs(
+                        u64::try_from(row.max_token_lifetime_s).unwrap_or(1),
+                    ),
                 }
             })
             .collect::<Vec<_>>();
@@ -308,6 +314,7 @@ mod tests {
             callback_secret: Some("cb-s3cret".into()),
             policy: PolicyMode::SingleDevice,
             push_online_ttl: Duration::from_secs(1),
+            max_token_lifetime: Duration::from_secs(604_800),
         }
     }
 

@@ -254,8 +254,9 @@ mod tests {
         let config: ServerAuthConfig =
             crate::config::from_vars([("REGISTRY_INTERNAL_SECRET_FILE", path.to_str().expect("utf-8"))])
                 .expect("parses");
+        let from_file = config.interceptor();
         let _ = std::fs::remove_file(&path);
-        assert!(matches!(config.interceptor(), Ok(InternalAuth::Required(_))));
+        assert!(matches!(from_file, Ok(InternalAuth::Required(_))), "{from_file:?}");
         assert!(!format!("{config:?}").contains("ssss"), "the secret must not print");
     }
 

@@ -11,7 +11,7 @@ pub struct GatewayConfig {
     /// several gateway processes can share it.
     #[serde(rename = "gateway_listen_addr", default = "default_listen")]
     pub listen_addr: SocketAddr,
-    /// `/metrics` and `/healthz`. Default `0.0.0.0:9100`.
+    /// `/metrics` and `/healthz`. Default `127.0.0.1:9100` (operators only).
     #[serde(rename = "gateway_metrics_addr", default = "default_metrics")]
     pub metrics_addr: SocketAddr,
     /// This gateway's name at the registry. Default `gw-<hostname>-<pid>`.
@@ -75,7 +75,7 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7100))
 }
 fn default_metrics() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9100))
+    SocketAddr::from(([127, 0, 0, 1], 9100))
 }
 fn default_db_connections() -> u32 {
     2

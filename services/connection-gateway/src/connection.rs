@@ -292,9 +292,13 @@ impl Conn {
         let Some(app) = self.ctx.apps.get(&login.app_id) else {
             return Err(self.refuse(LoginErrorCode::BadToken, "unknown app"));
         };
-        if let Err(err) =
-            auth::verify(&login.token, app.token_secret.expose_secret(), &login.app_id, &login.user_id)
-        {
+        if let Err(err) = auth::verify(
+            &login.token,
+            app.token_secret.expose_secret(),
+            &login.app_id,
+            &login.user_id,
+            app.max_token_lifetime,
+        ) {
             return Err(self.refuse(err.code(), "token rejected"));
         }
         if !self.ctx.link.is_attached() {

@@ -4,7 +4,7 @@
 use presence_proto::{
     DEFAULT_APP_ID,
     codes::LoginErrorCode,
-    limits::{MAX_ID_LEN, MAX_TOKEN_LEN, is_valid_id},
+    limits::{MAX_ID_LEN, MAX_TOKEN_LEN, is_valid_id, is_valid_text},
     v1::{Login, Platform},
 };
 
@@ -31,7 +31,7 @@ pub struct Refusal {
 const NO_PLATFORM: Refusal = Refusal { code: LoginErrorCode::BadRequest, message: "platform is required" };
 const BAD_FIELDS: Refusal = Refusal {
     code: LoginErrorCode::BadRequest,
-    message: "user_id and device_id are required, strings at most 256 bytes",
+    message: "user_id and device_id are required: 1 to 256 bytes without control characters",
 };
 
 /// Checks the fields of `login`: a named platform, user and device ids of 1 to [`MAX_ID_LEN`]
@@ -43,7 +43,7 @@ pub fn validate_login(login: Login) -> Result<ValidLogin, Refusal> {
     let fields_ok = is_valid_id(&app_id)
         && is_valid_id(&login.user_id)
         && is_valid_id(&login.device_id)
-        && login.client_version.len() <= MAX_ID_LEN
+        && is_valid_text(&login.client_version, MAX_ID_LEN)
         && login.token.len() <= MAX_TOKEN_LEN;
     if !fields_ok {
         return Err(BAD_FIELDS);

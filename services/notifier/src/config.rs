@@ -5,7 +5,7 @@ use serde::Deserialize;
 /// Notifier settings, from environment variables (names in `rename`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct NotifierConfig {
-    /// `/metrics` and `/healthz`. Default `0.0.0.0:9300`.
+    /// `/metrics` and `/healthz`. Default `127.0.0.1:9300` (operators only).
     #[serde(rename = "notifier_metrics_addr", default = "default_metrics")]
     pub metrics_addr: SocketAddr,
     /// The registry's event feed. Default `http://127.0.0.1:7200`.
@@ -59,7 +59,7 @@ pub struct NotifierConfig {
 }
 
 fn default_metrics() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 9300))
+    SocketAddr::from(([127, 0, 0, 1], 9300))
 }
 fn default_db_connections() -> u32 {
     4

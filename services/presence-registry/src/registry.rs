@@ -7,7 +7,7 @@ use futures::StreamExt;
 
 use presence_common::{AppDirectory, ErrorCode, time::now_ms};
 use presence_proto::codes::KickReason;
-use presence_proto::limits::{MAX_ID_LEN, MAX_IDS_PER_QUERY, is_valid_id};
+use presence_proto::limits::{MAX_ID_LEN, MAX_IDS_PER_QUERY, is_valid_id, is_valid_text};
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
     PresenceEvent, SessionRef, UserPresence,
@@ -73,7 +73,9 @@ pub struct Registry {
 
 fn check_id(what: &str, value: &str) -> Result<(), RegistryError> {
     if !is_valid_id(value) {
-        return Err(RegistryError::BadRequest(format!("{what} must be 1 to {MAX_ID_LEN} bytes")));
+        return Err(RegistryError::BadRequest(format!(
+            "{what} must be 1 to {MAX_ID_LEN} bytes without control characters"
+        )));
     }
     Ok(())
 }
@@ -154,6 +156,13 @@ impl Registry {
         check_id("user_id", &session.user_id)?;
         check_id("device_id", &session.device_id)?;
         check_id("session_id", &session.session_id)?;
+        if !is_valid_text(&session.client_version, MAX_ID_LEN)
+            || !is_valid_text(&session.peer_addr, MAX_ID_LEN)
+        {
+            return Err(RegistryError::BadRequest(
+                "client_version and peer_addr must be at most 256 bytes without control characters".into(),
+            ));
+        }
         let platform = Platform::try_from(session.platform)
             .ok()
             .filter(|p| *p != Platform::Unspecified)

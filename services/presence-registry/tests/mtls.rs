@@ -6,7 +6,10 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use presence_common::grpc_tls::ClientTls;
+use presence_common::{
+    grpc_tls::ClientTls,
+    internal_auth::{CallerToken, Role},
+};
 use presence_proto::v1::{
     DeviceStatus, Platform, QueryReply, QueryRequest, presence_registry_client::PresenceRegistryClient,
 };
@@ -119,7 +122,8 @@ async fn query_over(endpoint: Endpoint, limit: Duration) -> Result<QueryReply, S
         let channel =
             endpoint.connect_timeout(limit).connect().await.map_err(|e| format!("connect: {e:?}"))?;
         let request = QueryRequest { app_id: "default".into(), user_ids: vec!["alice".into()], detail: true };
-        PresenceRegistryClient::new(channel)
+        let token = CallerToken::new(Some(&testkit::internal_token(Role::Facade, "mtls-test"))).unwrap();
+        PresenceRegistryClient::with_interceptor(channel, token)
             .query(request)
             .await
             .map(tonic::Response::into_inner)

@@ -212,7 +212,7 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
 #[tokio::test]
 async fn events_are_durable_ordered_and_streamed_live() {
     let registry = TestRegistry::start().await;
-    let mut feed = registry.feed().await;
+    let mut feed = registry.subscription().await;
     let mut stream =
         feed.subscribe(SubscribeRequest { after_feed_id: 0 }).await.expect("subscribe").into_inner();
     let mut gw = StubGateway::attach(&registry.url(), "gw", vec![]).await;
@@ -353,7 +353,7 @@ async fn admin_kick_reaches_the_gateway_and_is_a_logout_event() {
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let registry = TestRegistry::start().await;
-    let mut api = registry.api().await;
+    let mut api = registry.api_as(presence_common::internal_auth::Role::Gateway, "gw").await;
     let login = |gateway: &str, s: presence_proto::v1::DeviceSession| presence_proto::v1::LoginRequest {
         gateway_id: gateway.into(),
         session: Some(s),

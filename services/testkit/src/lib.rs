@@ -10,6 +10,7 @@
 
 pub mod database;
 pub mod inprocess;
+pub mod internal;
 pub mod postgres;
 pub mod process;
 pub mod receiver;
@@ -18,6 +19,7 @@ pub mod system;
 use std::{fmt::Debug, time::Duration};
 
 pub use database::{TestDatabase, fresh_database};
+pub use internal::{INTERNAL_SECRET, internal_token};
 pub use postgres::ThrowawayPostgres;
 pub use process::{ServiceProcess, free_port};
 pub use receiver::{Received, Receiver};

@@ -9,11 +9,14 @@ use presence_proto::v1::{LoginOk, Platform};
 use serde_json::{Value, json};
 
 pub use crate::inprocess::SECRET;
+use presence_common::internal_auth::Role;
+
 use crate::{
-    Receiver, ServiceProcess,
+    INTERNAL_SECRET, Receiver, ServiceProcess,
     database::{RUNTIME_ROLE, TestDatabase, empty_database_on},
     eventually_ok, free_port,
     inprocess::token,
+    internal_token,
 };
 
 /// A running service process and its `/healthz` address.
@@ -104,6 +107,7 @@ impl System {
                 ("REGISTRY_METRICS_ADDR", registry_admin.to_string()),
                 ("REGISTRY_GATEWAY_LEASE_S", LEASE_S.to_string()),
                 ("REGISTRY_SWEEP_INTERVAL_MS", "200".into()),
+                ("REGISTRY_INTERNAL_SECRET", INTERNAL_SECRET.into()),
             ]),
         );
         registry.wait_healthy().await;
@@ -117,6 +121,7 @@ impl System {
                 ("NOTIFIER_FLUSH_INTERVAL_MS", "100".into()),
                 ("NOTIFIER_BACKOFF_INITIAL_MS", "50".into()),
                 ("NOTIFIER_BACKOFF_MAX_MS", "500".into()),
+                ("INTERNAL_TOKEN", internal_token(Role::Notifier, "notifier-1")),
             ]),
         );
         let facade_addr = free_port();
@@ -124,7 +129,10 @@ impl System {
             "rest-facade",
             "facade",
             facade_addr,
-            &env(&[("FACADE_LISTEN_ADDR", facade_addr.to_string())]),
+            &env(&[
+                ("FACADE_LISTEN_ADDR", facade_addr.to_string()),
+                ("INTERNAL_TOKEN", internal_token(Role::Facade, "facade-1")),
+            ]),
         );
         notifier.wait_healthy().await;
         facade.wait_healthy().await;
@@ -245,6 +253,7 @@ async fn spawn_gateway(database_url: &str, registry_url: &str, id: &str) -> (Ser
             ("DATABASE_URL", database_url.to_owned()),
             ("REGISTRY_URL", registry_url.to_owned()),
             ("GATEWAY_ID", id.to_owned()),
+            ("INTERNAL_TOKEN", internal_token(Role::Gateway, id)),
             ("GATEWAY_LISTEN_ADDR", listen.to_string()),
             ("GATEWAY_METRICS_ADDR", admin.to_string()),
         ],

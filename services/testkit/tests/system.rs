@@ -124,6 +124,7 @@ async fn a_service_refuses_a_database_that_was_not_migrated() {
             ("DATABASE_URL", db.url.clone()),
             ("REGISTRY_LISTEN_ADDR", free_port().to_string()),
             ("REGISTRY_METRICS_ADDR", admin.to_string()),
+            ("REGISTRY_INTERNAL_SECRET", testkit::INTERNAL_SECRET.to_owned()),
         ],
     );
     let status = registry.wait_exit().await;

@@ -86,7 +86,8 @@ pub async fn kick(
     check_user_id(&user_id)?;
     let platforms = platforms(body.unwrap_or_default().platforms)?;
     let kicked = state.registry.kick(app.id(), &user_id, &platforms).await?;
-    tracing::info!(app_id = app.id(), %user_id, kicked = kicked.len(), "admin kick");
+    // Debug formatting escapes what a caller put in the id (a newline cannot forge a log line).
+    tracing::info!(app_id = app.id(), ?user_id, kicked = kicked.len(), "admin kick");
     Ok(Json(KickResponse { kicked_devices: kicked.iter().map(KickedDeviceJson::from).collect() }))
 }
 

@@ -34,7 +34,8 @@ fn user_id_schema() -> Object {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(MAX_ID_LEN))
-        .description(Some("A user id of the app: 1 to 256 bytes of UTF-8"))
+        .pattern(Some(presence_proto::limits::ID_PATTERN))
+        .description(Some("A user id of the app: 1 to 256 bytes of UTF-8, no control characters"))
         .build()
 }
 
@@ -50,10 +51,13 @@ pub(crate) fn user_ids_schema() -> Array {
 }
 
 pub(crate) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
-    if user_id.is_empty() || user_id.len() > MAX_ID_LEN {
+    if !presence_proto::limits::is_valid_id(user_id) {
         return Err(ApiError::bad_request(
             "invalid_user_id",
-            format!("a user id must be 1 to {MAX_ID_LEN} bytes, got {}", user_id.len()),
+            format!(
+                "a user id must be 1 to {MAX_ID_LEN} bytes without control characters, got {} bytes",
+                user_id.len()
+            ),
         ));
     }
     Ok(())

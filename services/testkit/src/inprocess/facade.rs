@@ -1,6 +1,7 @@
 //! The rest-facade in-process, and [`Stack`]: registry, gateway and facade together, as the REST
 //! API's tests need them; requests go over real HTTP.
 
+use presence_common::internal_auth::Role;
 use std::net::SocketAddr;
 
 use presence_client::{Client, LoginParams};
@@ -34,6 +35,7 @@ impl TestFacade {
             ("DATABASE_URL", db.url.clone()),
             ("REGISTRY_URL", registry_url.to_owned()),
             ("FACADE_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("INTERNAL_TOKEN", crate::internal_token(Role::Facade, "test-facade")),
         ];
         let config: rest_facade::FacadeConfig = config(&vars, overrides);
         let instance = Instance::start("facade", |shutdown| rest_facade::start(config, shutdown))

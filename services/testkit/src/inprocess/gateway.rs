@@ -1,5 +1,6 @@
 //! A connection-gateway in-process, attached to a [`TestRegistry`].
 
+use presence_common::internal_auth::Role;
 use std::net::SocketAddr;
 
 use connection_gateway::RunningGateway;
@@ -24,6 +25,7 @@ impl TestGateway {
             ("DATABASE_URL", registry.db.url.clone()),
             ("REGISTRY_URL", registry.url()),
             ("GATEWAY_ID", id.to_owned()),
+            ("INTERNAL_TOKEN", crate::internal_token(Role::Gateway, id)),
             ("GATEWAY_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("GATEWAY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ];

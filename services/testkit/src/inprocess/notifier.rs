@@ -1,5 +1,6 @@
 //! The notifier in-process, on a [`TestRegistry`]'s database and feed; restartable.
 
+use presence_common::internal_auth::Role;
 use std::net::SocketAddr;
 
 use ::notifier::RunningNotifier;
@@ -20,6 +21,7 @@ impl TestNotifier {
             ("DATABASE_URL", registry.db.url.clone()),
             ("REGISTRY_URL", registry.url()),
             ("NOTIFIER_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+            ("INTERNAL_TOKEN", crate::internal_token(Role::Notifier, "test-notifier")),
             ("NOTIFIER_FLUSH_INTERVAL_MS", "50".to_owned()),
             ("NOTIFIER_BACKOFF_INITIAL_MS", "20".to_owned()),
             ("NOTIFIER_BACKOFF_MAX_MS", "200".to_owned()),

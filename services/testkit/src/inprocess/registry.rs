@@ -2,19 +2,22 @@
 
 use std::net::SocketAddr;
 
+use presence_common::internal_auth::{RegistryChannel, Role};
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, GatewayUplink, Hello, KickSession, LiveSession, LoginReply,
     LoginRequest, Platform, PresenceEvent, QueryRequest, ReadEventsRequest, SessionRef, SessionSnapshot,
-    UserPresence, event_feed_client::EventFeedClient, gateway_downlink::Kind,
-    gateway_link_client::GatewayLinkClient, gateway_uplink, presence_registry_client::PresenceRegistryClient,
+    UserPresence, event_feed_client::EventFeedClient, gateway_downlink::Kind, gateway_uplink,
+    presence_registry_client::PresenceRegistryClient,
 };
 use presence_registry::RunningRegistry;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
 use super::{Instance, SECRET, config};
-use crate::{TestDatabase, WAIT, eventually, eventually_ok, fresh_database};
+use crate::{
+    INTERNAL_SECRET, TestDatabase, WAIT, eventually, eventually_ok, fresh_database,
+    internal::{api_as, feed_as, link_as},
+};
 
 /// A registry on its own database; stoppable and restartable on the same port.
 pub struct TestRegistry {
@@ -54,6 +57,7 @@ impl TestRegistry {
             ("REGISTRY_LISTEN_ADDR", self.addr.to_string()),
             ("REGISTRY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("REGISTRY_SWEEP_INTERVAL_MS", "100".to_owned()),
+            ("REGISTRY_INTERNAL_SECRET", INTERNAL_SECRET.to_owned()),
         ];
         let first_start = self.addr.port() == 0;
         // The old listener's port can take a moment to be free again.
@@ -90,12 +94,24 @@ impl TestRegistry {
         format!("http://{}", self.addr)
     }
 
-    pub async fn api(&self) -> PresenceRegistryClient<Channel> {
-        PresenceRegistryClient::connect(self.url()).await.expect("registry reachable")
+    /// The registry API as the facade would call it (Query, Kick).
+    pub async fn api(&self) -> PresenceRegistryClient<RegistryChannel> {
+        self.api_as(Role::Facade, "test-facade").await
     }
 
-    pub async fn feed(&self) -> EventFeedClient<Channel> {
-        EventFeedClient::connect(self.url()).await.expect("registry reachable")
+    /// The registry API as `id` in `role`.
+    pub async fn api_as(&self, role: Role, id: &str) -> PresenceRegistryClient<RegistryChannel> {
+        api_as(&self.url(), role, id).await
+    }
+
+    /// The event feed as the facade reads it (ReadEvents).
+    pub async fn feed(&self) -> EventFeedClient<RegistryChannel> {
+        feed_as(&self.url(), Role::Facade, "test-facade").await
+    }
+
+    /// The event feed as the notifier follows it (Subscribe).
+    pub async fn subscription(&self) -> EventFeedClient<RegistryChannel> {
+        feed_as(&self.url(), Role::Notifier, "test-notifier").await
     }
 
     /// Presence of `user_ids` in the app `default`, with devices.
@@ -250,7 +266,7 @@ struct ProbeKicks {
 /// A gateway attached over the real link: it logs devices in and collects the kicks it is sent.
 pub struct StubGateway {
     pub id: String,
-    pub api: PresenceRegistryClient<Channel>,
+    pub api: PresenceRegistryClient<RegistryChannel>,
     pub kicks: mpsc::UnboundedReceiver<KickSession>,
     uplink: mpsc::Sender<GatewayUplink>,
     pub stale_sessions: u32,
@@ -298,7 +314,7 @@ impl StubGateway {
             .send(msg(gateway_uplink::Kind::Snapshot(SessionSnapshot { sessions, last: true })))
             .await
             .unwrap();
-        let mut link = GatewayLinkClient::connect(registry_url.to_owned()).await.expect("registry reachable");
+        let mut link = link_as(registry_url, id).await;
         let mut downlink = link.attach(ReceiverStream::new(rx)).await.expect("attach").into_inner();
         let first = tokio::time::timeout(WAIT, downlink.message()).await.expect("attached in time");
         let Ok(Some(presence_proto::v1::GatewayDownlink { kind: Some(Kind::Attached(attached)) })) = first
@@ -313,7 +329,7 @@ impl StubGateway {
                 }
             }
         });
-        let api = PresenceRegistryClient::connect(registry_url.to_owned()).await.expect("registry reachable");
+        let api = api_as(registry_url, Role::Gateway, id).await;
         Self { id: id.into(), api, kicks, uplink, stale_sessions: attached.stale_sessions }
     }
 
