@@ -186,6 +186,15 @@ async fn openapi_health_and_metrics() {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }
     assert_eq!(paths.len(), 7, "{:?}", paths.keys().collect::<Vec<_>>());
+    // Every user id in the document carries the one id rule (no control characters).
+    for path in ["/v1/users/{user_id}/presence", "/v1/users/{user_id}/kick"] {
+        let method = paths[path].as_object().and_then(|m| m.values().next()).expect("an operation");
+        assert_eq!(
+            method["parameters"][0]["schema"]["pattern"],
+            presence_proto::limits::ID_PATTERN,
+            "{path}"
+        );
+    }
     assert_eq!(doc["components"]["securitySchemes"]["api_key"]["scheme"], "bearer");
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for schema in [

@@ -66,8 +66,10 @@ fn platforms(names: Option<Vec<String>>) -> Result<Vec<Platform>, ApiError> {
     post,
     path = "/v1/users/{user_id}/kick",
     tag = "presence",
+    // The pattern is presence_proto::limits::ID_PATTERN (an attribute takes only a literal).
     params(("user_id" = String, Path, min_length = 1, max_length = 256,
-        description = "The app's user id, 1 to 256 bytes of UTF-8, percent-encoded")),
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
+        description = "The app's user id, 1 to 256 bytes of UTF-8 without control characters, percent-encoded")),
     request_body(content = Option<KickBody>,
         description = "Optional: no body, an empty one or `null` kick every device"),
     responses(

@@ -27,8 +27,10 @@ pub struct UserPresenceResponse {
     get,
     path = "/v1/users/{user_id}/presence",
     tag = "presence",
+    // The pattern is presence_proto::limits::ID_PATTERN (an attribute takes only a literal).
     params(("user_id" = String, Path, min_length = 1, max_length = 256,
-        description = "The app's user id, 1 to 256 bytes of UTF-8, percent-encoded")),
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$",
+        description = "The app's user id, 1 to 256 bytes of UTF-8 without control characters, percent-encoded")),
     responses(
         (status = 200, description = "The user's presence; unknown users are `offline`", body = UserPresenceResponse),
         (status = 400, description = "`invalid_user_id`, `invalid_path` or `bad_request`", body = ErrorResponse),
