@@ -7,7 +7,11 @@
 //! (global) and `seq` (per app) are assigned in commit order, so a reader that has seen feed_id N
 //! has seen everything before it.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Instant,
+};
 
 use parking_lot::Mutex;
 use presence_proto::v1::{EventAction, EventDevice, EventReason, KickedDevice, PresenceEvent, UserStatus};
@@ -127,42 +131,70 @@ impl Writer {
     async fn run(mut self, app_seqs: Arc<Mutex<HashMap<String, u64>>>) {
         let mut batch = Vec::with_capacity(self.batch_max);
         while self.rx.recv_many(&mut batch, self.batch_max).await > 0 {
-            let started = Instant::now();
-            let first_feed_id = *self.committed.borrow() + 1;
-            let mut next_seqs = app_seqs.lock().clone();
-            let numbered = number(&batch, first_feed_id, &mut next_seqs);
-            let mutations: Vec<&Mutation> = batch.iter().map(|p| &p.mutation).collect();
-            let events: Vec<&PresenceEvent> = numbered.iter().flatten().collect();
-            let result = store::write_batch(&self.pool, &mutations, &events).await;
-            metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
-            tracing::debug!(mutations = batch.len(), elapsed = ?started.elapsed(), "group commit");
             metrics::histogram!(m::COMMIT_BATCH_SIZE).record(batch.len() as f64);
-            match result {
-                Ok(()) => {
-                    *app_seqs.lock() = next_seqs;
-                    if let Some(last) = numbered.iter().flatten().last() {
-                        self.committed.send_replace(last.feed_id);
+            // One change whose data the database refuses fails its whole transaction. Split the
+            // batch and commit the halves, down to that one change, so no input of one user can
+            // fail another's change (at most about 2n transactions for a batch of n).
+            let mut parts = VecDeque::from([std::mem::take(&mut batch)]);
+            while let Some(mut part) = parts.pop_front() {
+                match self.commit(&mut part, &app_seqs).await {
+                    Ok(()) => {}
+                    Err(err) if matches!(err, sqlx::Error::Database(_)) && part.len() > 1 => {
+                        let second = part.split_off(part.len() / 2);
+                        parts.push_front(second);
+                        parts.push_front(part);
                     }
-                    for (pending, events) in batch.drain(..).zip(numbered) {
-                        let _ = pending.reply.send(Ok(events));
-                    }
+                    Err(err) => self.fail(part, &err),
                 }
-                Err(err) => {
-                    metrics::counter!(m::COMMIT_FAILURES).increment(1);
-                    tracing::warn!(%err, mutations = batch.len(), "event commit failed");
-                    let message = err.to_string();
-                    for pending in batch.drain(..) {
-                        let _ = pending.reply.send(Err(LogError::Commit(message.clone())));
-                    }
-                    if matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
-                    {
-                        // The database is away. What queued up meanwhile would wait out the same
-                        // timeout again; fail it now, so a caller waits at most one timeout.
-                        while let Ok(pending) = self.rx.try_recv() {
-                            let _ = pending.reply.send(Err(LogError::Commit(message.clone())));
-                        }
-                    }
-                }
+            }
+        }
+    }
+
+    /// Writes `part` in one transaction and answers its callers; on an error, `part` is intact.
+    async fn commit(
+        &mut self,
+        part: &mut Vec<Pending>,
+        app_seqs: &Mutex<HashMap<String, u64>>,
+    ) -> Result<(), sqlx::Error> {
+        let started = Instant::now();
+        let first_feed_id = *self.committed.borrow() + 1;
+        let mut next_seqs = app_seqs.lock().clone();
+        let numbered = number(part, first_feed_id, &mut next_seqs);
+        let mutations: Vec<&Mutation> = part.iter().map(|p| &p.mutation).collect();
+        let events: Vec<&PresenceEvent> = numbered.iter().flatten().collect();
+        let result = store::write_batch(&self.pool, &mutations, &events).await;
+        metrics::histogram!(m::COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+        tracing::debug!(mutations = part.len(), elapsed = ?started.elapsed(), "group commit");
+        if let Err(err) = result {
+            metrics::counter!(m::COMMIT_FAILURES).increment(1);
+            tracing::warn!(%err, mutations = part.len(), "event commit failed");
+            return Err(err);
+        }
+        *app_seqs.lock() = next_seqs;
+        if let Some(last) = numbered.iter().flatten().last() {
+            self.committed.send_replace(last.feed_id);
+        }
+        for (pending, events) in part.drain(..).zip(numbered) {
+            let _ = pending.reply.send(Ok(events));
+        }
+        Ok(())
+    }
+
+    /// Answers every caller of `part` with `err`. The database's text stays in the log: callers
+    /// pass the error on to gateways and REST clients.
+    fn fail(&mut self, part: Vec<Pending>, err: &sqlx::Error) {
+        let message = match err {
+            sqlx::Error::Database(_) => "the database refused the change".to_owned(),
+            _ => "the database is unavailable".to_owned(),
+        };
+        for pending in part {
+            let _ = pending.reply.send(Err(LogError::Commit(message.clone())));
+        }
+        if matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) {
+            // The database is away. What queued up meanwhile would wait out the same timeout
+            // again; fail it now, so a caller waits at most one timeout.
+            while let Ok(pending) = self.rx.try_recv() {
+                let _ = pending.reply.send(Err(LogError::Commit(message.clone())));
             }
         }
     }
@@ -199,4 +231,74 @@ fn number(batch: &[Pending], mut feed_id: u64, seqs: &mut HashMap<String, u64>) 
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection, PgConnection};
+
+    use super::*;
+
+    /// A fresh, migrated database on the server of `DATABASE_URL` (as scripts/test.sh runs it).
+    async fn fresh_pool() -> PgPool {
+        let server =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| presence_common::config::default_database_url());
+        let base = server.rsplit_once('/').map_or(server.as_str(), |(base, _)| base);
+        let name = format!("presence_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&format!("{base}/postgres")).await.expect("Postgres reachable");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+        let pool = PgPool::connect(&format!("{base}/{name}")).await.expect("connect");
+        presence_common::db::migrate(&pool, None).await.expect("migrate");
+        sqlx::query("INSERT INTO apps (app_id, token_secret) VALUES ('a', 's')")
+            .execute(&pool)
+            .await
+            .expect("app");
+        pool
+    }
+
+    fn login_of(user_id: &str) -> Mutation {
+        Mutation {
+            app_id: "a".into(),
+            user_id: user_id.into(),
+            events: vec![NewEvent {
+                user_version: 1,
+                event_time_ms: 1,
+                action: EventAction::Login,
+                reason: EventReason::Register,
+                device: EventDevice::default(),
+                kicked_devices: vec![],
+                user_status: UserStatus::Online,
+            }],
+            upserts: vec![],
+            deletes: vec![],
+            user: UserRow { version: 1, last_seen_ms: Some(1), last_reason: Some(EventReason::Register) },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_the_database_refuses_fails_alone() {
+        let log = EventLog::open(fresh_pool().await, 64).await.expect("open");
+        // Queued together, so that the writer takes them as one batch.
+        let commits: Vec<_> = (0..40)
+            .map(|i| {
+                let log = log.clone();
+                // Postgres refuses a NUL byte in text: this change cannot be written.
+                let user = if i == 17 { "poison\0user".to_owned() } else { format!("user{i}") };
+                tokio::spawn(async move { (i, log.commit(login_of(&user)).await) })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for commit in commits {
+            let (i, result) = commit.await.expect("task");
+            match result {
+                Ok(events) => assert_eq!(events.len(), 1),
+                Err(err) => {
+                    assert!(!err.to_string().contains("0x00"), "database text leaked: {err}");
+                    failed.push(i);
+                }
+            }
+        }
+        assert_eq!(failed, [17], "only the poisoned change fails");
+        assert_eq!(log.last_seq("a"), 39, "every other change committed, numbered without gaps");
+    }
 }
