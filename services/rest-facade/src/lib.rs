@@ -25,15 +25,6 @@ pub use config::FacadeConfig;
 pub use presence_common::Shutdown;
 pub use presence_proto::limits::{MAX_EVENTS_PAGE as MAX_EVENTS_LIMIT, MAX_IDS_PER_QUERY as MAX_QUERY_USERS};
 
-// The routes keep their own names for these limits; they must be the contract's.
-const _: () = {
-    use presence_proto::limits;
-    assert!(routes::MAX_ID_LEN == limits::MAX_ID_LEN);
-    assert!(routes::query::MAX_QUERY_USERS == limits::MAX_IDS_PER_QUERY);
-    assert!(routes::events::MAX_LIMIT == limits::MAX_EVENTS_PAGE);
-    assert!(routes::events::DEFAULT_LIMIT == limits::DEFAULT_EVENTS_PAGE);
-};
-
 use crate::{registry_client::RegistryClient, state::AppState};
 
 #[derive(Debug, thiserror::Error)]

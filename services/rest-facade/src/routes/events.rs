@@ -12,8 +12,7 @@ use crate::{
     state::AppState,
 };
 
-pub const DEFAULT_LIMIT: u32 = 100;
-pub const MAX_LIMIT: u32 = 1000;
+pub use presence_proto::limits::{DEFAULT_EVENTS_PAGE as DEFAULT_LIMIT, MAX_EVENTS_PAGE as MAX_LIMIT};
 /// `seq` is a Postgres `bigint`: a cursor past its range names no event, and a client that sends
 /// one has a bug worth telling it about.
 pub const MAX_AFTER_SEQ: u64 = i64::MAX as u64;

@@ -25,7 +25,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{error::ApiError, extract::BodyLimit, http_metrics, openapi, state::AppState};
 
 /// Longest user id accepted (the registry's bound).
-pub const MAX_ID_LEN: usize = 256;
+pub use presence_proto::limits::MAX_ID_LEN;
 
 /// A user id in the document. JSON Schema's `maxLength` counts characters, the contract counts
 /// UTF-8 bytes: 256 is exact for ASCII ids, and the description states the byte rule.

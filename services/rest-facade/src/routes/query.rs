@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// Most users one query may name (http-api.md; the registry enforces the same bound).
-pub const MAX_QUERY_USERS: usize = 500;
+pub use presence_proto::limits::MAX_IDS_PER_QUERY as MAX_QUERY_USERS;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
