@@ -33,6 +33,31 @@ pub struct FacadeConfig {
     /// escape (about 770 kB).
     #[serde(rename = "facade_max_body_bytes", default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// A request's head must arrive within this; also how long an idle keep-alive connection
+    /// stays open. Default 10000.
+    #[serde(rename = "facade_header_read_timeout_ms", default = "default_header_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this. Default 30000.
+    #[serde(rename = "facade_body_read_timeout_ms", default = "default_body_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// Largest request head; larger gets 431. Default 16384.
+    #[serde(rename = "facade_max_header_bytes", default = "default_max_header")]
+    pub max_header_bytes: usize,
+    /// Connections served at once; more wait in the listen backlog. Default 4096.
+    #[serde(rename = "facade_max_connections", default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl FacadeConfig {
+    /// The bounds on every connection to the REST port.
+    pub fn http_limits(&self) -> presence_common::http::HttpLimits {
+        presence_common::http::HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms.max(1)),
+            body_read_timeout: std::time::Duration::from_millis(self.body_read_timeout_ms.max(1)),
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections.max(1),
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -46,6 +71,18 @@ fn default_request_timeout() -> u64 {
 }
 fn default_max_body() -> usize {
     1024 * 1024
+}
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_body_timeout() -> u64 {
+    30_000
+}
+fn default_max_header() -> usize {
+    16 * 1024
+}
+fn default_max_connections() -> usize {
+    4096
 }
 
 impl Default for FacadeConfig {

@@ -73,7 +73,8 @@ pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFa
 
     let (listener, http_addr) = presence_common::net::bind(config.listen_addr).await?;
     let router = routes::router(AppState { apps, registry }, config.max_body_bytes);
-    let http = tokio::spawn(presence_common::http::serve(listener, router, shutdown));
+    let http =
+        tokio::spawn(presence_common::http::serve_with(listener, router, config.http_limits(), shutdown));
     tracing::info!(%http_addr, registry = %config.registry_url, "rest-facade serving");
     Ok(RunningFacade { http_addr, http })
 }

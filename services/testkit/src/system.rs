@@ -65,6 +65,8 @@ pub struct Options {
     /// A URL of the Postgres server to create the test database on (any `.../<database>`);
     /// `None`: the shared server of `DATABASE_URL`.
     pub database_server: Option<String>,
+    /// Extra variables for the facade process (e.g. shorter HTTP timeouts).
+    pub facade_env: Vec<(&'static str, String)>,
 }
 
 impl System {
@@ -130,9 +132,13 @@ impl System {
             "facade",
             facade_addr,
             &env(&[
-                ("FACADE_LISTEN_ADDR", facade_addr.to_string()),
-                ("INTERNAL_TOKEN", internal_token(Role::Facade, "facade-1")),
-            ]),
+                &[
+                    ("FACADE_LISTEN_ADDR", facade_addr.to_string()),
+                    ("INTERNAL_TOKEN", internal_token(Role::Facade, "facade-1")),
+                ][..],
+                &options.facade_env,
+            ]
+            .concat()),
         );
         notifier.wait_healthy().await;
         facade.wait_healthy().await;

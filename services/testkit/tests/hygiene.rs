@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use presence_client::{Client, ClientError, LoginParams, mint_token};
 use presence_proto::v1::Platform;
-use testkit::{System, system::SECRET};
+use testkit::{
+    System, WAIT,
+    system::{Options, SECRET},
+};
 
 #[tokio::test]
 async fn a_nul_byte_poisoner_fails_nobody_else() {
@@ -75,4 +78,59 @@ async fn a_user_id_cannot_forge_a_log_line() {
     assert!(log.lines().all(|line| !line.trim_start().starts_with("FORGED")), "{log}");
     // (Field names may carry colour codes; the value is what matters.)
     assert!(log.contains(r#""a\"b\\c""#), "the kick is logged with the id escaped:\n{log}");
+}
+
+#[tokio::test]
+async fn slow_and_oversized_http_clients_are_cut_off_in_bounded_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let options =
+        Options { facade_env: vec![("FACADE_HEADER_READ_TIMEOUT_MS", "1000".into())], ..Options::default() };
+    let system = System::start_with(options).await;
+    let addr = system.facade_url.trim_start_matches("http://").to_owned();
+
+    // 200 clients send half a request head, then nothing (a slowloris).
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"POST /v1/presence/query HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        slow.push(tcp);
+    }
+    // Normal requests are served meanwhile.
+    assert_eq!(system.statuses(&["alice"]).await, ["offline"]);
+    // The facade closes every one of them once the header timeout has passed.
+    for tcp in &mut slow {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(WAIT, tcp.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a slow client was still connected after {WAIT:?}");
+    }
+
+    // 300 clients each send a ~390 KB header without ever finishing it: each is refused at the
+    // head limit (16 KiB), so the facade's memory does not grow with what they send.
+    let before_kib = system.facade.process.rss_kib();
+    let big = format!("GET /v1/events HTTP/1.1\r\nHost: x\r\nX-Pad: {}", "a".repeat(390 * 1024));
+    let sends: Vec<_> = (0..300)
+        .map(|_| {
+            let (addr, big) = (addr.clone(), big.clone());
+            tokio::spawn(async move {
+                let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                // The facade may close before it has read everything: a failed write is expected.
+                let _ = tcp.write_all(big.as_bytes()).await;
+                let mut answer = Vec::new();
+                let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await;
+                answer
+            })
+        })
+        .collect();
+    for send in sends {
+        let answer = send.await.unwrap();
+        assert!(!answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    }
+    let after_kib = system.facade.process.rss_kib();
+    eprintln!("facade RSS before {before_kib} KiB, after 300 unfinished 390 KB heads {after_kib} KiB");
+    assert!(before_kib > 0 && after_kib > 0, "RSS readable");
+    assert!(
+        after_kib < before_kib + 64 * 1024,
+        "the facade grew from {before_kib} KiB to {after_kib} KiB for unfinished headers"
+    );
+    assert_eq!(system.statuses(&["alice"]).await, ["offline"], "and it still answers");
 }

@@ -84,7 +84,8 @@ struct Refused {
 async fn restart_under_load(outage: Duration) -> Refused {
     let pg = tokio::task::spawn_blocking(ThrowawayPostgres::start).await.expect("a private Postgres cluster");
     let pg = Arc::new(pg);
-    let mut system = System::start_with(Options { database_server: Some(pg.url("postgres")) }).await;
+    let mut system =
+        System::start_with(Options { database_server: Some(pg.url("postgres")), ..Options::default() }).await;
     let gateway = system.gateway_addr;
     // Until the gateway has attached to the registry, logins are refused: wait for that first.
     let _warm = system.login("warm-up", "phone", Platform::Ios, false).await;
