@@ -58,7 +58,7 @@ cat <<INFO
 
 presence is up (database $DATABASE_URL)
   devices      tcp://127.0.0.1:7100        connection-gateway (metrics :9100)
-  REST         http://127.0.0.1:8080       rest-facade (/openapi.json, /metrics)
+  REST         http://127.0.0.1:8080       rest-facade (/openapi.json; metrics :9400)
   gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200)
   callbacks    notifier (metrics :9300) -> http://127.0.0.1:9000/callbacks
 

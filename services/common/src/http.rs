@@ -20,13 +20,16 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::{Shutdown, telemetry};
 
-/// `/metrics` (Prometheus text) and `/healthz` (`ok`), to merge into any axum router.
+/// `/metrics` (Prometheus text) and `/healthz` (`ok`): what an operator's listener serves.
 pub fn admin_routes() -> Router {
     // Installs the recorder if telemetry::init did not (services started in-process by tests).
     telemetry::metrics_handle();
-    Router::new()
-        .route("/metrics", get(|| async { telemetry::render_metrics() }))
-        .route("/healthz", get(|| async { "ok" }))
+    health_route().route("/metrics", get(|| async { telemetry::render_metrics() }))
+}
+
+/// `/healthz` (`ok`) alone, for a public listener (metrics stay on the operator's).
+pub fn health_route() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok" }))
 }
 
 /// Bounds on every HTTP connection.

@@ -5,9 +5,12 @@ use serde::Deserialize;
 /// Facade settings, from environment variables (names in `rename`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct FacadeConfig {
-    /// REST API, `/openapi.json`, `/metrics`, `/healthz`. Default `0.0.0.0:8080`.
+    /// REST API, `/openapi.json`, `/healthz`. Default `0.0.0.0:8080`: app backends reach it.
     #[serde(rename = "facade_listen_addr", default = "default_listen")]
     pub listen_addr: SocketAddr,
+    /// `/metrics` and `/healthz`, for operators. Default `127.0.0.1:9400`.
+    #[serde(rename = "facade_metrics_addr", default = "default_metrics")]
+    pub metrics_addr: SocketAddr,
     /// The registry's gRPC endpoint. Default `http://127.0.0.1:7200`.
     #[serde(default = "presence_common::config::default_registry_url")]
     pub registry_url: String,
@@ -62,6 +65,9 @@ impl FacadeConfig {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_metrics() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9400))
 }
 fn default_db_connections() -> u32 {
     2

@@ -48,13 +48,16 @@ pub enum StartError {
 /// A started facade.
 pub struct RunningFacade {
     pub http_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     http: JoinHandle<std::io::Result<()>>,
+    metrics: JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningFacade {
     /// Until the server stops (after `shutdown`, once in-flight requests are answered).
     pub async fn wait(self) -> Result<(), StartError> {
-        self.http.await?.map_err(StartError::Serve)
+        self.http.await?.map_err(StartError::Serve)?;
+        self.metrics.await?.map_err(StartError::Serve)
     }
 }
 
@@ -72,9 +75,19 @@ pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFa
     let apps = AppDirectory::start(pool, shutdown.clone()).await?;
 
     let (listener, http_addr) = presence_common::net::bind(config.listen_addr).await?;
+    let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
     let router = routes::router(AppState { apps, registry }, config.max_body_bytes);
-    let http =
-        tokio::spawn(presence_common::http::serve_with(listener, router, config.http_limits(), shutdown));
-    tracing::info!(%http_addr, registry = %config.registry_url, "rest-facade serving");
-    Ok(RunningFacade { http_addr, http })
+    let http = tokio::spawn(presence_common::http::serve_with(
+        listener,
+        router,
+        config.http_limits(),
+        shutdown.clone(),
+    ));
+    let metrics = tokio::spawn(presence_common::http::serve(
+        metrics_listener,
+        presence_common::http::admin_routes(),
+        shutdown,
+    ));
+    tracing::info!(%http_addr, %metrics_addr, registry = %config.registry_url, "rest-facade serving");
+    Ok(RunningFacade { http_addr, metrics_addr, http, metrics })
 }

@@ -114,6 +114,5 @@ pub fn complete(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenA
         admin_get("This OpenAPI document", "application/json", Type::Object),
     );
     paths.insert("/healthz".to_owned(), admin_get("Liveness: `ok`", "text/plain", Type::String));
-    paths.insert("/metrics".to_owned(), admin_get("Prometheus metrics", "text/plain", Type::String));
     openapi
 }

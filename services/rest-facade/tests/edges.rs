@@ -181,11 +181,10 @@ async fn openapi_health_and_metrics() {
         ("/v1/events", "get"),
         ("/openapi.json", "get"),
         ("/healthz", "get"),
-        ("/metrics", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }
-    assert_eq!(paths.len(), 7, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 6, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every user id in the document carries the one id rule (no control characters).
     for path in ["/v1/users/{user_id}/presence", "/v1/users/{user_id}/kick"] {
         let method = paths[path].as_object().and_then(|m| m.values().next()).expect("an operation");
@@ -249,7 +248,10 @@ async fn openapi_health_and_metrics() {
     let _ = stack.post("/v1/presence/query", &json!({ "user_ids": ["a"] })).await;
     let _ = stack.get("/v1/users/some-user/presence").await;
     let _ = stack.http.get(stack.url("/nowhere")).send().await;
-    let metrics = stack.http.get(stack.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    // Metrics are on the operator's listener only, not on the public REST port.
+    assert_eq!(stack.http.get(stack.url("/metrics")).send().await.unwrap().status(), 404);
+    let metrics =
+        stack.http.get(stack.facade.metrics_url("/metrics")).send().await.unwrap().text().await.unwrap();
     // Requests of this route and status: the facade's own only, so exactly those made above.
     let requests = |route: &str, status: &str| -> f64 {
         metrics

@@ -134,6 +134,7 @@ impl System {
             &env(&[
                 &[
                     ("FACADE_LISTEN_ADDR", facade_addr.to_string()),
+                    ("FACADE_METRICS_ADDR", free_port().to_string()),
                     ("INTERNAL_TOKEN", internal_token(Role::Facade, "facade-1")),
                 ][..],
                 &options.facade_env,

@@ -106,7 +106,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     });
     api.with_state(state)
         .route("/openapi.json", openapi_json)
-        .merge(presence_common::http::admin_routes())
+        .merge(presence_common::http::health_route())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(http_metrics::track))

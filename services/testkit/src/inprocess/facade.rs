@@ -35,6 +35,7 @@ impl TestFacade {
             ("DATABASE_URL", db.url.clone()),
             ("REGISTRY_URL", registry_url.to_owned()),
             ("FACADE_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("FACADE_METRICS_ADDR", "127.0.0.1:0".to_owned()),
             ("INTERNAL_TOKEN", crate::internal_token(Role::Facade, "test-facade")),
         ];
         let config: rest_facade::FacadeConfig = config(&vars, overrides);
@@ -46,6 +47,11 @@ impl TestFacade {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the operator's listener (`/metrics`).
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.instance.running().metrics_addr)
     }
 
     /// Stops it; cleanly and in time, else panics.
