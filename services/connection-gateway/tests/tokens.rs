@@ -117,6 +117,19 @@ async fn tokens_are_checked() {
             Some("bad_token"),
         ),
         ("garbage", with_token("garbage".into()), Some("bad_token")),
+        (
+            "valid until the year 9999",
+            with_token(
+                mint_token_with(SECRET, &Header::default(), &claims("alice", Some(253_402_300_799), None))
+                    .unwrap(),
+            ),
+            Some("bad_token"),
+        ),
+        (
+            "a week and a day (apps.max_token_lifetime_s is a week)",
+            with_token(mint_token(SECRET, "alice", None, Duration::from_secs(8 * 86_400)).unwrap()),
+            Some("bad_token"),
+        ),
     ];
     for (name, params, expected) in cases {
         assert_eq!(login_code(&gateway, params).await.as_deref(), expected, "{name}");

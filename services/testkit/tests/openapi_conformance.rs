@@ -78,7 +78,7 @@ async fn openapi_document_holds_against_the_live_facade() {
         format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "schemathesis found mismatches ({}):\n{report}", output.status);
     // A run that tested nothing would also exit 0.
-    assert!(operations >= 6, "{document}");
+    assert!(operations >= 5, "{document}");
     assert!(
         report.contains(&format!("Tested: {operations}\n")),
         "not all {operations} operations ran:\n{report}"
