@@ -60,7 +60,7 @@ device_codes!(
 
 device_codes!(
     /// `Error.code`: the device broke the protocol or a limit; the connection closes after it.
-    ErrorCode {
+    ErrorFrameCode {
         /// No `Login` within the login timeout after connect.
         LoginTimeout => "login_timeout",
         /// A frame of length 0.
@@ -134,7 +134,7 @@ mod tests {
             assert_eq!(parse("no_such_code"), None);
         }
         check(LoginErrorCode::ALL, LoginErrorCode::as_str, LoginErrorCode::from_name);
-        check(ErrorCode::ALL, ErrorCode::as_str, ErrorCode::from_name);
+        check(ErrorFrameCode::ALL, ErrorFrameCode::as_str, ErrorFrameCode::from_name);
         check(KickReason::ALL, KickReason::as_str, KickReason::from_name);
         check(RequestErrorCode::ALL, RequestErrorCode::as_str, RequestErrorCode::from_name);
     }

@@ -11,7 +11,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{
     MAX_FRAME_LEN,
-    codes::ErrorCode,
+    codes::ErrorFrameCode,
     v1::{ClientFrame, ServerFrame},
 };
 
@@ -34,11 +34,11 @@ pub enum FrameError {
 impl FrameError {
     /// The `Error.code` a device gets for this error; `None` for `Io`, which is no protocol error
     /// (the connection is simply gone).
-    pub fn code(&self) -> Option<ErrorCode> {
+    pub fn code(&self) -> Option<ErrorFrameCode> {
         match self {
-            Self::ZeroLength => Some(ErrorCode::ZeroLength),
-            Self::TooLong(_) => Some(ErrorCode::TooLong),
-            Self::Malformed(_) => Some(ErrorCode::Malformed),
+            Self::ZeroLength => Some(ErrorFrameCode::ZeroLength),
+            Self::TooLong(_) => Some(ErrorFrameCode::TooLong),
+            Self::Malformed(_) => Some(ErrorFrameCode::Malformed),
             Self::Io(_) => None,
         }
     }

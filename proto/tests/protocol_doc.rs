@@ -6,7 +6,7 @@
 
 use presence_proto::{
     FILE_DESCRIPTOR_SET,
-    codes::{ErrorCode, KickReason, LoginErrorCode, RequestErrorCode},
+    codes::{ErrorFrameCode, KickReason, LoginErrorCode, RequestErrorCode},
 };
 use prost::Message;
 use prost_types::FileDescriptorSet;
@@ -56,7 +56,7 @@ fn every_device_facing_code_is_documented() {
     let codes = LoginErrorCode::ALL
         .iter()
         .map(|c| c.as_str())
-        .chain(ErrorCode::ALL.iter().map(|c| c.as_str()))
+        .chain(ErrorFrameCode::ALL.iter().map(|c| c.as_str()))
         .chain(KickReason::ALL.iter().map(|c| c.as_str()))
         .chain(RequestErrorCode::ALL.iter().map(|c| c.as_str()));
     let missing = undocumented(&doc, codes);

@@ -15,7 +15,7 @@ use futures::StreamExt;
 use presence_common::internal_auth::RegistryChannel;
 use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use presence_proto::{
-    codes::{ErrorCode, LoginErrorCode},
+    codes::{ErrorFrameCode, LoginErrorCode},
     framing::{ServerCodec, encode_frame},
     v1::{
         DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
@@ -82,7 +82,7 @@ enum End {
     LinkClose,
     Shutdown,
     /// The device broke the protocol: an `Error` frame with this code is sent first.
-    Protocol(ErrorCode, &'static str),
+    Protocol(ErrorFrameCode, &'static str),
 }
 
 impl End {
@@ -210,7 +210,7 @@ impl Conn {
                         return if logged_in {
                             End::Timeout
                         } else {
-                            End::Protocol(ErrorCode::LoginTimeout, "no Login in time")
+                            End::Protocol(ErrorFrameCode::LoginTimeout, "no Login in time")
                         };
                     }
                     timer.as_mut().reset(deadline);
@@ -242,13 +242,13 @@ impl Conn {
     /// are large and would otherwise inflate every idle connection's task.
     async fn handle(&mut self, kind: Option<client_frame::Kind>) -> Option<End> {
         match (kind, self.session.is_some()) {
-            (None, _) => Some(End::Protocol(ErrorCode::EmptyFrame, "frame without a message")),
+            (None, _) => Some(End::Protocol(ErrorFrameCode::EmptyFrame, "frame without a message")),
             (Some(client_frame::Kind::Login(login)), false) => Box::pin(self.login(login)).await.err(),
             (Some(client_frame::Kind::Login(_)), true) => {
-                Some(End::Protocol(ErrorCode::DuplicateLogin, "already logged in"))
+                Some(End::Protocol(ErrorFrameCode::DuplicateLogin, "already logged in"))
             }
             (Some(_), false) => {
-                Some(End::Protocol(ErrorCode::LoginRequired, "the first frame must be Login"))
+                Some(End::Protocol(ErrorFrameCode::LoginRequired, "the first frame must be Login"))
             }
             (Some(client_frame::Kind::Heartbeat(_)), true) => {
                 metrics::counter!(m::HEARTBEATS).increment(1);
@@ -263,9 +263,10 @@ impl Conn {
     fn push(&self, kind: server_frame::Kind) -> Result<(), End> {
         match self.outbound.try_send(frame(kind)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                Err(End::Protocol(ErrorCode::SlowConsumer, "outbound queue full: the device does not read"))
-            }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(End::Protocol(
+                ErrorFrameCode::SlowConsumer,
+                "outbound queue full: the device does not read",
+            )),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(End::LinkClose),
         }
     }
@@ -407,10 +408,10 @@ fn login_error_message(code: LoginErrorCode) -> &'static str {
 }
 
 /// What a device is told with a framing error.
-fn frame_error_message(code: ErrorCode) -> &'static str {
+fn frame_error_message(code: ErrorFrameCode) -> &'static str {
     match code {
-        ErrorCode::ZeroLength => "zero-length frame",
-        ErrorCode::TooLong => "frame longer than 65536 bytes",
+        ErrorFrameCode::ZeroLength => "zero-length frame",
+        ErrorFrameCode::TooLong => "frame longer than 65536 bytes",
         _ => "the frame is not a ClientFrame",
     }
 }
@@ -493,7 +494,7 @@ mod tests {
 
     #[test]
     fn the_too_long_message_names_the_limit() {
-        let message = frame_error_message(ErrorCode::TooLong);
+        let message = frame_error_message(ErrorFrameCode::TooLong);
         assert!(message.contains(&presence_proto::MAX_FRAME_LEN.to_string()), "{message}");
     }
 

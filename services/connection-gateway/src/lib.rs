@@ -224,7 +224,7 @@ async fn accept_loop(
 /// alone tells the device.)
 fn refuse_too_many(tcp: &tokio::net::TcpStream) {
     let error = presence_proto::v1::Error {
-        code: presence_proto::codes::ErrorCode::TooManyConnections.as_str().to_owned(),
+        code: presence_proto::codes::ErrorFrameCode::TooManyConnections.as_str().to_owned(),
         message: "too many connections from this address".to_owned(),
     };
     let frame =

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use presence_proto::{
-    codes::{ErrorCode, LoginErrorCode},
+    codes::{ErrorFrameCode, LoginErrorCode},
     framing::{ClientCodec, FrameError},
     v1::{
         ClientFrame, Heartbeat, HeartbeatAck, Kicked, Login, LoginOk, Logout, Platform, ServerFrame,
@@ -78,14 +78,14 @@ impl ClientError {
             Self::Login { code, .. } => LoginErrorCode::retry_later(code),
             // A malformed stream is our bug; being slow, late or one too many is not.
             Self::Server { code, .. } => !matches!(
-                ErrorCode::from_name(code),
+                ErrorFrameCode::from_name(code),
                 Some(
-                    ErrorCode::ZeroLength
-                        | ErrorCode::TooLong
-                        | ErrorCode::Malformed
-                        | ErrorCode::EmptyFrame
-                        | ErrorCode::DuplicateLogin
-                        | ErrorCode::LoginRequired
+                    ErrorFrameCode::ZeroLength
+                        | ErrorFrameCode::TooLong
+                        | ErrorFrameCode::Malformed
+                        | ErrorFrameCode::EmptyFrame
+                        | ErrorFrameCode::DuplicateLogin
+                        | ErrorFrameCode::LoginRequired
                 )
             ),
             Self::Kicked(_) | Self::Unexpected(_) | Self::Token(_) => false,
