@@ -83,7 +83,14 @@ pub async fn serve_with(
     let graceful = GracefulShutdown::new();
 
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        // Waiting for a free slot must not hold up shutdown either.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let (tcp, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
