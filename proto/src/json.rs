@@ -82,6 +82,8 @@ mod tests {
     fn event_serialises_with_contract_names() {
         let event = v1::PresenceEvent {
             feed_id: 9,
+            partition: 3,
+            position: 11,
             event_id: "e1".into(),
             seq: 42,
             user_version: 7,

@@ -6,6 +6,7 @@
 //! - [`framing`]: the client protocol's length-prefixed frames, as a `tokio_util` codec.
 //! - [`json`]: the JSON shapes app backends see (`docs/http-api.md`).
 //! - [`limits`]: the size limits every service checks (id and token lengths, page sizes).
+//! - [`partition`]: the stable hash that assigns each user to a registry partition.
 //! - [`callback_signature`]: how callbacks are signed and verified.
 //! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
 
@@ -16,6 +17,7 @@ pub mod internal_token;
 pub mod json;
 pub mod limits;
 mod names;
+pub mod partition;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

@@ -32,7 +32,22 @@ pub enum DbError {
     Grant { role: String, source: sqlx::Error },
     #[error("shut down while waiting for the database")]
     ShutDown,
+    #[error(
+        "this deployment has {existing} partitions; PRESENCE_PARTITIONS={requested} cannot change it \
+         (the partition count is fixed once chosen)"
+    )]
+    PartitionsFixed { existing: u32, requested: u32 },
+    #[error("PRESENCE_PARTITIONS must be 1 to {max}, not {requested}")]
+    PartitionsOutOfRange { requested: u32, max: u32 },
+    #[error("the database has no partitions yet; run `presence-migrate` against it first")]
+    NoPartitions,
+    #[error("setting up partitions: {0}")]
+    Partitions(#[source] sqlx::Error),
 }
+
+/// The most partitions a deployment may have: a partition is cheap, but each one is a lease to
+/// renew and a slice to restore.
+pub const MAX_PARTITIONS: u32 = 4096;
 
 /// The migrations of `migrations/`, compiled in.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
@@ -45,15 +60,82 @@ pub async fn connect(url: &str, max_connections: u32, shutdown: &Shutdown) -> Re
     Ok(pool)
 }
 
-/// Applies pending migrations (under sqlx's advisory lock, so concurrent runs are safe), then,
-/// when `runtime_role` is given, grants it exactly what the services need: row access to every
-/// table and use of every sequence, now and for tables later migrations create.
-pub async fn migrate(pool: &PgPool, runtime_role: Option<&str>) -> Result<(), DbError> {
+/// Applies pending migrations (under sqlx's advisory lock, so concurrent runs are safe) and
+/// [`ensure_partitions`]; then, when `runtime_role` is given, grants it exactly what the services
+/// need: row access to every table and use of every sequence, now and for tables later migrations
+/// create. Returns the partition count.
+pub async fn migrate(
+    pool: &PgPool,
+    runtime_role: Option<&str>,
+    partitions: Option<u32>,
+) -> Result<u32, DbError> {
     MIGRATOR.run(pool).await?;
+    let partitions = ensure_partitions(pool, partitions).await?;
     if let Some(role) = runtime_role {
         grant_runtime_role(pool, role).await?;
     }
-    Ok(())
+    Ok(partitions)
+}
+
+/// Seeds the partition tables with `requested` partitions (default
+/// [`presence_proto::partition::DEFAULT_PARTITIONS`]) the first time, and numbers the rows written
+/// before partitions existed. Later runs check that the count is unchanged. Returns P.
+pub async fn ensure_partitions(pool: &PgPool, requested: Option<u32>) -> Result<u32, DbError> {
+    use presence_proto::partition::DEFAULT_PARTITIONS;
+    let err = DbError::Partitions;
+    let p = requested.unwrap_or(DEFAULT_PARTITIONS);
+    if p == 0 || p > MAX_PARTITIONS {
+        return Err(DbError::PartitionsOutOfRange { requested: p, max: MAX_PARTITIONS });
+    }
+    let mut tx = pool.begin().await.map_err(err)?;
+    // Concurrent runs of presence-migrate seed once.
+    sqlx::query("LOCK TABLE registry_partitions IN EXCLUSIVE MODE").execute(&mut *tx).await.map_err(err)?;
+    let existing = u32::try_from(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM registry_partitions")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?,
+    )
+    .unwrap_or(0);
+    if existing > 0 {
+        return match requested {
+            Some(requested) if requested != existing => Err(DbError::PartitionsFixed { existing, requested }),
+            _ => Ok(existing),
+        };
+    }
+    let statements = [
+        "INSERT INTO registry_partitions (partition) SELECT generate_series(0, $1 - 1)",
+        "UPDATE devices SET partition = presence_user_hash(app_id, user_id) % $1",
+        "UPDATE users SET partition = presence_user_hash(app_id, user_id) % $1",
+        "UPDATE presence_events e SET partition = n.partition, position = n.position FROM ( \
+             SELECT feed_id, presence_user_hash(app_id, user_id) % $1 AS partition, \
+                    row_number() OVER (PARTITION BY presence_user_hash(app_id, user_id) % $1 ORDER BY feed_id) \
+                        AS position \
+             FROM presence_events) n WHERE e.feed_id = n.feed_id",
+        // The notifier resumes each partition after the events its old global cursor covered.
+        "INSERT INTO notifier_partitions (partition, delivered) \
+         SELECT p, coalesce((SELECT max(position) FROM presence_events e WHERE e.partition = p \
+                             AND e.feed_id <= (SELECT coalesce(max(feed_id), 0) FROM notifier_cursor)), 0) \
+         FROM generate_series(0, $1 - 1) AS p",
+    ];
+    for statement in statements {
+        sqlx::query(statement).bind(i64::from(p)).execute(&mut *tx).await.map_err(err)?;
+    }
+    tx.commit().await.map_err(err)?;
+    tracing::info!(partitions = p, "partitions created");
+    Ok(p)
+}
+
+/// The deployment's partition count, as `presence-migrate` set it.
+pub async fn partition_count(pool: &PgPool) -> Result<u32, DbError> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM registry_partitions")
+        .fetch_one(pool)
+        .await
+        .map_err(DbError::Partitions)?;
+    match u32::try_from(count) {
+        Ok(0) | Err(_) => Err(DbError::NoPartitions),
+        Ok(p) => Ok(p),
+    }
 }
 
 /// Checks the applied migrations against this build's: every one applied, with the same checksum.
@@ -149,14 +231,23 @@ pub struct MigrateConfig {
     /// sequence use; unset = grant nothing.
     #[serde(default)]
     pub presence_runtime_role: Option<String>,
+    /// `PRESENCE_PARTITIONS`: how many registry partitions a new deployment gets (default 64).
+    /// Fixed once chosen: a later run with another number fails.
+    #[serde(default)]
+    pub presence_partitions: Option<u32>,
 }
 
 /// The `presence-migrate` binary: connect (retrying until `shutdown`), migrate, grant.
 pub async fn run_migrate(config: &MigrateConfig, shutdown: &Shutdown) -> Result<(), DbError> {
     let pool = connect_with_retry(&config.database_url, 2, shutdown).await?;
     let role = config.presence_runtime_role.as_deref().filter(|role| !role.is_empty());
-    migrate(&pool, role).await?;
-    tracing::info!(migrations = MIGRATOR.iter().count(), runtime_role = role, "schema up to date");
+    let partitions = migrate(&pool, role, config.presence_partitions).await?;
+    tracing::info!(
+        migrations = MIGRATOR.iter().count(),
+        runtime_role = role,
+        partitions,
+        "schema up to date"
+    );
     pool.close().await;
     Ok(())
 }

@@ -10,6 +10,8 @@ pub mod grpc_tls;
 pub mod http;
 pub mod internal_auth;
 pub mod net;
+pub mod partition_lease;
+pub mod registry_router;
 pub mod shutdown;
 pub mod telemetry;
 pub mod time;

@@ -35,9 +35,9 @@ use tonic::Code;
 use crate::{
     auth,
     limits::IpLimits,
-    link::LinkState,
     login_request::validate_login,
     metric_names as m,
+    registries::Registries,
     sessions::{Outbound, SessionHandle, SessionTable},
 };
 
@@ -54,9 +54,8 @@ const REPORT_RETRY_FOR: Duration = Duration::from_secs(15);
 pub struct Context {
     pub gateway_id: String,
     pub apps: AppDirectory,
-    pub registry: PresenceRegistryClient<RegistryChannel>,
+    pub registries: Registries,
     pub sessions: SessionTable,
-    pub link: LinkState,
     pub login_timeout: Duration,
     pub heartbeat_interval_s: u32,
     pub heartbeat_timeout_s: u32,
@@ -302,9 +301,6 @@ impl Conn {
         ) {
             return Err(self.refuse(err.code(), "token rejected"));
         }
-        if !self.ctx.link.is_attached() {
-            return Err(self.refuse(LoginErrorCode::Unavailable, "registry unavailable, retry later"));
-        }
 
         // Registered before the registry hears of it: a kick for this session can arrive before
         // the LoginReply does.
@@ -333,21 +329,37 @@ impl Conn {
                 peer_addr: self.peer.to_string(),
             }),
         };
-        let mut registry = self.ctx.registry.clone();
-        let reply = match tokio::time::timeout(REGISTRY_TIMEOUT, registry.login(request)).await {
-            Ok(Ok(reply)) => reply.into_inner(),
-            Ok(Err(status)) => {
+        let deadline = Instant::now() + REGISTRY_TIMEOUT;
+        let (app_id, user_id) = (handle.app_id.as_str(), handle.user_id.as_str());
+        let reply = loop {
+            let Some(mut registry) = self.ctx.registries.owner_of(app_id, user_id, true, deadline).await
+            else {
+                // Never sent: no registry can have applied it.
                 self.pending = None;
                 self.ctx.sessions.remove(&session_id);
-                // The registry's message stays here: it may name internals a device must not see.
-                tracing::debug!(%status, "registry refused a login");
-                let code = login_error_code(&status);
-                return Err(self.refuse(code, login_error_message(code)));
-            }
-            Err(_) => {
-                // The registry may still apply it: report it like a session that went away.
-                self.session = self.pending.take();
-                return Err(self.refuse(LoginErrorCode::Unavailable, "registry timed out"));
+                return Err(self.refuse(LoginErrorCode::Unavailable, "registry unavailable, retry later"));
+            };
+            match tokio::time::timeout_at(deadline, registry.login(request.clone())).await {
+                Ok(Ok(reply)) => break reply.into_inner(),
+                // Not the owner (any more), or the owner went away: re-read the map and try the
+                // owner. A login the old owner did commit is recognised by its session id.
+                Ok(Err(status)) if reroute(&status) && Instant::now() < deadline => {
+                    tracing::debug!(%status, "registry unavailable for this user; re-routing");
+                    self.ctx.registries.refresh().await;
+                }
+                Ok(Err(status)) => {
+                    self.pending = None;
+                    self.ctx.sessions.remove(&session_id);
+                    // The registry's message stays here: it may name internals a device must not see.
+                    tracing::debug!(%status, "registry refused a login");
+                    let code = login_error_code(&status);
+                    return Err(self.refuse(code, login_error_message(code)));
+                }
+                Err(_) => {
+                    // The registry may still apply it: report it like a session that went away.
+                    self.session = self.pending.take();
+                    return Err(self.refuse(LoginErrorCode::Unavailable, "registry timed out"));
+                }
             }
         };
         handle.confirmed.store(true, Ordering::Release);
@@ -370,8 +382,7 @@ impl Conn {
         let Some(session) = &self.session else { return End::LinkClose };
         let session_ref = session.reference();
         let ctx = self.ctx.clone();
-        let applied = retry_unavailable(|| {
-            let mut registry = ctx.registry.clone();
+        let applied = retry_unavailable(&ctx.registries, &session_ref, |mut registry| {
             let request = LogoutRequest { session: Some(session_ref.clone()) };
             async move { registry.logout(request).await.map(|_| ()) }
         })
@@ -440,22 +451,44 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut queue: mpsc::Receiver
     false
 }
 
+/// A login refused this way may go to another registry: the one asked does not serve the user
+/// (any more), or could not be reached at all. A registry that answers that it cannot commit
+/// (Postgres is away) is not asked again: the device hears `unavailable` at once.
+fn reroute(status: &tonic::Status) -> bool {
+    presence_common::registry_router::is_reroute(status) || std::error::Error::source(status).is_some()
+}
+
 /// Codes that mean "the registry is not reachable right now", not "the request is wrong".
 fn transient(code: Code) -> bool {
     matches!(code, Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded | Code::ResourceExhausted)
 }
 
-/// Runs `call` until it succeeds, fails with something other than a [`transient`] code, or
-/// [`REPORT_RETRY_FOR`] has passed.
-async fn retry_unavailable<F, Fut>(mut call: F) -> Result<(), tonic::Status>
+/// Runs `call` against the owner of `session`'s user until it succeeds, fails with something
+/// other than a [`transient`] code, or [`REPORT_RETRY_FOR`] has passed. A transient failure
+/// re-reads the partition map: the owner may have changed.
+async fn retry_unavailable<F, Fut>(
+    registries: &Registries,
+    session: &SessionRef,
+    mut call: F,
+) -> Result<(), tonic::Status>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(PresenceRegistryClient<RegistryChannel>) -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>>,
 {
     let give_up = Instant::now() + REPORT_RETRY_FOR;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
-        let result = tokio::time::timeout(REGISTRY_TIMEOUT, call()).await;
+        let attempt = async {
+            let until = Instant::now() + REGISTRY_TIMEOUT;
+            match registries.owner_of(&session.app_id, &session.user_id, false, until).await {
+                Some(registry) => call(registry).await,
+                None => Err(tonic::Status::unavailable("no registry serves this user now")),
+            }
+        };
+        let result = tokio::time::timeout(REGISTRY_TIMEOUT, attempt).await;
+        if !matches!(result, Ok(Ok(()))) {
+            registries.refresh().await;
+        }
         let delay = backoff.next_delay();
         match result {
             Ok(Ok(())) => return Ok(()),
@@ -473,8 +506,7 @@ where
 async fn report_disconnect(ctx: &Context, session: SessionRef, reason: EventReason) {
     // Closed only if the gateway is gone; report anyway then.
     let _slot = ctx.report_slots.acquire().await.ok();
-    let result = retry_unavailable(|| {
-        let mut registry = ctx.registry.clone();
+    let result = retry_unavailable(&ctx.registries, &session, |mut registry| {
         let request = DisconnectRequest { session: Some(session.clone()), reason: reason as i32 };
         async move { registry.disconnect(request).await.map(|_| ()) }
     })

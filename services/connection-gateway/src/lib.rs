@@ -13,13 +13,14 @@ pub mod link;
 mod listener;
 pub mod login_request;
 pub mod metric_names;
+mod registries;
 pub mod sessions;
 mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use presence_common::registry_router::RegistryRouter;
 use presence_common::{AppDirectory, backoff::Backoff, db, shutdown::DEFAULT_GRACE};
-use presence_proto::v1::presence_registry_client::PresenceRegistryClient;
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
@@ -28,10 +29,9 @@ pub use config::GatewayConfig;
 pub use presence_common::Shutdown;
 
 use presence_common::net::BindError;
-use tonic::service::interceptor::InterceptedService;
 
 use crate::{
-    connection::Context, limits::IpLimits, link::LinkState, metric_names as m, sessions::SessionTable,
+    connection::Context, limits::IpLimits, metric_names as m, registries::Registries, sessions::SessionTable,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -63,22 +63,22 @@ pub struct RunningGateway {
     pub gateway_id: String,
     /// Live sessions, for tests and diagnostics.
     pub sessions: SessionTable,
-    link_state: LinkState,
+    registries: Registries,
     accept: JoinHandle<()>,
-    link: JoinHandle<()>,
+    links: JoinHandle<()>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
 impl RunningGateway {
-    /// Whether the registry link is attached (logins are accepted).
+    /// Whether a registry link is attached (logins of its partitions are accepted).
     pub fn is_attached(&self) -> bool {
-        self.link_state.is_attached()
+        self.registries.any_attached()
     }
 
     /// Until every connection is closed and the link detached (after `shutdown`).
     pub async fn wait(self) -> Result<(), GatewayError> {
         self.accept.await?;
-        self.link.await?;
+        self.links.await?;
         self.http.await?.map_err(GatewayError::Metrics)?;
         Ok(())
     }
@@ -97,30 +97,23 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
 
     m::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
-    let apps = AppDirectory::start(pool, shutdown.clone()).await?;
-    let channel = config
-        .registry_tls
-        .endpoint(&config.registry_url)?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let channel = InterceptedService::new(channel, config.internal_auth.caller_token()?);
+    let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
+    let router = RegistryRouter::start(
+        pool,
+        config.registry_tls.clone(),
+        config.internal_auth.caller_token()?,
+        config.registry_url.clone(),
+        shutdown.clone(),
+    )
+    .await?;
 
     let devices = listener::bind(config.listen_addr).map_err(BindError::at(config.listen_addr))?;
     let listen_addr = devices.local_addr().map_err(BindError::at(config.listen_addr))?;
     let (admin, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
     let sessions = SessionTable::default();
-    let link_state = LinkState::default();
-    let link = tokio::spawn(link::run(
-        channel.clone(),
-        gateway_id.clone(),
-        sessions.clone(),
-        link_state.clone(),
-        shutdown.clone(),
-    ));
+    let (registries, links) =
+        Registries::start(router, gateway_id.clone(), sessions.clone(), shutdown.clone());
     let limits = IpLimits::new(config.limit_settings());
     if limits.is_enabled() {
         tokio::spawn(sweep_limits(limits.clone(), shutdown.clone()));
@@ -128,9 +121,8 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
     let ctx = Arc::new(Context {
         gateway_id: gateway_id.clone(),
         apps,
-        registry: PresenceRegistryClient::new(channel),
+        registries: registries.clone(),
         sessions: sessions.clone(),
-        link: link_state.clone(),
         login_timeout: Duration::from_secs(config.login_timeout_s.max(1)),
         heartbeat_interval_s: config.heartbeat_interval_s,
         heartbeat_timeout_s: config.heartbeat_timeout_s.max(1),
@@ -149,7 +141,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         login_rate_per_ip = per_ip.login_rate_per_ip,
         "connection-gateway serving"
     );
-    Ok(RunningGateway { listen_addr, metrics_addr, gateway_id, sessions, link_state, accept, link, http })
+    Ok(RunningGateway { listen_addr, metrics_addr, gateway_id, sessions, registries, accept, links, http })
 }
 
 /// Accepts until shutdown, then closes every connection and waits (bounded) for them to end.

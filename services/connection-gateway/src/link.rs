@@ -36,8 +36,11 @@ impl LinkState {
     }
 
     fn set(&self, attached: bool) {
-        self.0.store(attached, Ordering::Release);
-        metrics::gauge!(m::LINK_ATTACHED).set(if attached { 1.0 } else { 0.0 });
+        // One gauge over every registry's link: count transitions.
+        if self.0.swap(attached, Ordering::AcqRel) != attached {
+            let gauge = metrics::gauge!(m::LINK_ATTACHED);
+            if attached { gauge.increment(1.0) } else { gauge.decrement(1.0) }
+        }
     }
 }
 
@@ -116,6 +119,8 @@ async fn attach_once(
         match message.and_then(|m| m.kind) {
             Some(gateway_downlink::Kind::Attached(attached)) => break attached.lease_s.max(1),
             Some(gateway_downlink::Kind::Kick(kick)) => deliver(sessions, kick),
+            // Not attached yet: the snapshot being reconciled is already fresh.
+            Some(gateway_downlink::Kind::Resync(_)) => {}
             None => return Err(tonic::Status::unavailable("registry closed the link before Attached")),
         }
     };
@@ -137,6 +142,11 @@ async fn attach_once(
             message = downlink.message() => match message?.and_then(|m| m.kind) {
                 Some(gateway_downlink::Kind::Kick(kick)) => deliver(sessions, kick),
                 Some(gateway_downlink::Kind::Attached(_)) => {}
+                Some(gateway_downlink::Kind::Resync(_)) => {
+                    // The registry took over partitions: re-attach with a fresh snapshot.
+                    tracing::info!(gateway_id, "registry asked for a resync; re-attaching");
+                    return Ok(());
+                }
                 None => return Err(tonic::Status::unavailable("registry closed the link")),
             },
         }
@@ -168,7 +178,7 @@ mod tests {
     }
 
     #[test]
-    fn confirmed_sessions_go_out_in_chunks_of_a_thousand() {
+    fn sessions_go_out_in_chunks_of_a_thousand_with_pending_ones_marked() {
         use crate::sessions::SessionHandle;
         use std::sync::{Arc, atomic::AtomicBool};
         let table = SessionTable::default();
@@ -194,6 +204,17 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(chunks, vec![(1000, false), (1000, false), (500, true)]);
+        assert_eq!(chunks, vec![(1000, false), (1000, false), (501, true)]);
+        let pending: Vec<_> = attach_messages("gw", &table)
+            .into_iter()
+            .filter_map(|m| match m.kind {
+                Some(gateway_uplink::Kind::Snapshot(s)) => Some(s.sessions),
+                _ => None,
+            })
+            .flatten()
+            .filter(|s| s.pending)
+            .map(|s| s.session_id)
+            .collect();
+        assert_eq!(pending, ["s0"]);
     }
 }

@@ -36,7 +36,10 @@ pub fn describe() {
         "Connections closed for breaking the protocol, by Error code."
     );
     describe_counter!(KICKS_DELIVERED, Unit::Count, "Kicks from the registry delivered to a held session.");
-    describe_gauge!(LINK_ATTACHED, "1 while the registry link is attached (logins are accepted), else 0.");
+    describe_gauge!(
+        LINK_ATTACHED,
+        "Registry links attached now (one per registry process; logins of a registry's partitions need its link)."
+    );
     describe_counter!(LINK_ATTACHES, Unit::Count, "Successful attaches of the registry link.");
     describe_counter!(ACCEPT_ERRORS, Unit::Count, "Failed accept() calls (e.g. out of file descriptors).");
     describe_gauge!(LIMIT_TRACKED_IPS, Unit::Count, "Source IPs tracked by the per-IP limits.");

@@ -71,16 +71,17 @@ impl SessionTable {
         true
     }
 
-    /// Every confirmed session, for the attach snapshot.
+    /// Every session, for the attach snapshot. Logins still in flight are marked pending: the
+    /// registry may commit them at any moment, so they are not gone, but not confirmed either.
     pub fn live(&self) -> Vec<LiveSession> {
         self.sessions
             .iter()
-            .filter(|e| e.value().confirmed.load(Ordering::Acquire))
             .map(|e| LiveSession {
                 app_id: e.value().app_id.clone(),
                 user_id: e.value().user_id.clone(),
                 device_id: e.value().device_id.clone(),
                 session_id: e.key().clone(),
+                pending: !e.value().confirmed.load(Ordering::Acquire),
             })
             .collect()
     }

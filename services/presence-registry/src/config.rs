@@ -27,6 +27,21 @@ pub struct RegistryConfig {
     /// Most mutations written in one transaction (group commit). Default 512.
     #[serde(rename = "registry_commit_batch_max", default = "default_batch")]
     pub commit_batch_max: usize,
+    /// This process's name among the registries (its member id adds a random suffix per start).
+    /// Default `registry`.
+    #[serde(rename = "registry_id", default = "default_id")]
+    pub registry_id: String,
+    /// The gRPC URL other processes reach this one at (routing). Default `http://` plus the
+    /// listen address, which must then not be a wildcard (0.0.0.0).
+    #[serde(rename = "registry_advertise_url", default)]
+    pub advertise_url: Option<String>,
+    /// How long a partition lease lasts; renewed every third of it. A paused or cut-off process
+    /// stops serving its partitions after at most this (less a fifth). Default 6000 ms.
+    #[serde(rename = "registry_partition_lease_ms", default = "default_partition_lease")]
+    pub partition_lease_ms: u64,
+    /// How often dead registries are looked for and partitions balanced. Default 250 ms.
+    #[serde(rename = "registry_balance_interval_ms", default = "default_balance")]
+    pub balance_interval_ms: u64,
     /// `REGISTRY_TLS_CERT`, `REGISTRY_TLS_KEY`, `REGISTRY_TLS_CLIENT_CA`: TLS, then mTLS, on the
     /// gRPC port. Default: all unset, plaintext.
     #[serde(flatten)]
@@ -37,6 +52,15 @@ pub struct RegistryConfig {
     pub internal_auth: presence_common::internal_auth::ServerAuthConfig,
 }
 
+fn default_id() -> String {
+    "registry".to_owned()
+}
+fn default_partition_lease() -> u64 {
+    6000
+}
+fn default_balance() -> u64 {
+    250
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7200))
 }
@@ -54,6 +78,16 @@ fn default_sweep() -> u64 {
 }
 fn default_batch() -> usize {
     512
+}
+
+impl RegistryConfig {
+    /// The URL other processes route to, for a server bound at `bound`.
+    pub fn advertised_url(&self, bound: SocketAddr) -> String {
+        match &self.advertise_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("{}://{bound}", if self.tls.mode() == "plaintext" { "http" } else { "https" }),
+        }
+    }
 }
 
 impl Default for RegistryConfig {

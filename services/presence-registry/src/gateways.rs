@@ -11,7 +11,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use presence_proto::v1::{GatewayDownlink, KickSession, gateway_downlink::Kind};
+use presence_proto::v1::{GatewayDownlink, KickSession, Resync, gateway_downlink::Kind};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metric_names as m;
@@ -87,6 +87,14 @@ impl Gateways {
             .is_some_and(|(_, tx)| tx.send(Ok(GatewayDownlink { kind: Some(Kind::Kick(kick)) })).is_ok());
         metrics::counter!(m::KICKS_SENT, "delivered" => if sent { "yes" } else { "no" }).increment(1);
         sent
+    }
+
+    /// Asks every attached gateway to re-attach with a fresh snapshot (after a take-over).
+    pub fn resync_all(&self) {
+        let inner = self.inner.lock();
+        for (_, tx) in inner.values().filter_map(|gw| gw.downlink.as_ref()) {
+            let _ = tx.send(Ok(GatewayDownlink { kind: Some(Kind::Resync(Resync {})) }));
+        }
     }
 
     /// Gateways whose lease has run out.

@@ -11,6 +11,7 @@ mod gateways;
 mod grpc;
 mod login_policy;
 pub mod metric_names;
+mod partitions;
 mod registry;
 mod restore;
 mod store;
@@ -32,7 +33,9 @@ pub use config::RegistryConfig;
 pub use presence_common::Shutdown;
 pub use registry::RegistryError;
 
-use crate::{event_log::EventLog, gateways::Gateways, registry::Registry, user_table::UserTable};
+use presence_common::partition_lease::{Group, LeaseTiming, Member, Ownership, PartitionLeases};
+
+use crate::{event_log::EventLog, gateways::Gateways, partitions::Partitions, registry::Registry};
 
 /// gRPC service names, for health.
 const SERVICES: &[&str] =
@@ -46,8 +49,8 @@ pub enum StartError {
     Directory(#[from] presence_common::app_directory::DirectoryError),
     #[error(transparent)]
     Log(#[from] event_log::LogError),
-    #[error("restoring state: {0}")]
-    Restore(#[from] sqlx::Error),
+    #[error(transparent)]
+    Lease(#[from] presence_common::partition_lease::LeaseError),
     #[error(transparent)]
     Bind(#[from] presence_common::net::BindError),
     #[error("reflection: {0}")]
@@ -70,18 +73,21 @@ pub struct RunningRegistry {
     pub metrics_addr: SocketAddr,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
+    leases: JoinHandle<()>,
 }
 
 impl RunningRegistry {
-    /// Until the servers stop (after `shutdown`).
+    /// Until the servers stop and every partition is handed over (after `shutdown`).
     pub async fn wait(self) -> Result<(), StartError> {
+        self.leases.await?;
         self.grpc.await??;
         self.http.await?.map_err(StartError::Metrics)?;
         Ok(())
     }
 }
 
-/// Connects to Postgres, restores state, and serves until `shutdown`.
+/// Connects to Postgres, joins the registries, takes its share of the partitions, and serves
+/// until `shutdown`; then hands its partitions over.
 pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<RunningRegistry, StartError> {
     // Read before anything else: a bad certificate stops the start before any state is touched.
     // Gateways may cancel many calls at once (thousands of devices dropping together); h2's
@@ -91,15 +97,44 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
+    let partition_count = db::partition_count(&pool).await?;
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;
-    let users = UserTable::default();
     let gateways = Gateways::new(Duration::from_secs(config.gateway_lease_s.max(1)));
-    let restored = restore::restore(&pool, &users, &gateways).await?;
-    tracing::info!(users = restored, "state restored");
-    let registry = Arc::new(Registry { users, log, gateways, apps, pool });
+    let ownership = Ownership::default();
+    let registry = Arc::new(Registry {
+        partitions: Partitions::new(partition_count),
+        ownership: ownership.clone(),
+        log,
+        gateways,
+        apps,
+        pool: pool.clone(),
+    });
 
     let (grpc_listener, grpc_addr) = presence_common::net::bind(config.listen_addr).await?;
     let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
+
+    let mut leases = PartitionLeases {
+        pool,
+        database_url: config.database_url.clone(),
+        member: Member {
+            id: Member::new_id(&config.registry_id),
+            addr: config.advertised_url(grpc_addr),
+            group: Group::Registry,
+        },
+        timing: LeaseTiming {
+            ttl: Duration::from_millis(config.partition_lease_ms.max(300)),
+            balance_every: Duration::from_millis(config.balance_interval_ms.max(10)),
+        },
+        partitions: partition_count,
+        ownership,
+        holder: registry.clone(),
+        metrics: metric_names::LeaseRecorder,
+        shutdown: shutdown.clone(),
+        lease_start: None,
+    };
+    let member = leases.member.id.clone();
+    let lock = leases.join().await?;
+    let leases = tokio::spawn(leases.run(lock));
 
     tokio::spawn(sweeper::run(
         registry.clone(),
@@ -144,6 +179,6 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         presence_common::http::admin_routes(),
         shutdown,
     ));
-    tracing::info!(%grpc_addr, %metrics_addr, grpc_tls = tls_mode, "presence-registry serving");
-    Ok(RunningRegistry { grpc_addr, metrics_addr, grpc, http })
+    tracing::info!(%grpc_addr, %metrics_addr, grpc_tls = tls_mode, member, partitions = partition_count, "presence-registry serving");
+    Ok(RunningRegistry { grpc_addr, metrics_addr, grpc, http, leases })
 }

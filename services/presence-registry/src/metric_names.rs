@@ -15,6 +15,17 @@ pub const GATEWAY_LEASES_EXPIRED: &str = "registry_gateway_leases_expired_total"
 pub const GATEWAYS_ATTACHED: &str = "registry_gateways_attached";
 /// Label `delivered`: `yes`, or `no` when the gateway was not attached.
 pub const KICKS_SENT: &str = "registry_kicks_sent_total";
+/// Partitions this process owns now.
+pub const PARTITIONS_OWNED: &str = "registry_partitions_owned";
+/// Label `outcome`: ok or failed.
+pub const LEASE_RENEWALS: &str = "registry_lease_renewals_total";
+/// Label `cause`: `failover` (a member died) or `balance`.
+pub const PARTITIONS_TAKEN: &str = "registry_partitions_taken_total";
+pub const PARTITIONS_LOST: &str = "registry_partitions_lost_total";
+/// Stop, drain and release of one partition.
+pub const HANDOVER_SECONDS: &str = "registry_handover_seconds";
+/// Changes refused because their partition's epoch had moved on (another process took it).
+pub const COMMITS_FENCED: &str = "registry_commits_fenced_total";
 
 /// Registers every metric's HELP text with the installed recorder; called once at start.
 pub fn describe() {
@@ -34,4 +45,36 @@ pub fn describe() {
     );
     describe_gauge!(GATEWAYS_ATTACHED, Unit::Count, "Gateways with an attached link now.");
     describe_counter!(KICKS_SENT, Unit::Count, "Kicks sent to gateways, by delivered (yes, no).");
+    describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions this registry owns.");
+    describe_counter!(LEASE_RENEWALS, Unit::Count, "Partition lease renewals, by outcome (ok, failed).");
+    describe_counter!(
+        PARTITIONS_TAKEN,
+        Unit::Count,
+        "Partitions taken, by cause (failover: their owner died; balance: free or handed over)."
+    );
+    describe_counter!(PARTITIONS_LOST, Unit::Count, "Partitions whose lease another registry took.");
+    describe_histogram!(HANDOVER_SECONDS, Unit::Seconds, "Stop, drain and release of one partition.");
+    describe_counter!(COMMITS_FENCED, Unit::Count, "Changes refused because their partition changed owner.");
+}
+
+/// The lease loop's figures, recorded under the names above.
+pub struct LeaseRecorder;
+
+impl presence_common::partition_lease::LeaseMetrics for LeaseRecorder {
+    fn owned(&self, count: usize) {
+        metrics::gauge!(PARTITIONS_OWNED).set(count as f64);
+    }
+    fn renewed(&self, ok: bool) {
+        metrics::counter!(LEASE_RENEWALS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    }
+    fn taken(&self, count: usize, from_dead: bool) {
+        metrics::counter!(PARTITIONS_TAKEN, "cause" => if from_dead { "failover" } else { "balance" })
+            .increment(count as u64);
+    }
+    fn lost(&self, count: usize) {
+        metrics::counter!(PARTITIONS_LOST).increment(count as u64);
+    }
+    fn handed_over(&self, seconds: f64) {
+        metrics::histogram!(HANDOVER_SECONDS).record(seconds);
+    }
 }

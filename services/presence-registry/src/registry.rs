@@ -17,11 +17,14 @@ use sqlx::PgPool;
 use crate::{
     event_log::{EventLog, LogError},
     gateways::Gateways,
-    metric_names as m, store,
+    metric_names as m,
+    partitions::{Partition, Partitions},
+    store,
     transition::{self, Change},
     user_state::{Device, UserState},
-    user_table::{UserCell, UserKey, UserTable},
+    user_table::{UserCell, UserKey},
 };
+use presence_common::partition_lease::Ownership;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -33,6 +36,9 @@ pub enum RegistryError {
     GatewayNotAttached(String),
     #[error("the session is held by another gateway")]
     NotYourSession,
+    /// The user's partition is not served here (another registry owns it, or it is moving).
+    #[error("partition {0} is not served by this registry")]
+    NotOwner(u32),
     #[error(transparent)]
     Log(#[from] LogError),
     #[error("database: {0}")]
@@ -41,14 +47,19 @@ pub enum RegistryError {
 
 impl From<RegistryError> for tonic::Status {
     fn from(err: RegistryError) -> Self {
+        if matches!(err, RegistryError::NotOwner(_) | RegistryError::GatewayNotAttached(_)) {
+            return presence_common::registry_router::reroute_status(err.to_string());
+        }
         let code = match &err {
             RegistryError::BadRequest(_) => ErrorCode::BadRequest,
             RegistryError::UnknownApp(_) => ErrorCode::NotFound,
             RegistryError::NotYourSession => ErrorCode::PermissionDenied,
             // A gateway is between links (e.g. the registry just restarted): retry shortly.
-            RegistryError::GatewayNotAttached(_) | RegistryError::Log(_) | RegistryError::Database(_) => {
-                ErrorCode::Unavailable
-            }
+            // Callers re-read the partition map and retry with the owner.
+            RegistryError::NotOwner(_)
+            | RegistryError::GatewayNotAttached(_)
+            | RegistryError::Log(_)
+            | RegistryError::Database(_) => ErrorCode::Unavailable,
         };
         code.status(err.to_string())
     }
@@ -60,11 +71,14 @@ type ChangeResult = Result<Option<(Change, Vec<PresenceEvent>)>, RegistryError>;
 /// A login as it was committed.
 pub struct LoginOutcome {
     pub kicked: Vec<KickedDevice>,
-    pub event: PresenceEvent,
+    /// The login event's `seq`; 0 when the login had been committed by an earlier call (a retry).
+    pub seq: u64,
+    pub user_version: u64,
 }
 
 pub struct Registry {
-    pub(crate) users: UserTable,
+    pub(crate) partitions: Partitions,
+    pub(crate) ownership: Ownership,
     pub(crate) log: EventLog,
     pub(crate) gateways: Gateways,
     pub(crate) apps: AppDirectory,
@@ -88,13 +102,20 @@ fn check_session(s: &SessionRef) -> Result<(), RegistryError> {
 }
 
 impl Registry {
+    /// The partition of `key` with the epoch to write it under, if this process serves it now.
+    fn served(&self, key: &UserKey) -> Result<(u32, i64, Arc<Partition>), RegistryError> {
+        let p = self.partitions.of(&key.app_id, &key.user_id);
+        let epoch = self.ownership.serving_epoch(p).ok_or(RegistryError::NotOwner(p))?;
+        let partition = self.partitions.get(p).ok_or(RegistryError::NotOwner(p))?;
+        Ok((p, epoch, partition))
+    }
+
     /// [`Registry::change`] of a user the registry knows; `None` for an unknown user.
     async fn change_known_user<F>(&self, key: UserKey, plan: F) -> ChangeResult
     where
         F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
     {
-        let Some(cell) = self.users.get(&key) else { return Ok(None) };
-        self.change(cell, key, plan).await
+        self.change(key, false, plan).await
     }
 
     /// [`Registry::change`] of a user, who is added (with no devices) if unknown.
@@ -102,19 +123,31 @@ impl Registry {
     where
         F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
     {
-        let cell = self.users.entry(key.clone());
-        self.change(cell, key, plan).await
+        self.change(key, true, plan).await
     }
 
     /// Runs `plan` under the user's lock; commits and applies its change, then kicks.
-    async fn change<F>(&self, cell: UserCell, key: UserKey, plan: F) -> ChangeResult
+    async fn change<F>(&self, key: UserKey, add: bool, plan: F) -> ChangeResult
     where
         F: FnOnce(&UserState) -> Result<Option<Change>, RegistryError>,
     {
+        let (p, _, partition) = self.served(&key)?;
+        // Held until the change is applied: a hand-over of the partition waits for it.
+        let gate = partition.gate.clone().read_owned().await;
+        // The hand-over may have begun while we waited; its epoch is the one to write under.
+        let epoch = self.ownership.serving_epoch(p).ok_or(RegistryError::NotOwner(p))?;
+        let cell: UserCell = if add {
+            partition.users.entry(key.clone())
+        } else {
+            match partition.users.get(&key) {
+                Some(cell) => cell,
+                None => return Ok(None),
+            }
+        };
         let mut state = cell.lock_owned().await;
         let Some(change) = plan(&state)? else { return Ok(None) };
-        let (log, mutation, next) =
-            (self.log.clone(), change.mutation(&key.app_id, &key.user_id), change.next.clone());
+        let mutation = change.mutation(&key.app_id, &key.user_id, p, epoch);
+        let (log, next) = (self.log.clone(), change.next.clone());
         // Commit and apply in a task of its own: if our caller goes away (a cancelled RPC), the
         // change still reaches memory exactly when it reaches Postgres, and only then is the user
         // unlocked. Dropped midway, the next change of this user would be planned from stale
@@ -122,10 +155,15 @@ impl Registry {
         let events = tokio::spawn(async move {
             let events = log.commit(mutation).await?;
             *state = next;
+            drop(gate);
             Ok::<_, LogError>(events)
         })
         .await
-        .map_err(|err| LogError::Commit(format!("commit task: {err}")))??;
+        .map_err(|err| LogError::Commit(format!("commit task: {err}")))?
+        .map_err(|err| match err {
+            LogError::Fenced(p) => RegistryError::NotOwner(p),
+            other => RegistryError::Log(other),
+        })?;
         for event in &events {
             metrics::counter!(m::EVENTS, "action" => event.action().name().unwrap_or("unknown")).increment(1);
         }
@@ -188,13 +226,33 @@ impl Registry {
             disconnected_at_ms: None,
         };
         let key = UserKey::new(&session.app_id, &session.user_id);
+        // A gateway retries a login whose answer it lost (its registry died, or handed the user's
+        // partition over, after the commit): the session is then already online, and is not
+        // logged in twice.
+        let mut retried = None;
         let outcome = self
-            .change_or_add_user(key, |state| Ok(Some(transition::login(state, &app.policy, device, now))))
+            .change_or_add_user(key, |state| {
+                if state
+                    .online_session(&session.device_id, &session.session_id)
+                    .is_some_and(|d| d.gateway_id == gateway_id)
+                {
+                    retried = Some(state.version);
+                    return Ok(None);
+                }
+                Ok(Some(transition::login(state, &app.policy, device, now)))
+            })
             .await?;
+        if let Some(user_version) = retried {
+            return Ok(LoginOutcome { kicked: Vec::new(), seq: 0, user_version });
+        }
         let (change, mut events) =
             outcome.ok_or_else(|| RegistryError::BadRequest("login had no effect".into()))?;
         let event = events.pop().ok_or_else(|| RegistryError::BadRequest("login had no event".into()))?;
-        Ok(LoginOutcome { kicked: change.forced_offline.iter().map(Device::kicked).collect(), event })
+        Ok(LoginOutcome {
+            kicked: change.forced_offline.iter().map(Device::kicked).collect(),
+            seq: event.seq,
+            user_version: event.user_version,
+        })
     }
 
     /// True if the session was current and is now logged out. `gateway`, when known (a verified
@@ -274,10 +332,10 @@ impl Registry {
         // Read first: every event up to here is applied by the time we hold each user's lock.
         let as_of_seq = self.log.last_seq(app_id);
         let mut results = Vec::with_capacity(user_ids.len());
-        let users = self.users.app_users(app_id);
         for user_id in user_ids {
+            let (_, _, partition) = self.served(&UserKey::new(app_id, user_id))?;
             // Clone the cell out so no map guard is held across the await.
-            let cell = users.as_ref().and_then(|users| users.get(user_id.as_str()).map(|cell| cell.clone()));
+            let cell = partition.users.get_user(app_id, user_id);
             let presence = match cell {
                 Some(cell) => cell.lock().await.presence(user_id, detail),
                 None => UserState::default().presence(user_id, detail),
@@ -287,14 +345,16 @@ impl Registry {
         Ok((results, as_of_seq))
     }
 
-    /// Devices stored as online on `gateway_id`.
+    /// Devices stored as online on `gateway_id`, in the partitions served here.
     async fn online_sessions_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
-        Ok(store::online_sessions_on(&self.pool, gateway_id).await?)
+        Ok(store::online_sessions_on(&self.pool, gateway_id, &self.ownership.serving()).await?)
     }
 
-    /// Aligns the registry with a gateway's snapshot of live sessions: devices it no longer holds
-    /// are disconnected (`link_close`); sessions the registry no longer knows as current are
-    /// returned as kicks for the gateway. Unchanged devices produce no event.
+    /// Aligns the registry's partitions with a gateway's snapshot of live sessions: devices it no
+    /// longer holds are disconnected (`link_close`); sessions the registry no longer knows as
+    /// current are returned as kicks for the gateway. Unchanged devices produce no event. Sessions
+    /// of partitions served elsewhere are left to their owner; pending logins (still in flight)
+    /// are neither gone nor stale.
     pub async fn reconcile(
         &self,
         gateway_id: &str,
@@ -308,8 +368,9 @@ impl Registry {
             .filter(|h| !live_ids.contains(h.session_id.as_str()));
         self.disconnect_all(gone.collect()).await?;
         let mut stale = Vec::new();
-        for s in live {
-            let current = match self.users.get_user(&s.app_id, &s.user_id) {
+        for s in live.iter().filter(|s| !s.pending) {
+            let Ok((_, _, partition)) = self.served(&UserKey::new(&s.app_id, &s.user_id)) else { continue };
+            let current = match partition.users.get_user(&s.app_id, &s.user_id) {
                 Some(cell) => cell
                     .lock()
                     .await
@@ -366,7 +427,7 @@ impl Registry {
     pub async fn expire_push(&self) -> Result<usize, RegistryError> {
         let now = now_ms();
         let mut expired = 0;
-        for candidate in store::expired_push_devices(&self.pool, now).await? {
+        for candidate in store::expired_push_devices(&self.pool, now, &self.ownership.serving()).await? {
             let store::ExpiredPush { key, device_id, ttl_ms } = candidate;
             if self
                 .change_known_user(key, |state| Ok(transition::expire_push(state, &device_id, ttl_ms, now)))

@@ -21,7 +21,8 @@ macro_rules! select_events {
         concat!(
             "SELECT feed_id, app_id, seq, event_id::text AS event_id, user_id, user_version, event_time_ms, \
              action, reason, device_id, platform, client_version, kicked_devices::text AS kicked_devices, \
-             user_status FROM presence_events ",
+             user_status, coalesce(partition, 0) AS partition, coalesce(position, 0) AS position \
+             FROM presence_events ",
             $filter
         )
     };
@@ -44,13 +45,29 @@ pub async fn last_feed_id(pool: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(last.map_or(0, to_u64))
 }
 
-/// Each app's latest `seq`.
-pub async fn last_seqs(pool: &PgPool) -> Result<HashMap<String, u64>, sqlx::Error> {
+/// Each app's latest committed `seq`.
+pub async fn app_seqs(pool: &PgPool) -> Result<HashMap<String, u64>, sqlx::Error> {
     let seqs: Vec<(String, i64)> =
-        sqlx::query_as("SELECT app_id, max(seq) FROM presence_events GROUP BY app_id")
-            .fetch_all(pool)
-            .await?;
+        sqlx::query_as("SELECT app_id, last_seq FROM app_feed").fetch_all(pool).await?;
     Ok(seqs.into_iter().map(|(app, seq)| (app, to_u64(seq))).collect())
+}
+
+/// The latest `position` of each of these partitions (0 before its first event).
+pub async fn last_positions(pool: &PgPool, partitions: &[u32]) -> Result<HashMap<u32, u64>, sqlx::Error> {
+    let rows: Vec<(i32, Option<i64>)> = sqlx::query_as(
+        "SELECT p, (SELECT max(position) FROM presence_events WHERE partition = p) FROM UNNEST($1::int4[]) AS p",
+    )
+    .bind(to_i32s(partitions))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(p, last)| u32::try_from(p).ok().map(|p| (p, last.map_or(0, to_u64))))
+        .collect())
+}
+
+fn to_i32s(partitions: &[u32]) -> Vec<i32> {
+    partitions.iter().map(|p| i32::try_from(*p).unwrap_or(i32::MAX)).collect()
 }
 
 /// Events of every app after `after_feed_id`, in order.
@@ -100,6 +117,8 @@ struct EventRow {
     client_version: String,
     kicked_devices: String,
     user_status: String,
+    partition: i32,
+    position: i64,
 }
 
 /// Kicked devices as stored (`[{"device_id": "...", "platform": "ios"}]`).
@@ -137,25 +156,106 @@ impl EventRow {
             }),
             kicked_devices: kicked_from_json(&self.kicked_devices),
             user_status: UserStatus::from_name(&self.user_status).unwrap_or(UserStatus::Unspecified) as i32,
+            partition: u32::try_from(self.partition).unwrap_or(0),
+            position: to_u64(self.position),
         }
     }
 }
 
-/// One group commit: the numbered events, then the device and user rows of every mutation, in
-/// one transaction. Column vectors make one `INSERT ... SELECT FROM UNNEST(...)` per table.
-pub async fn write_batch(
+/// Why a group commit did not happen.
+#[derive(Debug)]
+pub enum BatchError {
+    /// These partitions' epochs moved on: another registry owns them now. Nothing was written.
+    Fenced(Vec<u32>),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(err: sqlx::Error) -> Self {
+        BatchError::Database(err)
+    }
+}
+
+/// What a commit reserved for numbering its events.
+pub struct Reserved {
+    /// Each app's first `seq` of this batch.
+    pub first_seqs: HashMap<String, u64>,
+    /// One `feed_id` per event, ascending.
+    pub feed_ids: Vec<u64>,
+}
+
+/// One group commit, in one transaction: the fence (every partition written is still ours, locked
+/// FOR SHARE so that no take overtakes this commit), the apps' `seq` ranges, then the events
+/// `number` makes, and the device and user rows of every mutation. Column vectors make one
+/// `INSERT ... SELECT FROM UNNEST(...)` per table. Returns the events and each app's last `seq`.
+pub async fn write_batch<F>(
     pool: &PgPool,
     mutations: &[&Mutation],
-    events: &[&PresenceEvent],
-) -> Result<(), sqlx::Error> {
+    number: F,
+) -> Result<(Vec<Vec<PresenceEvent>>, HashMap<String, u64>), BatchError>
+where
+    F: FnOnce(&Reserved) -> Vec<Vec<PresenceEvent>>,
+{
     let mut tx = pool.begin().await?;
+
+    // Locks in a fixed order (partitions, then apps, each sorted) so that commits never deadlock.
+    let mut fences: Vec<(u32, i64)> = mutations.iter().map(|m| (m.partition, m.epoch)).collect();
+    fences.sort_unstable();
+    fences.dedup();
+    let ours: Vec<i32> = sqlx::query_scalar(
+        "SELECT partition FROM registry_partitions WHERE (partition, epoch) IN \
+         (SELECT * FROM UNNEST($1::int4[], $2::int8[])) ORDER BY partition FOR SHARE",
+    )
+    .bind(to_i32s(&fences.iter().map(|(p, _)| *p).collect::<Vec<_>>()))
+    .bind(fences.iter().map(|(_, e)| *e).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    if ours.len() < fences.len() {
+        let lost = fences
+            .iter()
+            .map(|(p, _)| *p)
+            .filter(|p| !ours.contains(&i32::try_from(*p).unwrap_or(-1)))
+            .collect();
+        return Err(BatchError::Fenced(lost));
+    }
+
+    let mut per_app: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    for m in mutations {
+        *per_app.entry(m.app_id.as_str()).or_insert(0) += i64::try_from(m.events.len()).unwrap_or(0);
+    }
+    per_app.retain(|_, n| *n > 0);
+    let last_seqs: Vec<(String, i64)> = sqlx::query_as(
+        "INSERT INTO app_feed (app_id, last_seq) SELECT * FROM UNNEST($1::text[], $2::int8[]) ORDER BY 1 \
+         ON CONFLICT (app_id) DO UPDATE SET last_seq = app_feed.last_seq + EXCLUDED.last_seq \
+         RETURNING app_id, last_seq",
+    )
+    .bind(per_app.keys().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    .bind(per_app.values().copied().collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let event_count: i64 = per_app.values().sum();
+    let feed_ids: Vec<i64> =
+        sqlx::query_scalar("SELECT nextval('presence_feed_ids') FROM generate_series(1, $1)")
+            .bind(event_count)
+            .fetch_all(&mut *tx)
+            .await?;
+    let first_seqs = last_seqs
+        .iter()
+        .map(|(app, last)| {
+            let count = per_app.get(app.as_str()).copied().unwrap_or(0);
+            (app.clone(), to_u64(last - count + 1))
+        })
+        .collect();
+    let numbered = number(&Reserved { first_seqs, feed_ids: feed_ids.into_iter().map(to_u64).collect() });
+    let events: Vec<&PresenceEvent> = numbered.iter().flatten().collect();
 
     sqlx::query(
         "INSERT INTO presence_events (feed_id, app_id, seq, event_id, user_id, user_version, event_time_ms, \
-         action, reason, device_id, platform, client_version, kicked_devices, user_status) \
-         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us FROM UNNEST($1::int8[], $2::text[], \
+         action, reason, device_id, platform, client_version, kicked_devices, user_status, partition, position) \
+         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us, pa, po FROM UNNEST($1::int8[], $2::text[], \
          $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
-         $11::text[], $12::text[], $13::text[], $14::text[]) AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us)",
+         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[]) \
+         AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us, pa, po)",
     )
     .bind(events.iter().map(|e| to_i64(e.feed_id)).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.app_id.clone()).collect::<Vec<_>>())
@@ -178,6 +278,8 @@ pub async fn write_batch(
     )
     .bind(events.iter().map(|e| kicked_to_json(&e.kicked_devices)).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.user_status().name().unwrap_or("offline")).collect::<Vec<_>>())
+    .bind(to_i32s(&events.iter().map(|e| e.partition).collect::<Vec<_>>()))
+    .bind(events.iter().map(|e| to_i64(e.position)).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
 
@@ -200,9 +302,9 @@ pub async fn write_batch(
     if !upserts.is_empty() {
         sqlx::query(
             "INSERT INTO devices (app_id, user_id, device_id, platform, status, session_id, gateway_id, \
-             since_ms, client_version, push_enabled, peer_addr, disconnected_at_ms) \
+             since_ms, client_version, push_enabled, peer_addr, disconnected_at_ms, partition) \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::text[], $8::int8[], $9::text[], $10::bool[], $11::text[], $12::int8[]) \
+             $7::text[], $8::int8[], $9::text[], $10::bool[], $11::text[], $12::int8[], $13::int4[]) \
              ON CONFLICT (app_id, user_id, device_id) DO UPDATE SET platform = EXCLUDED.platform, \
              status = EXCLUDED.status, session_id = EXCLUDED.session_id, gateway_id = EXCLUDED.gateway_id, \
              since_ms = EXCLUDED.since_ms, client_version = EXCLUDED.client_version, \
@@ -221,25 +323,29 @@ pub async fn write_batch(
         .bind(upserts.iter().map(|(_, d)| d.push_enabled).collect::<Vec<_>>())
         .bind(upserts.iter().map(|(_, d)| d.peer_addr.clone()).collect::<Vec<_>>())
         .bind(upserts.iter().map(|(_, d)| d.disconnected_at_ms.map(to_i64)).collect::<Vec<_>>())
+        .bind(to_i32s(&upserts.iter().map(|(m, _)| m.partition).collect::<Vec<_>>()))
         .execute(&mut *tx)
         .await?;
     }
 
     sqlx::query(
-        "INSERT INTO users (app_id, user_id, version, last_seen_ms, last_reason) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[]) \
+        "INSERT INTO users (app_id, user_id, version, last_seen_ms, last_reason, partition) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int4[]) \
          ON CONFLICT (app_id, user_id) DO UPDATE SET version = EXCLUDED.version, \
-         last_seen_ms = EXCLUDED.last_seen_ms, last_reason = EXCLUDED.last_reason",
+         last_seen_ms = EXCLUDED.last_seen_ms, last_reason = EXCLUDED.last_reason, partition = EXCLUDED.partition",
     )
     .bind(mutations.iter().map(|m| m.app_id.clone()).collect::<Vec<_>>())
     .bind(mutations.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>())
     .bind(mutations.iter().map(|m| to_i64(m.user.version)).collect::<Vec<_>>())
     .bind(mutations.iter().map(|m| m.user.last_seen_ms.map(to_i64)).collect::<Vec<_>>())
     .bind(mutations.iter().map(|m| m.user.last_reason.and_then(EventReason::name)).collect::<Vec<_>>())
+    .bind(to_i32s(&mutations.iter().map(|m| m.partition).collect::<Vec<_>>()))
     .execute(&mut *tx)
     .await?;
 
-    tx.commit().await
+    tx.commit().await?;
+    let last = last_seqs.into_iter().map(|(app, seq)| (app, to_u64(seq))).collect();
+    Ok((numbered, last))
 }
 
 // Users and devices.
@@ -253,12 +359,14 @@ struct UserRow {
     last_reason: Option<String>,
 }
 
-/// Every user row, as a state without devices.
-pub async fn users(pool: &PgPool) -> Result<Vec<(UserKey, UserState)>, sqlx::Error> {
-    let rows: Vec<UserRow> =
-        sqlx::query_as("SELECT app_id, user_id, version, last_seen_ms, last_reason FROM users")
-            .fetch_all(pool)
-            .await?;
+/// Every user row of these partitions, as a state without devices.
+pub async fn users_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKey, UserState)>, sqlx::Error> {
+    let rows: Vec<UserRow> = sqlx::query_as(
+        "SELECT app_id, user_id, version, last_seen_ms, last_reason FROM users WHERE partition = ANY($1)",
+    )
+    .bind(to_i32s(partitions))
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -289,12 +397,13 @@ struct DeviceRow {
     disconnected_at_ms: Option<i64>,
 }
 
-/// Every device row (online or push_online), oldest `since_ms` first.
-pub async fn devices(pool: &PgPool) -> Result<Vec<(UserKey, Device)>, sqlx::Error> {
+/// Every device row (online or push_online) of these partitions, oldest `since_ms` first.
+pub async fn devices_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKey, Device)>, sqlx::Error> {
     let rows: Vec<DeviceRow> = sqlx::query_as(
         "SELECT app_id, user_id, device_id, platform, status, session_id, gateway_id, since_ms, client_version, \
-         push_enabled, peer_addr, disconnected_at_ms FROM devices ORDER BY since_ms",
+         push_enabled, peer_addr, disconnected_at_ms FROM devices WHERE partition = ANY($1) ORDER BY since_ms",
     )
+    .bind(to_i32s(partitions))
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -317,12 +426,18 @@ pub async fn devices(pool: &PgPool) -> Result<Vec<(UserKey, Device)>, sqlx::Erro
         .collect())
 }
 
-/// The sessions stored as online on `gateway_id`.
-pub async fn online_sessions_on(pool: &PgPool, gateway_id: &str) -> Result<Vec<SessionRef>, sqlx::Error> {
+/// The sessions stored as online on `gateway_id`, in these partitions.
+pub async fn online_sessions_on(
+    pool: &PgPool,
+    gateway_id: &str,
+    partitions: &[u32],
+) -> Result<Vec<SessionRef>, sqlx::Error> {
     let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT app_id, user_id, device_id, session_id FROM devices WHERE gateway_id = $1 AND status = 'online'",
+        "SELECT app_id, user_id, device_id, session_id FROM devices \
+         WHERE gateway_id = $1 AND status = 'online' AND partition = ANY($2)",
     )
     .bind(gateway_id)
+    .bind(to_i32s(partitions))
     .fetch_all(pool)
     .await?;
     Ok(rows
@@ -338,14 +453,20 @@ pub struct ExpiredPush {
     pub ttl_ms: u64,
 }
 
-/// Up to 1000 push_online devices past their app's TTL at `now_ms`, longest disconnected first.
-pub async fn expired_push_devices(pool: &PgPool, now_ms: u64) -> Result<Vec<ExpiredPush>, sqlx::Error> {
+/// Up to 1000 push_online devices of these partitions past their app's TTL at `now_ms`, longest
+/// disconnected first.
+pub async fn expired_push_devices(
+    pool: &PgPool,
+    now_ms: u64,
+    partitions: &[u32],
+) -> Result<Vec<ExpiredPush>, sqlx::Error> {
     let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
         "SELECT d.app_id, d.user_id, d.device_id, a.push_online_ttl_s FROM devices d JOIN apps a USING (app_id) \
          WHERE d.status = 'push_online' AND d.disconnected_at_ms + a.push_online_ttl_s * 1000 <= $1 \
-         ORDER BY d.disconnected_at_ms LIMIT 1000",
+         AND d.partition = ANY($2) ORDER BY d.disconnected_at_ms LIMIT 1000",
     )
     .bind(to_i64(now_ms))
+    .bind(to_i32s(partitions))
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -12,6 +12,10 @@ pub async fn run(registry: SharedRegistry, every: Duration, shutdown: Shutdown) 
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        // Other registries commit to the same apps: keep `as_of_seq` of queries current.
+        if let Err(err) = registry.log.refresh_seqs().await {
+            tracing::warn!(%err, "reading the apps' feed positions failed; will retry");
+        }
         if let Err(err) = registry.expire_gateways().await {
             tracing::warn!(%err, "gateway lease sweep failed; will retry");
         }

@@ -78,8 +78,11 @@ impl Change {
         Some(self.next.devices.remove(index))
     }
 
-    pub fn mutation(&self, app_id: &str, user_id: &str) -> Mutation {
+    /// The rows to write, in `partition` owned under `epoch`.
+    pub fn mutation(&self, app_id: &str, user_id: &str, partition: u32, epoch: i64) -> Mutation {
         Mutation {
+            partition,
+            epoch,
             app_id: app_id.to_owned(),
             user_id: user_id.to_owned(),
             events: self.events.clone(),

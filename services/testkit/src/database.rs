@@ -28,7 +28,7 @@ pub async fn fresh_database() -> TestDatabase {
 /// of it): for tests that run their own server, e.g. one they stop and restart.
 pub async fn fresh_database_on(server_url: &str) -> TestDatabase {
     let db = empty_database_on(server_url).await;
-    presence_common::db::migrate(&db.pool, None).await.expect("migrations apply");
+    presence_common::db::migrate(&db.pool, None, None).await.expect("migrations apply");
     db
 }
 

@@ -27,8 +27,8 @@ impl PresenceRegistry for PresenceApi {
         let outcome = outcome?;
         Ok(Response::new(LoginReply {
             kicked_devices: outcome.kicked,
-            seq: outcome.event.seq,
-            user_version: outcome.event.user_version,
+            seq: outcome.seq,
+            user_version: outcome.user_version,
         }))
     }
 

@@ -301,6 +301,7 @@ pub fn live(s: &DeviceSession) -> LiveSession {
         user_id: s.user_id.clone(),
         device_id: s.device_id.clone(),
         session_id: s.session_id.clone(),
+        pending: false,
     }
 }
 
