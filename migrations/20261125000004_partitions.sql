@@ -17,7 +17,7 @@ $$;
 -- process died) the lock frees at once and the others take its partitions without waiting for the
 -- lease. Safety rests on the epochs alone.
 CREATE TABLE presence_members (
-    member      text PRIMARY KEY,                 -- one per process start, e.g. registry-2.8f3a01c2
+    member      text PRIMARY KEY,                 -- one per process start, e.g. registry-2-8f3a01c2
     kind        text NOT NULL CHECK (kind IN ('registry', 'notifier')),
     addr        text NOT NULL DEFAULT '',         -- a registry's gRPC URL, for routing
     lock_key    integer NOT NULL CHECK (lock_key > 0),

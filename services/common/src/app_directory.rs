@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use presence_proto::v1::Platform;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, postgres::PgListener};
+use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 
 use crate::{Shutdown, backoff::Backoff};
@@ -241,17 +241,11 @@ impl AppDirectory {
         // off while the database stays away), not only at the next periodic reload.
         let mut retry = Backoff::new(RETRY_MIN, PERIODIC);
         loop {
-            let mut listener = match PgListener::connect_with(&self.pool).await {
-                Ok(mut l) => match l.listen(CONFIG_CHANNEL).await {
-                    Ok(()) => {
-                        retry.reset();
-                        Some(l)
-                    }
-                    Err(err) => {
-                        tracing::warn!(%err, "LISTEN failed; polling apps instead");
-                        None
-                    }
-                },
+            let mut listener = match crate::db::listen(&self.pool, CONFIG_CHANNEL).await {
+                Ok(l) => {
+                    retry.reset();
+                    Some(l)
+                }
                 Err(err) => {
                     tracing::warn!(%err, "config listener cannot connect; polling apps instead");
                     None

@@ -77,6 +77,15 @@ pub async fn migrate(
     Ok(partitions)
 }
 
+/// A LISTEN connection of its own, outside `pool`: a listener holds its connection for good, and
+/// the services' pools are small (two connections for a gateway).
+pub async fn listen(pool: &PgPool, channel: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let own = PgPoolOptions::new().max_connections(1).connect_lazy_with((*pool.connect_options()).clone());
+    let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
 /// Seeds the partition tables with `requested` partitions (default
 /// [`presence_proto::partition::DEFAULT_PARTITIONS`]) the first time, and numbers the rows written
 /// before partitions existed. Later runs check that the count is unchanged. Returns P.

@@ -147,10 +147,10 @@ pub struct Member {
 }
 
 impl Member {
-    /// A fresh member id for one process start: `<name>.<8 hex>`, so a restarted process is
+    /// A fresh member id for one process start: `<name>-<8 hex>`, so a restarted process is
     /// never mistaken for its dead predecessor.
     pub fn new_id(name: &str) -> String {
-        format!("{name}.{:08x}", rand::random::<u32>())
+        format!("{name}-{:08x}", rand::random::<u32>())
     }
 }
 
@@ -188,14 +188,8 @@ impl<H: PartitionHolder, M: LeaseMetrics> PartitionLeases<H, M> {
     /// Renews, balances and follows other members until shutdown; then drains and releases
     /// every partition and leaves.
     pub async fn run(mut self, mut lock: LockConnection) {
-        let mut listener = match PgListener::connect_with(&self.pool).await {
-            Ok(mut l) => match l.listen(PARTITIONS_CHANNEL).await {
-                Ok(()) => Some(l),
-                Err(err) => {
-                    tracing::warn!(%err, "cannot listen for partition changes; balancing on the timer only");
-                    None
-                }
-            },
+        let mut listener = match crate::db::listen(&self.pool, PARTITIONS_CHANNEL).await {
+            Ok(l) => Some(l),
             Err(err) => {
                 tracing::warn!(%err, "cannot listen for partition changes; balancing on the timer only");
                 None

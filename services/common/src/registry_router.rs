@@ -8,11 +8,18 @@
 //! caller retries within its deadline. With no map yet (no registry has joined), calls go to
 //! `REGISTRY_URL`.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use parking_lot::{Mutex, RwLock};
-use presence_proto::partition::partition_of;
-use sqlx::{PgPool, postgres::PgListener};
+use presence_proto::{
+    partition::partition_of,
+    v1::{QueryReply, QueryRequest, UserPresence, presence_registry_client::PresenceRegistryClient},
+};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 
@@ -39,6 +46,18 @@ pub fn is_reroute(status: &tonic::Status) -> bool {
     status.metadata().contains_key(REROUTE_HEADER)
 }
 
+/// Metadata of a query one registry forwards to another: answer from your own partitions only
+/// (so that a stale map can never bounce a query around).
+pub const FORWARDED_HEADER: &str = "presence-forwarded";
+
+/// Whether a query came from another registry.
+pub fn is_forwarded<T>(request: &tonic::Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Pause before asking again while a partition has no live owner.
+const NO_OWNER_RETRY: Duration = Duration::from_millis(50);
+
 /// How often the map is re-read even without a notification.
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 
@@ -60,16 +79,15 @@ struct Inner {
 
 impl RegistryRouter {
     /// Reads the map and follows it until `shutdown`. `seed_url` (`REGISTRY_URL`) is used while
-    /// no registry is known.
+    /// no registry is known. Callers that must reach the seed check its TLS settings first
+    /// ([`ClientTls::endpoint`]); a bad address only fails the calls to it.
     pub async fn start(
         pool: PgPool,
         tls: ClientTls,
         token: CallerToken,
         seed_url: String,
         shutdown: Shutdown,
-    ) -> Result<Self, GrpcTlsError> {
-        // Fail now on bad TLS settings rather than at the first call.
-        tls.endpoint(&seed_url)?;
+    ) -> Self {
         let map = PartitionMap::load(&pool, Group::Registry).await.unwrap_or_default();
         let router = Self {
             inner: Arc::new(Inner {
@@ -83,7 +101,7 @@ impl RegistryRouter {
             }),
         };
         tokio::spawn(router.clone().follow(shutdown));
-        Ok(router)
+        router
     }
 
     /// The current map.
@@ -159,13 +177,92 @@ impl RegistryRouter {
         Ok(channel)
     }
 
+    /// Status of `user_ids` of one app, from whichever registries own them: one call per owner,
+    /// concurrently, merged in request order. Parts refused as not the owner's (the map moved)
+    /// are re-routed until `deadline`. `as_of_seq` is the smallest of the parts': every event up
+    /// to it is reflected (later ones may be too).
+    pub async fn query(
+        &self,
+        app_id: &str,
+        user_ids: &[String],
+        detail: bool,
+        deadline: Instant,
+    ) -> Result<QueryReply, tonic::Status> {
+        let mut results: Vec<Option<UserPresence>> = vec![None; user_ids.len()];
+        let mut as_of_seq = u64::MAX;
+        let mut todo: Vec<usize> = (0..user_ids.len()).collect();
+        while !todo.is_empty() {
+            let mut by_owner: HashMap<String, Vec<usize>> = HashMap::new();
+            let mut ownerless = Vec::new();
+            for i in todo.drain(..) {
+                match self.owner_of(app_id, &user_ids[i]) {
+                    Some(addr) => by_owner.entry(addr).or_default().push(i),
+                    None => ownerless.push(i),
+                }
+            }
+            let calls = by_owner.into_iter().map(|(addr, indexes)| {
+                let request = QueryRequest {
+                    app_id: app_id.to_owned(),
+                    user_ids: indexes.iter().map(|i| user_ids[*i].clone()).collect(),
+                    detail,
+                };
+                async move { (self.query_one(&addr, request, deadline).await, indexes) }
+            });
+            let mut retry = ownerless;
+            for (answer, indexes) in futures::future::join_all(calls).await {
+                match answer {
+                    Ok(reply) if reply.results.len() == indexes.len() => {
+                        as_of_seq = as_of_seq.min(reply.as_of_seq);
+                        for (i, presence) in indexes.into_iter().zip(reply.results) {
+                            results[i] = Some(presence);
+                        }
+                    }
+                    Ok(_) => return Err(tonic::Status::internal("a registry answered a query partly")),
+                    Err(status) if is_reroute(&status) || std::error::Error::source(&status).is_some() => {
+                        retry.extend(indexes);
+                    }
+                    Err(status) => return Err(status),
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            if Instant::now() + NO_OWNER_RETRY >= deadline {
+                return Err(tonic::Status::unavailable("no registry serves some of these users now"));
+            }
+            tokio::time::sleep(NO_OWNER_RETRY).await;
+            self.refresh().await;
+            todo = retry;
+        }
+        Ok(QueryReply {
+            results: results.into_iter().map(Option::unwrap_or_default).collect(),
+            as_of_seq: if as_of_seq == u64::MAX { 0 } else { as_of_seq },
+        })
+    }
+
+    async fn query_one(
+        &self,
+        addr: &str,
+        query: QueryRequest,
+        deadline: Instant,
+    ) -> Result<QueryReply, tonic::Status> {
+        let channel = self.channel(addr).map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+        let mut request = tonic::Request::new(query);
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        request.metadata_mut().insert(FORWARDED_HEADER, tonic::metadata::MetadataValue::from_static("1"));
+        // The grpc-timeout header bounds the server's work; the client must bound its own wait.
+        match tokio::time::timeout_at(deadline.into(), PresenceRegistryClient::new(channel).query(request))
+            .await
+        {
+            Ok(reply) => Ok(reply?.into_inner()),
+            Err(_) => Err(tonic::Status::deadline_exceeded("the registry did not answer in time")),
+        }
+    }
+
     /// Re-reads the map on every notification, and every second besides (a notification is lost
     /// while the listener reconnects).
     async fn follow(self, shutdown: Shutdown) {
-        let mut listener = match PgListener::connect_with(&self.inner.pool).await {
-            Ok(mut listener) => listener.listen(PARTITIONS_CHANNEL).await.ok().map(|()| listener),
-            Err(_) => None,
-        };
+        let mut listener = crate::db::listen(&self.inner.pool, PARTITIONS_CHANNEL).await.ok();
         let mut tick = tokio::time::interval(REFRESH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -98,6 +98,8 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
     m::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
+    // Fail now on bad TLS settings rather than at the first call.
+    config.registry_tls.endpoint(&config.registry_url)?;
     let router = RegistryRouter::start(
         pool,
         config.registry_tls.clone(),
@@ -105,7 +107,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         config.registry_url.clone(),
         shutdown.clone(),
     )
-    .await?;
+    .await;
 
     let devices = listener::bind(config.listen_addr).map_err(BindError::at(config.listen_addr))?;
     let listen_addr = devices.local_addr().map_err(BindError::at(config.listen_addr))?;

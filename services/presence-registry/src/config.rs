@@ -46,6 +46,10 @@ pub struct RegistryConfig {
     /// gRPC port. Default: all unset, plaintext.
     #[serde(flatten)]
     pub tls: presence_common::grpc_tls::ServerTls,
+    /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
+    /// mTLS, to the other registries (queries of users they serve). Default: plaintext.
+    #[serde(flatten)]
+    pub peer_tls: presence_common::grpc_tls::ClientTls,
     /// `REGISTRY_INTERNAL_SECRET` (or `_FILE`), `REGISTRY_INTERNAL_AUTH`: every internal call
     /// carries a caller token signed with the secret. Required unless explicitly disabled.
     #[serde(flatten)]

@@ -33,7 +33,11 @@ pub use config::RegistryConfig;
 pub use presence_common::Shutdown;
 pub use registry::RegistryError;
 
-use presence_common::partition_lease::{Group, LeaseTiming, Member, Ownership, PartitionLeases};
+use presence_common::{
+    internal_auth::Role,
+    partition_lease::{Group, LeaseTiming, Member, Ownership, PartitionLeases},
+    registry_router::RegistryRouter,
+};
 
 use crate::{event_log::EventLog, gateways::Gateways, partitions::Partitions, registry::Registry};
 
@@ -59,6 +63,8 @@ pub enum StartError {
     Tls(#[from] presence_common::grpc_tls::GrpcTlsError),
     #[error(transparent)]
     InternalAuth(#[from] presence_common::internal_auth::AuthConfigError),
+    #[error("minting this registry's own token: {0}")]
+    OwnToken(#[from] presence_proto::internal_token::AuthError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
     #[error("metrics server: {0}")]
@@ -101,8 +107,29 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;
     let gateways = Gateways::new(Duration::from_secs(config.gateway_lease_s.max(1)));
     let ownership = Ownership::default();
+    let (grpc_listener, grpc_addr) = presence_common::net::bind(config.listen_addr).await?;
+    let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
+    let member = Member::new_id(&config.registry_id);
+    let advertised = config.advertised_url(grpc_addr);
+    // Forwarded queries carry a token this registry signs for itself, in the facade's role.
+    let peers = RegistryRouter::start(
+        pool.clone(),
+        config.peer_tls.clone(),
+        auth.own_token(Role::Facade, &member)?,
+        advertised.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    if config.peer_tls.endpoint(&advertised).is_err() {
+        tracing::warn!(
+            advertised,
+            "this registry serves TLS but REGISTRY_TLS_CA is not set: queries of users that other \
+             registries serve will fail (set it to the CA of the registries' certificates)"
+        );
+    }
     let registry = Arc::new(Registry {
         partitions: Partitions::new(partition_count),
+        peers,
         ownership: ownership.clone(),
         log,
         gateways,
@@ -110,17 +137,10 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         pool: pool.clone(),
     });
 
-    let (grpc_listener, grpc_addr) = presence_common::net::bind(config.listen_addr).await?;
-    let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
-
     let mut leases = PartitionLeases {
         pool,
         database_url: config.database_url.clone(),
-        member: Member {
-            id: Member::new_id(&config.registry_id),
-            addr: config.advertised_url(grpc_addr),
-            group: Group::Registry,
-        },
+        member: Member { id: member, addr: advertised, group: Group::Registry },
         timing: LeaseTiming {
             ttl: Duration::from_millis(config.partition_lease_ms.max(300)),
             balance_every: Duration::from_millis(config.balance_interval_ms.max(10)),

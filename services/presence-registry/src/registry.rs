@@ -24,7 +24,7 @@ use crate::{
     user_state::{Device, UserState},
     user_table::{UserCell, UserKey},
 };
-use presence_common::partition_lease::Ownership;
+use presence_common::{partition_lease::Ownership, registry_router::RegistryRouter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -43,7 +43,12 @@ pub enum RegistryError {
     Log(#[from] LogError),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("another registry: {0}")]
+    Peer(String),
 }
+
+/// How long a query waits for the other registries' parts.
+const FORWARD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl From<RegistryError> for tonic::Status {
     fn from(err: RegistryError) -> Self {
@@ -59,7 +64,8 @@ impl From<RegistryError> for tonic::Status {
             RegistryError::NotOwner(_)
             | RegistryError::GatewayNotAttached(_)
             | RegistryError::Log(_)
-            | RegistryError::Database(_) => ErrorCode::Unavailable,
+            | RegistryError::Database(_)
+            | RegistryError::Peer(_) => ErrorCode::Unavailable,
         };
         code.status(err.to_string())
     }
@@ -78,6 +84,8 @@ pub struct LoginOutcome {
 
 pub struct Registry {
     pub(crate) partitions: Partitions,
+    /// The other registries, for queries of users whose partitions are served there.
+    pub(crate) peers: RegistryRouter,
     pub(crate) ownership: Ownership,
     pub(crate) log: EventLog,
     pub(crate) gateways: Gateways,
@@ -314,13 +322,45 @@ impl Registry {
             .unwrap_or_default())
     }
 
-    /// Presence of `user_ids` in order, and the feed position it reflects at least.
+    /// Presence of `user_ids` in order, and the feed position it reflects at least. Users of
+    /// partitions served by other registries are asked of them (one call per registry).
     pub async fn query(
         &self,
         app_id: &str,
         user_ids: &[String],
         detail: bool,
     ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        self.check_query(app_id, user_ids)?;
+        let (local, remote): (Vec<usize>, Vec<usize>) = (0..user_ids.len()).partition(|i| {
+            let p = self.partitions.of(app_id, &user_ids[*i]);
+            self.ownership.serving_epoch(p).is_some()
+        });
+        if remote.is_empty() {
+            return self.query_here(app_id, user_ids, detail).await;
+        }
+        let local_ids: Vec<String> = local.iter().map(|i| user_ids[*i].clone()).collect();
+        let remote_ids: Vec<String> = remote.iter().map(|i| user_ids[*i].clone()).collect();
+        let deadline = Instant::now() + FORWARD_DEADLINE;
+        let (here, there) = futures::join!(
+            async {
+                if local_ids.is_empty() {
+                    Ok((Vec::new(), u64::MAX))
+                } else {
+                    self.query_here(app_id, &local_ids, detail).await
+                }
+            },
+            self.peers.query(app_id, &remote_ids, detail, deadline)
+        );
+        let (here, here_seq) = here?;
+        let there = there.map_err(|status| RegistryError::Peer(status.message().to_owned()))?;
+        let mut results = vec![UserPresence::default(); user_ids.len()];
+        for (i, presence) in local.into_iter().zip(here).chain(remote.into_iter().zip(there.results)) {
+            results[i] = presence;
+        }
+        Ok((results, here_seq.min(there.as_of_seq)))
+    }
+
+    fn check_query(&self, app_id: &str, user_ids: &[String]) -> Result<(), RegistryError> {
         if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
             return Err(RegistryError::BadRequest(format!(
                 "user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids"
@@ -329,6 +369,18 @@ impl Registry {
         if self.apps.get(app_id).is_none() {
             return Err(RegistryError::UnknownApp(app_id.to_owned()));
         }
+        Ok(())
+    }
+
+    /// [`Registry::query`] of users whose partitions this registry serves (a query another
+    /// registry forwarded): any other is refused as not ours.
+    pub async fn query_here(
+        &self,
+        app_id: &str,
+        user_ids: &[String],
+        detail: bool,
+    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        self.check_query(app_id, user_ids)?;
         // Read first: every event up to here is applied by the time we hold each user's lock.
         let as_of_seq = self.log.last_seq(app_id);
         let mut results = Vec::with_capacity(user_ids.len());

@@ -1,9 +1,9 @@
 //! rest-facade: the REST API app backends call (`docs/http-api.md`).
 //!
 //! It holds no state: API keys are checked against the live [`AppDirectory`], and every request
-//! becomes one call to the presence registry (Query, Kick, ReadEvents) scoped to the caller's app.
-//! The registry channel connects lazily, so the facade starts, and answers 503, while the
-//! registry is down. See `docs/architecture.md`.
+//! becomes calls to the registries that own the users concerned (Query, Kick, ReadEvents),
+//! scoped to the caller's app. Channels connect lazily, so the facade starts, and answers 503,
+//! while no registry is up. See `docs/architecture.md`.
 
 mod auth;
 mod config;
@@ -18,6 +18,7 @@ mod state;
 
 use std::{net::SocketAddr, time::Duration};
 
+use presence_common::registry_router::RegistryRouter;
 use presence_common::{AppDirectory, db};
 use tokio::task::JoinHandle;
 
@@ -64,15 +65,21 @@ impl RunningFacade {
 /// Loads the apps, binds the listener and serves until `shutdown`.
 pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFacade, StartError> {
     let timeout = Duration::from_millis(config.request_timeout_ms.max(1));
-    let registry = RegistryClient::connect_lazy(
-        &config.registry_url,
-        &config.registry_tls,
-        config.internal_auth.caller_token()?,
-        timeout,
-    )?;
+    let token = config.internal_auth.caller_token()?;
     http_metrics::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
-    let apps = AppDirectory::start(pool, shutdown.clone()).await?;
+    let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
+    // Fail now on bad TLS settings rather than at the first call.
+    config.registry_tls.endpoint(&config.registry_url)?;
+    let router = RegistryRouter::start(
+        pool,
+        config.registry_tls.clone(),
+        token,
+        config.registry_url.clone(),
+        shutdown.clone(),
+    )
+    .await;
+    let registry = RegistryClient::new(router, timeout);
 
     let (listener, http_addr) = presence_common::net::bind(config.listen_addr).await?;
     let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;

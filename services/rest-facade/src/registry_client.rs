@@ -1,68 +1,49 @@
-//! The facade's only way to the registry: a lazily connecting channel (the facade starts and
-//! answers 503 while the registry is down) and a deadline on every call.
+//! The facade's only way to the registries: each call goes to the registry that owns the user (a
+//! batch query to each owner of its users, merged), with a deadline on every call. Channels
+//! connect lazily, so the facade starts, and answers 503, while no registry is up.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use presence_common::{
-    grpc_tls::{ClientTls, GrpcTlsError},
-    internal_auth::{CallerToken, RegistryChannel},
-};
+use presence_common::registry_router::{RegistryRouter, is_reroute};
 use presence_proto::v1::{
-    KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, QueryRequest, ReadEventsRequest,
+    KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, ReadEventsRequest,
     event_feed_client::EventFeedClient, presence_registry_client::PresenceRegistryClient,
 };
-use tonic::service::interceptor::InterceptedService;
 
 use crate::error::ApiError;
 
+/// Pause before a call refused as not the owner's is sent to the new owner.
+const REROUTE_PAUSE: Duration = Duration::from_millis(50);
+
 #[derive(Clone)]
 pub struct RegistryClient {
-    presence: PresenceRegistryClient<RegistryChannel>,
-    feed: EventFeedClient<RegistryChannel>,
+    router: RegistryRouter,
     timeout: Duration,
 }
 
 impl RegistryClient {
-    /// Does not connect: the first call does, and a failed connection is retried on later calls.
-    pub fn connect_lazy(
-        url: &str,
-        tls: &ClientTls,
-        token: CallerToken,
-        timeout: Duration,
-    ) -> Result<Self, GrpcTlsError> {
-        let channel = tls
-            .endpoint(url)?
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let channel = InterceptedService::new(channel, token);
-        Ok(Self {
-            presence: PresenceRegistryClient::new(channel.clone()),
-            feed: EventFeedClient::new(channel),
-            timeout,
-        })
+    pub fn new(router: RegistryRouter, timeout: Duration) -> Self {
+        Self { router, timeout }
     }
 
     /// A request carrying our deadline, so the registry can give up too.
-    fn request<T>(&self, message: T) -> tonic::Request<T> {
+    fn request<T>(&self, message: T, deadline: Instant) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        request.set_timeout(self.timeout);
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         request
     }
 
     /// Runs one call under the deadline; a timeout is "unavailable", like a refused connection.
     async fn call<T>(
         &self,
+        deadline: Instant,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, ApiError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => Ok(response.into_inner()),
-            Ok(Err(status)) => Err(ApiError::from_status(&status)),
+    ) -> Result<T, tonic::Status> {
+        match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(result) => Ok(result?.into_inner()),
             Err(_) => {
                 tracing::warn!(timeout = ?self.timeout, "registry call timed out");
-                Err(ApiError::Unavailable)
+                Err(tonic::Status::deadline_exceeded("registry call timed out"))
             }
         }
     }
@@ -73,32 +54,64 @@ impl RegistryClient {
         user_ids: Vec<String>,
         detail: bool,
     ) -> Result<QueryReply, ApiError> {
-        let request = self.request(QueryRequest { app_id: app_id.to_owned(), user_ids, detail });
-        self.call(self.presence.clone().query(request)).await
+        let deadline = Instant::now() + self.timeout;
+        self.router
+            .query(app_id, &user_ids, detail, deadline)
+            .await
+            .map_err(|status| ApiError::from_status(&status))
     }
 
-    /// Kicks the user's devices on `platforms` (empty: all of them).
+    /// Kicks the user's devices on `platforms` (empty: all of them), at the user's registry.
     pub async fn kick(
         &self,
         app_id: &str,
         user_id: &str,
         platforms: &[Platform],
     ) -> Result<Vec<KickedDevice>, ApiError> {
-        let request = self.request(KickRequest {
-            app_id: app_id.to_owned(),
-            user_id: user_id.to_owned(),
-            platforms: platforms.iter().map(|p| *p as i32).collect(),
-        });
-        Ok(self.call(self.presence.clone().kick(request)).await?.kicked_devices)
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let attempt = match self.router.owner_of(app_id, user_id) {
+                Some(addr) => {
+                    let channel = self.router.channel(&addr).map_err(|_| ApiError::Unavailable)?;
+                    let request = self.request(
+                        KickRequest {
+                            app_id: app_id.to_owned(),
+                            user_id: user_id.to_owned(),
+                            platforms: platforms.iter().map(|p| *p as i32).collect(),
+                        },
+                        deadline,
+                    );
+                    self.call(deadline, PresenceRegistryClient::new(channel).kick(request)).await
+                }
+                None => Err(presence_common::registry_router::reroute_status("no owner yet".into())),
+            };
+            match attempt {
+                Ok(reply) => return Ok(reply.kicked_devices),
+                // Not the owner any more, or gone: the map moved; ask the new owner.
+                Err(status)
+                    if (is_reroute(&status) || std::error::Error::source(&status).is_some())
+                        && Instant::now() + REROUTE_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(REROUTE_PAUSE).await;
+                    self.router.refresh().await;
+                }
+                Err(status) => return Err(ApiError::from_status(&status)),
+            }
+        }
     }
 
+    /// A page of the app's feed; every registry reads it from Postgres.
     pub async fn read_events(
         &self,
         app_id: &str,
         after_seq: u64,
         limit: u32,
     ) -> Result<Vec<PresenceEvent>, ApiError> {
-        let request = self.request(ReadEventsRequest { app_id: app_id.to_owned(), after_seq, limit });
-        Ok(self.call(self.feed.clone().read_events(request)).await?.events)
+        let deadline = Instant::now() + self.timeout;
+        let channel = self.router.channel(&self.router.any_member()).map_err(|_| ApiError::Unavailable)?;
+        let request =
+            self.request(ReadEventsRequest { app_id: app_id.to_owned(), after_seq, limit }, deadline);
+        let reply = self.call(deadline, EventFeedClient::new(channel).read_events(request)).await;
+        Ok(reply.map_err(|status| ApiError::from_status(&status))?.events)
     }
 }

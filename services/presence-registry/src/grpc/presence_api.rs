@@ -53,8 +53,13 @@ impl PresenceRegistry for PresenceApi {
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryReply>, Status> {
         Caller::require(&request, Role::Facade)?;
+        let forwarded = presence_common::registry_router::is_forwarded(&request);
         let req = request.into_inner();
-        let (results, as_of_seq) = self.registry.query(&req.app_id, &req.user_ids, req.detail).await?;
+        let (results, as_of_seq) = if forwarded {
+            self.registry.query_here(&req.app_id, &req.user_ids, req.detail).await?
+        } else {
+            self.registry.query(&req.app_id, &req.user_ids, req.detail).await?
+        };
         Ok(Response::new(QueryReply { results, as_of_seq }))
     }
 
