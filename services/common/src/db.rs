@@ -4,7 +4,7 @@
 //! the schema. The services connect as a runtime role that only reads and writes rows; at start
 //! they refuse to run against a schema older than the one they were built for.
 
-use std::time::Duration;
+use std::{str::FromStr, time::Duration};
 
 use sqlx::{PgPool, postgres::PgPoolOptions};
 
@@ -55,7 +55,20 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// Connects, retrying with backoff until `shutdown` (the database may come up after us), and
 /// checks that every migration this build knows is applied.
 pub async fn connect(url: &str, max_connections: u32, shutdown: &Shutdown) -> Result<PgPool, DbError> {
-    let pool = connect_with_retry(url, max_connections, shutdown).await?;
+    connect_with(url, max_connections, &[], shutdown).await
+}
+
+/// [`connect`] with session settings (`SET name = value` on every connection of the pool).
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    settings: &[(&str, &str)],
+    shutdown: &Shutdown,
+) -> Result<PgPool, DbError> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(DbError::Connect)?
+        .options(settings.iter().copied());
+    let pool = connect_with_retry(options, max_connections, shutdown).await?;
     check_schema(&pool).await?;
     Ok(pool)
 }
@@ -207,13 +220,17 @@ async fn grant_runtime_role(pool: &PgPool, role: &str) -> Result<(), DbError> {
     Ok(())
 }
 
-async fn connect_with_retry(url: &str, max_connections: u32, shutdown: &Shutdown) -> Result<PgPool, DbError> {
+async fn connect_with_retry(
+    options: sqlx::postgres::PgConnectOptions,
+    max_connections: u32,
+    shutdown: &Shutdown,
+) -> Result<PgPool, DbError> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options.clone())
             .await;
         match attempt {
             Ok(pool) => return Ok(pool),
@@ -248,7 +265,9 @@ pub struct MigrateConfig {
 
 /// The `presence-migrate` binary: connect (retrying until `shutdown`), migrate, grant.
 pub async fn run_migrate(config: &MigrateConfig, shutdown: &Shutdown) -> Result<(), DbError> {
-    let pool = connect_with_retry(&config.database_url, 2, shutdown).await?;
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str(&config.database_url).map_err(DbError::Connect)?;
+    let pool = connect_with_retry(options, 2, shutdown).await?;
     let role = config.presence_runtime_role.as_deref().filter(|role| !role.is_empty());
     let partitions = migrate(&pool, role, config.presence_partitions).await?;
     tracing::info!(

@@ -2,7 +2,7 @@
 //!
 //! Each process registers as a member with one lease (`presence_members.alive_until`, renewed
 //! every third of its length) and takes free partitions, or those of members that are gone, up to
-//! its share (`ceil(P / live members)`). Taking a partition raises its epoch; every write of its
+//! its share (P split evenly over the live members). Taking a partition raises its epoch; every write of its
 //! owner checks that epoch in its own transaction, so a paused or cut-off owner can never write
 //! after a survivor took over. The owner also stops serving once its lease could have run out (a
 //! local monotonic deadline). A member holds a session advisory lock too: when it dies the lock
@@ -330,11 +330,14 @@ impl<H: PartitionHolder, M: LeaseMetrics> PartitionLeases<H, M> {
         if !dead.is_empty() {
             tracing::warn!(members = ?dead, "members gone; taking over their partitions");
         }
-        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM presence_members WHERE kind = $1")
-            .bind(kind)
-            .fetch_one(&self.pool)
-            .await?;
-        let target = share(self.partitions, u32::try_from(live.max(1)).unwrap_or(u32::MAX));
+        let live: Vec<String> =
+            sqlx::query_scalar("SELECT member FROM presence_members WHERE kind = $1 ORDER BY member")
+                .bind(kind)
+                .fetch_all(&self.pool)
+                .await?;
+        // Removed by the others (they saw us as dead): the next renewal rejoins first.
+        let Some(place) = live.iter().position(|m| *m == self.member.id) else { return Ok(()) };
+        let target = share(self.partitions, u32::try_from(live.len()).unwrap_or(u32::MAX), place);
         let owned = u32::try_from(self.ownership.count()).unwrap_or(u32::MAX);
         if owned < target {
             self.take(target - owned, !dead.is_empty()).await?;
@@ -496,9 +499,13 @@ async fn next_notification(listener: &mut Option<PgListener>) -> bool {
     }
 }
 
-/// Each live member's share: `ceil(P / live)`.
-pub fn share(partitions: u32, live: u32) -> u32 {
-    partitions.div_ceil(live.max(1))
+/// The share of the member at `place` (0-based, in member id order) among `live` members: P is
+/// split as evenly as it goes, the first `P mod live` members taking one more, so that the
+/// shares add up to P exactly.
+pub fn share(partitions: u32, live: u32, place: usize) -> u32 {
+    let live = live.max(1);
+    let extra = u32::try_from(place).is_ok_and(|place| place < partitions % live);
+    partitions / live + u32::from(extra)
 }
 
 fn millis(d: Duration) -> i64 {
@@ -561,12 +568,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shares_cover_every_partition() {
-        assert_eq!(share(64, 1), 64);
-        assert_eq!(share(64, 3), 22);
-        assert_eq!(share(64, 0), 64);
-        for live in 1..10 {
-            assert!(share(64, live) * live >= 64);
+    fn shares_add_up_to_every_partition_and_differ_by_at_most_one() {
+        assert_eq!(share(64, 1, 0), 64);
+        assert_eq!((0..3).map(|place| share(64, 3, place)).collect::<Vec<_>>(), [22, 21, 21]);
+        assert_eq!(share(64, 0, 0), 64);
+        for live in 1..70u32 {
+            let shares: Vec<u32> = (0..live as usize).map(|place| share(64, live, place)).collect();
+            assert_eq!(shares.iter().sum::<u32>(), 64, "{live} members");
+            assert!(shares.iter().max().unwrap_or(&0) - shares.iter().min().unwrap_or(&0) <= 1);
         }
     }
 }

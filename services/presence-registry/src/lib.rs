@@ -101,7 +101,15 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     let mut server = config.tls.server_builder()?.http2_max_pending_accept_reset_streams(Some(4096));
     let auth = config.internal_auth.interceptor()?;
     metric_names::describe();
-    let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
+    // A commit holds its partitions' rows (FOR SHARE) until it ends: a registry paused mid-commit
+    // would block their take-over for as long as it stays paused. Postgres ends such a session.
+    let pool = db::connect_with(
+        &config.database_url,
+        config.db_max_connections,
+        &[("idle_in_transaction_session_timeout", "2000")],
+        &shutdown,
+    )
+    .await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     let partition_count = db::partition_count(&pool).await?;
     let log = EventLog::open(pool.clone(), config.commit_batch_max).await?;

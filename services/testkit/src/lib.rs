@@ -5,9 +5,12 @@
 //!   own runtime with its own metrics registry;
 //! - [`System`], [`ServiceProcess`]: the built binaries as real processes (the system tests in
 //!   `tests/`; they need `cargo build --workspace --bins` first, `scripts/test.sh` does it);
+//! - [`cluster::Cluster`]: several registries, gateways and a notifier as processes, with a
+//!   steady login load ([`cluster::LoginLoad`]) for the scale-out tests;
 //! - [`Receiver`]: a callback receiver standing in for an app backend;
 //! - [`eventually`] / [`eventually_ok`]: the one way tests wait for a condition.
 
+pub mod cluster;
 pub mod database;
 pub mod inprocess;
 pub mod internal;

@@ -73,12 +73,27 @@ impl ServiceProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then the exit status once it has stopped (panics if it takes longer than WAIT).
-    pub fn terminate(&mut self) -> ExitStatus {
+    /// SIGSTOP: the process freezes (as under a long GC pause or a hung host) with its sockets
+    /// and database sessions open.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`ServiceProcess::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
             // SAFETY: signalling our own child by pid.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
+            unsafe { libc::kill(pid, signal) };
         }
+    }
+
+    /// SIGTERM, then the exit status once it has stopped (panics if it takes longer than WAIT).
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + WAIT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

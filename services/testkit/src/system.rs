@@ -26,7 +26,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn spawn(binary: &str, name: &str, admin_addr: SocketAddr, env: &[(&str, String)]) -> Self {
+    pub fn spawn(binary: &str, name: &str, admin_addr: SocketAddr, env: &[(&str, String)]) -> Self {
         Self { process: ServiceProcess::spawn(binary, name, env), admin_addr }
     }
 
