@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings the whole system up on this machine: Postgres, registry, gateway, notifier, REST facade.
-# Ctrl-C stops everything cleanly. Logs: target/dev/*.log.
+# REGISTRIES=3 scripts/dev.sh runs three registry processes that share the users (gRPC 7200,
+# 7201, 7202; metrics 9200, 9210, 9220). Ctrl-C stops everything cleanly. Logs: target/dev/*.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/postgres.sh
@@ -43,8 +44,14 @@ echo "== migrating $DATABASE_URL"
 # a caller token for each service, as an operator mints them (docs/configuration.md).
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 caller_token() { REGISTRY_INTERNAL_SECRET="$secret" "$bin/presence-cli" internal-token --role "$1" --id "$2"; }
-start presence-registry env REGISTRY_INTERNAL_SECRET="$secret" "$bin/presence-registry"
-wait_http http://127.0.0.1:9200/healthz presence-registry
+registries=${REGISTRIES:-1}
+for i in $(seq 0 $((registries - 1))); do
+  name=presence-registry; [[ $registries -gt 1 ]] && name="presence-registry-$((i + 1))"
+  start "$name" env REGISTRY_INTERNAL_SECRET="$secret" REGISTRY_ID="registry-$((i + 1))" \
+    REGISTRY_LISTEN_ADDR="127.0.0.1:$((7200 + i))" REGISTRY_METRICS_ADDR="127.0.0.1:$((9200 + 10 * i))" \
+    "$bin/presence-registry"
+  wait_http "http://127.0.0.1:$((9200 + 10 * i))/healthz" "$name"
+done
 psql "$DATABASE_URL" -q -f scripts/dev-seed.sql >/dev/null
 start connection-gateway env GATEWAY_ID=gw-1 INTERNAL_TOKEN="$(caller_token gateway gw-1)" "$bin/connection-gateway"
 start notifier env INTERNAL_TOKEN="$(caller_token notifier notifier-1)" "$bin/notifier"
@@ -59,7 +66,7 @@ cat <<INFO
 presence is up (database $DATABASE_URL)
   devices      tcp://127.0.0.1:7100        connection-gateway (metrics :9100)
   REST         http://127.0.0.1:8080       rest-facade (/openapi.json; metrics :9400)
-  gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200)
+  gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200; $registries process(es), see below)
   callbacks    notifier (metrics :9300) -> http://127.0.0.1:9000/callbacks
 
   app 'default': REST API key  dev-api-key
@@ -73,6 +80,11 @@ Try, in other terminals:
 
 Logs in $logs/. Ctrl-C stops everything.
 INFO
+if [[ $registries -gt 1 ]]; then
+  echo "Registries: 127.0.0.1:7200..$((7200 + registries - 1)) share the partitions:"
+  psql "$DATABASE_URL" -Atc "SELECT m.member || ' at ' || m.addr || ': ' || count(*) || ' partitions' \
+    FROM registry_partitions t JOIN presence_members m ON m.member = t.owner GROUP BY m.member, m.addr ORDER BY 1"
+fi
 wait -n "${pids[@]}" || true
 echo "a service exited; see $logs/" >&2
 exit 1
