@@ -32,7 +32,9 @@ pub struct RegistryConfig {
     #[serde(rename = "registry_id", default = "default_id")]
     pub registry_id: String,
     /// The gRPC URL other processes reach this one at (routing). Default `http://` plus the
-    /// listen address, which must then not be a wildcard (0.0.0.0).
+    /// listen address; for a wildcard listen address (0.0.0.0, in containers), the address of
+    /// the interface that reaches the database (a container's or pod's own IP). With TLS, set it
+    /// to a name the certificate carries.
     #[serde(rename = "registry_advertise_url", default)]
     pub advertise_url: Option<String>,
     /// How long a partition lease lasts; renewed every third of it. A paused or cut-off process
@@ -86,11 +88,30 @@ fn default_batch() -> usize {
 
 impl RegistryConfig {
     /// The URL other processes route to, for a server bound at `bound`.
-    pub fn advertised_url(&self, bound: SocketAddr) -> String {
-        match &self.advertise_url {
-            Some(url) if !url.is_empty() => url.clone(),
-            _ => format!("{}://{bound}", if self.tls.mode() == "plaintext" { "http" } else { "https" }),
+    pub async fn advertised_url(&self, bound: SocketAddr) -> String {
+        if let Some(url) = self.advertise_url.as_ref().filter(|url| !url.is_empty()) {
+            return url.clone();
         }
+        let scheme = if self.tls.mode() == "plaintext" { "http" } else { "https" };
+        let mut addr = bound;
+        if bound.ip().is_unspecified()
+            && let Some(ip) = self.ip_towards_database().await
+        {
+            addr.set_ip(ip);
+        }
+        format!("{scheme}://{addr}")
+    }
+
+    /// The local address of the route to the database host: no packet is sent (a UDP socket
+    /// only picks its source address when it connects).
+    async fn ip_towards_database(&self) -> Option<std::net::IpAddr> {
+        let options: sqlx::postgres::PgConnectOptions = self.database_url.parse().ok()?;
+        let target = tokio::net::lookup_host((options.get_host(), options.get_port())).await.ok()?.next()?;
+        let local: SocketAddr =
+            if target.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { "[::]:0".parse().ok()? };
+        let socket = tokio::net::UdpSocket::bind(local).await.ok()?;
+        socket.connect(target).await.ok()?;
+        socket.local_addr().ok().map(|a| a.ip())
     }
 }
 
@@ -118,5 +139,23 @@ mod tests {
         .expect("parses");
         assert_eq!(c.tls.mode(), "mtls");
         assert_eq!(c.commit_batch_max, 64, "typed variables still parse next to the flattened ones");
+    }
+
+    #[tokio::test]
+    async fn a_wildcard_listener_advertises_the_address_that_reaches_the_database() {
+        let c: RegistryConfig = presence_common::config::from_vars([(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/presence",
+        )])
+        .expect("parses");
+        assert_eq!(c.advertised_url(SocketAddr::from(([0, 0, 0, 0], 7200))).await, "http://127.0.0.1:7200");
+        assert_eq!(c.advertised_url(SocketAddr::from(([127, 0, 0, 2], 7201))).await, "http://127.0.0.2:7201");
+        let c: RegistryConfig =
+            presence_common::config::from_vars([("REGISTRY_ADVERTISE_URL", "https://r1.internal:7200")])
+                .expect("parses");
+        assert_eq!(
+            c.advertised_url(SocketAddr::from(([0, 0, 0, 0], 7200))).await,
+            "https://r1.internal:7200"
+        );
     }
 }

@@ -118,7 +118,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
     let (grpc_listener, grpc_addr) = presence_common::net::bind(config.listen_addr).await?;
     let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
     let member = Member::new_id(&config.registry_id);
-    let advertised = config.advertised_url(grpc_addr);
+    let advertised = config.advertised_url(grpc_addr).await;
     // Forwarded queries carry a token this registry signs for itself, in the facade's role.
     let peers = RegistryRouter::start(
         pool.clone(),
