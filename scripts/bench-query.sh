@@ -16,13 +16,9 @@ bench_database
 registry_env=(env RUST_LOG=warn REGISTRY_INTERNAL_SECRET="$BENCH_INTERNAL_SECRET" REGISTRY_LISTEN_ADDR=127.0.0.1:7200 REGISTRY_METRICS_ADDR=127.0.0.1:9200 REGISTRY_GATEWAY_LEASE_S=86400)
 
 echo "== seeding $USERS users, $ONLINE online" >&2
-psql "$DATABASE_URL" -q <<SQL
+psql "$DATABASE_URL" -q -v users="$USERS" -v online="$ONLINE" <<SQL
 INSERT INTO apps (app_id, token_secret, api_key_sha256) VALUES ('bench', 'bench-secret', encode(sha256('bench-key'::bytea), 'hex'));
-INSERT INTO users (app_id, user_id, version, last_seen_ms, last_reason)
-  SELECT 'bench', 'q' || g, 2, 1700000000000 + g, 'link_close' FROM generate_series(0, $USERS - 1) g;
-INSERT INTO devices (app_id, user_id, device_id, platform, status, session_id, gateway_id, since_ms, client_version, push_enabled, peer_addr)
-  SELECT 'bench', 'q' || (g * ($USERS / $ONLINE)), 'd', 'ios', 'online', 's' || g, 'seed-gw', 1700000000000, '1.0', false, '127.0.0.1:1'
-  FROM generate_series(0, $ONLINE - 1) g;
+\i scripts/bench-query-seed.sql
 SQL
 t0=$(date +%s%N)
 bench_start registry "${registry_env[@]}" "$BIN/presence-registry"

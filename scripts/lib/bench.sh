@@ -62,6 +62,40 @@ bench_registry() {
     ON CONFLICT (app_id) DO NOTHING" >/dev/null
 }
 
+# bench_registries N [extra env...]: N registry processes, registry-I on 127.0.0.1:720(I-1)
+# (metrics 92(I-1)0), sharing the partitions; then the app `bench`. Waits until every partition
+# has an owner (an older build, without partitions, just answers healthy).
+bench_registries() {
+  local n=$1; shift
+  for i in $(seq 1 "$n"); do
+    bench_start "registry$i" env RUST_LOG=warn REGISTRY_INTERNAL_SECRET="$BENCH_INTERNAL_SECRET" REGISTRY_ID="registry-$i" \
+      REGISTRY_LISTEN_ADDR="127.0.0.1:$((7199 + i))" REGISTRY_METRICS_ADDR="127.0.0.1:$((9190 + 10 * i))" "$@" "$BIN/presence-registry"
+    bench_wait_http "http://127.0.0.1:$((9190 + 10 * i))/healthz" "registry$i"
+  done
+  bench_app bench bench-secret http://127.0.0.1:9000/cb cb
+  bench_wait_owned "$n"
+}
+
+# bench_owned: partitions owned by a live registry (0 on a build without partitions).
+bench_owned() {
+  psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM registry_partitions t JOIN presence_members m
+    ON m.member = t.owner AND m.alive_until > now() ${1:+WHERE m.member NOT LIKE '$1-%'}" 2>/dev/null || echo 0
+}
+
+# bench_wait_owned N: waits (30 s at most) until N registries own every partition between them.
+bench_wait_owned() {
+  local p members
+  p=$(psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM registry_partitions" 2>/dev/null || echo 0)
+  [[ $p == 0 ]] && return 0
+  for _ in $(seq 1 300); do
+    members=$(psql "$DATABASE_URL" -qtAc "SELECT count(DISTINCT owner) FROM registry_partitions t JOIN presence_members m
+      ON m.member = t.owner AND m.alive_until > now()")
+    [[ $(bench_owned) == "$p" && $members == "$1" ]] && return 0
+    sleep 0.1
+  done
+  echo "partitions not shared by $1 registries after 30 s" >&2; return 1
+}
+
 # bench_gateways N [extra env...]: N gateway processes sharing 127.0.0.1:7100 (SO_REUSEPORT).
 bench_gateways() {
   local n=$1; shift

@@ -19,11 +19,11 @@ use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{
     INTERNAL_SECRET, Receiver,
-    database::{RUNTIME_ROLE, TestDatabase, empty_database_on},
+    database::TestDatabase,
     eventually, free_port,
-    inprocess::{SECRET, token},
+    inprocess::token,
     internal_token,
-    system::Service,
+    system::{Deployment, Service},
 };
 
 /// Short leases, so that failure tests finish quickly: a paused registry loses its partitions
@@ -54,20 +54,7 @@ impl Cluster {
     /// gateways attached to every registry, a notifier.
     pub async fn start(registries: usize, gateways: usize) -> Self {
         let server = std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url());
-        let db = empty_database_on(&server).await;
-        let runtime_url = db.runtime_url().await;
-        crate::process::run_to_end(
-            "presence-migrate",
-            &[("DATABASE_URL", db.url.clone()), ("PRESENCE_RUNTIME_ROLE", RUNTIME_ROLE.to_owned())],
-        );
-        db.add_app("default", SECRET).await;
-        let receiver = Receiver::default();
-        let callback_url = receiver.start().await;
-        sqlx::query("UPDATE apps SET callback_url = $1")
-            .bind(&callback_url)
-            .execute(&db.pool)
-            .await
-            .expect("set callback URL");
+        let Deployment { db, runtime_url, receiver } = Deployment::prepare(&server).await;
         let mut cluster =
             Self { db, receiver, registries: Vec::new(), gateways: Vec::new(), notifier: None, runtime_url };
         for _ in 0..registries {

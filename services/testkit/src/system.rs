@@ -19,6 +19,38 @@ use crate::{
     internal_token,
 };
 
+/// What the service processes of a test run against: a fresh database migrated by
+/// `presence-migrate`, the app `default` with its callbacks going to a [`Receiver`].
+pub struct Deployment {
+    pub db: TestDatabase,
+    /// The database as the services connect: as [`RUNTIME_ROLE`].
+    pub runtime_url: String,
+    pub receiver: Receiver,
+}
+
+impl Deployment {
+    /// On the Postgres server of `server` (any `.../<database>` URL of it).
+    pub async fn prepare(server: &str) -> Self {
+        // As in a deployment: the schema's owner migrates and grants; the services connect as
+        // the runtime role, which can read and write rows but change no schema.
+        let db = empty_database_on(server).await;
+        let runtime_url = db.runtime_url().await;
+        crate::process::run_to_end(
+            "presence-migrate",
+            &[("DATABASE_URL", db.url.clone()), ("PRESENCE_RUNTIME_ROLE", RUNTIME_ROLE.to_owned())],
+        );
+        db.add_app("default", SECRET).await;
+        let receiver = Receiver::default();
+        let callback_url = receiver.start().await;
+        sqlx::query("UPDATE apps SET callback_url = $1")
+            .bind(&callback_url)
+            .execute(&db.pool)
+            .await
+            .expect("set callback URL");
+        Self { db, runtime_url, receiver }
+    }
+}
+
 /// A running service process and its `/healthz` address.
 pub struct Service {
     pub process: ServiceProcess,
@@ -79,22 +111,7 @@ impl System {
             Some(server) => server,
             None => std::env::var("DATABASE_URL").unwrap_or_else(|_| default_database_url()),
         };
-        // As in a deployment: the schema's owner migrates and grants; the services connect as
-        // the runtime role, which can read and write rows but change no schema.
-        let db = empty_database_on(&server).await;
-        let runtime_url = db.runtime_url().await;
-        crate::process::run_to_end(
-            "presence-migrate",
-            &[("DATABASE_URL", db.url.clone()), ("PRESENCE_RUNTIME_ROLE", RUNTIME_ROLE.to_owned())],
-        );
-        db.add_app("default", SECRET).await;
-        let receiver = Receiver::default();
-        let callback_url = receiver.start().await;
-        sqlx::query("UPDATE apps SET callback_url = $1")
-            .bind(&callback_url)
-            .execute(&db.pool)
-            .await
-            .expect("set callback URL");
+        let Deployment { db, runtime_url, receiver } = Deployment::prepare(&server).await;
 
         let (registry_grpc, registry_admin) = (free_port(), free_port());
         let registry_url = format!("http://{registry_grpc}");
