@@ -5,7 +5,7 @@ use presence_proto::{json::PresenceEventJson, v1::PresenceEvent};
 #[derive(Debug, Clone)]
 pub struct Callback {
     pub event_id: String,
-    /// Position in the registry's global feed (what the cursor counts).
+    /// The event's unique id in `presence_events` (kept with a dead letter).
     pub feed_id: u64,
     pub app_id: String,
     pub user_id: String,
@@ -13,16 +13,27 @@ pub struct Callback {
     pub origin: Origin,
 }
 
-/// Where a callback came from; replays of dead letters do not move the cursor.
+/// Where a callback came from, and under which hold of its partition: a callback whose partition
+/// was lost or re-taken since is no longer this hold's to deliver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
-    Feed,
-    Replay,
+    /// Read from the partition's feed; settling it moves the partition's cursor.
+    Feed { partition: u32, epoch: i64, position: u64 },
+    /// A dead letter an admin asked to replay; it does not move any cursor.
+    Replay { partition: u32, epoch: i64 },
+}
+
+impl Origin {
+    pub fn partition(self) -> (u32, i64) {
+        match self {
+            Origin::Feed { partition, epoch, .. } | Origin::Replay { partition, epoch } => (partition, epoch),
+        }
+    }
 }
 
 impl Callback {
-    /// The callback of a feed event, with the JSON of http-api.md.
-    pub fn from_event(event: &PresenceEvent) -> Result<Self, serde_json::Error> {
+    /// The callback of a feed event, with the JSON of http-api.md, read under `epoch`.
+    pub fn from_event(event: &PresenceEvent, epoch: i64) -> Result<Self, serde_json::Error> {
         let body = serde_json::to_vec(&PresenceEventJson::from(event))?;
         Ok(Self {
             event_id: event.event_id.clone(),
@@ -30,7 +41,7 @@ impl Callback {
             app_id: event.app_id.clone(),
             user_id: event.user_id.clone(),
             body: Bytes::from(body),
-            origin: Origin::Feed,
+            origin: Origin::Feed { partition: event.partition, epoch, position: event.position },
         })
     }
 }

@@ -8,27 +8,26 @@ pub struct NotifierConfig {
     /// `/metrics` and `/healthz`. Default `127.0.0.1:9300` (operators only).
     #[serde(rename = "notifier_metrics_addr", default = "default_metrics")]
     pub metrics_addr: SocketAddr,
-    /// The registry's event feed. Default `http://127.0.0.1:7200`.
-    #[serde(default = "presence_common::config::default_registry_url")]
-    pub registry_url: String,
-    /// `REGISTRY_TLS_CA`, `REGISTRY_TLS_DOMAIN`, `INTERNAL_TLS_CERT`, `INTERNAL_TLS_KEY`: TLS, then
-    /// mTLS, to the registry. Default: all unset, plaintext.
-    #[serde(flatten)]
-    pub registry_tls: presence_common::grpc_tls::ClientTls,
-    /// `INTERNAL_TOKEN` (or `INTERNAL_TOKEN_FILE`): this service's caller token for the registry
-    /// (`presence-cli internal-token`).
-    #[serde(flatten)]
-    pub internal_auth: presence_common::internal_auth::ClientAuthConfig,
     /// Default `postgres://postgres@127.0.0.1:5432/presence`.
     #[serde(default = "presence_common::config::default_database_url")]
     pub database_url: String,
     /// Pool size. Default 4.
     #[serde(rename = "notifier_db_max_connections", default = "default_db_connections")]
     pub db_max_connections: u32,
-    /// Name of this notifier's cursor row; two notifiers with different names each deliver
-    /// everything. Default `notifier`.
-    #[serde(rename = "notifier_consumer", default = "default_consumer")]
-    pub consumer: String,
+    /// Names this process among the notifiers sharing the partitions (a random suffix is added
+    /// at each start). Default `notifier`.
+    #[serde(rename = "notifier_id", default = "default_id")]
+    pub notifier_id: String,
+    /// How long a partition lease lasts; renewed every third of it. A paused or cut-off notifier
+    /// stops reading its partitions after at most this (less a fifth). Default 6000 ms.
+    #[serde(rename = "notifier_partition_lease_ms", default = "default_partition_lease")]
+    pub partition_lease_ms: u64,
+    /// How often dead notifiers are looked for and partitions balanced. Default 250 ms.
+    #[serde(rename = "notifier_balance_interval_ms", default = "default_balance_interval")]
+    pub balance_interval_ms: u64,
+    /// How often the notifier looks for new events when it has read everything. Default 50 ms.
+    #[serde(rename = "notifier_poll_interval_ms", default = "default_poll_interval")]
+    pub poll_interval_ms: u64,
     /// Timeout of one callback request. Default 2000 ms.
     #[serde(rename = "notifier_request_timeout_ms", default = "default_request_timeout")]
     pub request_timeout_ms: u64,
@@ -49,11 +48,11 @@ pub struct NotifierConfig {
     /// Default 3600 s.
     #[serde(rename = "notifier_max_age_s", default = "default_max_age")]
     pub max_age_s: u64,
-    /// Events held in memory (received, not yet delivered); beyond it the feed is paused.
+    /// Events held in memory (received, not yet delivered); beyond it reading pauses.
     /// Default 200000.
     #[serde(rename = "notifier_max_pending", default = "default_max_pending")]
     pub max_pending: usize,
-    /// How often the cursor is written and dead letters are checked for replay. Default 500 ms.
+    /// How often the partitions' cursors are written and dead letters are checked for replay. Default 500 ms.
     #[serde(rename = "notifier_flush_interval_ms", default = "default_flush_interval")]
     pub flush_interval_ms: u64,
 }
@@ -64,8 +63,17 @@ fn default_metrics() -> SocketAddr {
 fn default_db_connections() -> u32 {
     4
 }
-fn default_consumer() -> String {
+fn default_id() -> String {
     "notifier".to_owned()
+}
+fn default_partition_lease() -> u64 {
+    6000
+}
+fn default_balance_interval() -> u64 {
+    250
+}
+fn default_poll_interval() -> u64 {
+    50
 }
 fn default_request_timeout() -> u64 {
     2000

@@ -11,11 +11,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::{
     Shutdown,
     callback::{Callback, Origin},
+    cursors::{AttemptGuard, Cursors},
     dead_letters::{Burial, DeadLetters},
     delivery::{Attempt, CallbackDelivery},
     metric_names,
     retry::RetryPolicy,
-    watermark::Watermark,
 };
 
 /// Retry delays of bookkeeping writes (dead letters) while Postgres is away.
@@ -32,7 +32,8 @@ struct Queued {
 
 /// Per-user queues, each drained by one task: a user's events go out one after another, in feed
 /// order, while different users' go out concurrently (bounded per app). A user's queue and task
-/// exist only while it has something to deliver.
+/// exist only while it has something to deliver. A callback whose partition is no longer held
+/// under the epoch it was read in is dropped unsent: the partition's next owner sends it.
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -45,15 +46,25 @@ struct Inner {
     delivery: CallbackDelivery,
     retry: RetryPolicy,
     dead_letters: DeadLetters,
-    watermark: Arc<Mutex<Watermark>>,
+    cursors: Arc<Cursors>,
     shutdown: Shutdown,
+}
+
+/// How a callback left its queue.
+enum Outcome {
+    /// Delivered, skipped or dead-lettered.
+    Settled,
+    /// Its partition's hold ended; not this process's to deliver any more.
+    Abandoned,
+    /// The notifier is shutting down.
+    Stopped,
 }
 
 pub struct DispatcherParts {
     pub delivery: CallbackDelivery,
     pub retry: RetryPolicy,
     pub dead_letters: DeadLetters,
-    pub watermark: Arc<Mutex<Watermark>>,
+    pub cursors: Arc<Cursors>,
     pub concurrency_per_app: usize,
     pub shutdown: Shutdown,
 }
@@ -68,7 +79,7 @@ impl Dispatcher {
                 delivery: parts.delivery,
                 retry: parts.retry,
                 dead_letters: parts.dead_letters,
-                watermark: parts.watermark,
+                cursors: parts.cursors,
                 shutdown: parts.shutdown,
             }),
         }
@@ -101,11 +112,14 @@ impl Dispatcher {
             else {
                 return;
             };
-            if !self.settle(&callback).await {
-                return; // Shutting down: the cursor stays below this event; a restart resends it.
+            match self.settle(&callback).await {
+                // The cursor stays below this event; the partition's next reader resends it.
+                Outcome::Stopped => return,
+                Outcome::Settled => {}
+                Outcome::Abandoned => metrics::counter!(metric_names::ABANDONED).increment(1),
             }
-            if callback.origin == Origin::Feed {
-                self.inner.watermark.lock().settled(callback.feed_id);
+            if let Origin::Replay { .. } = callback.origin {
+                self.inner.dead_letters.replay_done(&callback.event_id);
             }
             let mut queues = self.inner.queues.lock();
             let Some(queue) = queues.get_mut(&key) else { return };
@@ -126,33 +140,41 @@ impl Dispatcher {
             .clone()
     }
 
-    /// Delivers, retrying with backoff, until delivered, skipped or dead-lettered (true), or until
-    /// shutdown (false).
-    async fn settle(&self, callback: &Callback) -> bool {
+    /// Delivers, retrying with backoff, until delivered, skipped or dead-lettered, until its
+    /// partition's hold ends, or until shutdown.
+    async fn settle(&self, callback: &Callback) -> Outcome {
         let app = callback.app_id.clone();
         let slots = self.app_slots(&app);
         let shutdown = &self.inner.shutdown;
         let mut failures = 0u32;
         let mut first_failure: Option<(Instant, SystemTime)> = None;
         loop {
-            let attempt = {
-                let Ok(_slot) = slots.acquire().await else { return false };
+            let (attempt, guard) = {
+                let Ok(_slot) = slots.acquire().await else { return Outcome::Stopped };
+                // Asked once a slot is ours (waiting for it may take a while). The guard is held
+                // until the outcome is recorded: a hand-over of the partition waits for it.
+                let Some(guard) = self.inner.cursors.begin_attempt(callback.origin) else {
+                    return Outcome::Abandoned;
+                };
                 tokio::select! {
-                    () = shutdown.cancelled() => return false,
-                    attempt = self.inner.delivery.attempt(callback) => attempt,
+                    () = shutdown.cancelled() => return Outcome::Stopped,
+                    attempt = self.inner.delivery.attempt(callback) => (attempt, guard),
                 }
             };
             let error = match attempt {
                 Attempt::Delivered => {
                     metrics::counter!(metric_names::DELIVERED, "app" => app).increment(1);
-                    if callback.origin == Origin::Replay {
-                        return self.persist(|| self.inner.dead_letters.forget(&callback.event_id)).await;
-                    }
-                    return true;
+                    let outcome = match callback.origin {
+                        Origin::Replay { .. } => {
+                            self.persist(|| self.inner.dead_letters.forget(&callback.event_id)).await
+                        }
+                        Origin::Feed { .. } => Outcome::Settled,
+                    };
+                    return self.record(callback, outcome, guard);
                 }
                 Attempt::NoReceiver => {
                     metrics::counter!(metric_names::SKIPPED).increment(1);
-                    return true;
+                    return self.record(callback, Outcome::Settled, guard);
                 }
                 Attempt::Failed(error) => error,
             };
@@ -177,22 +199,33 @@ impl Dispatcher {
                         first_attempt_at,
                     })
                 };
-                return self.persist(burial).await;
+                let outcome = self.persist(burial).await;
+                return self.record(callback, outcome, guard);
             }
+            drop(guard);
             if failures == 1 {
                 tracing::info!(app, event_id = callback.event_id, error, "callback failed; retrying");
             }
             metrics::counter!(metric_names::RETRIED, "app" => app.clone()).increment(1);
             tokio::select! {
-                () = shutdown.cancelled() => return false,
+                () = shutdown.cancelled() => return Outcome::Stopped,
                 () = tokio::time::sleep(self.inner.retry.delay(failures)) => {}
             }
         }
     }
 
-    /// Runs a bookkeeping write until it succeeds (true) or the notifier shuts down (false):
-    /// an event is settled only once what settles it is durable.
-    async fn persist<F, Fut>(&self, write: F) -> bool
+    /// A settled feed event may move its partition's cursor; recorded before the attempt's guard
+    /// goes, so that a hand-over saves the cursor with it.
+    fn record(&self, callback: &Callback, outcome: Outcome, _attempt: AttemptGuard<'_>) -> Outcome {
+        if let Outcome::Settled = outcome {
+            self.inner.cursors.settled(callback.origin);
+        }
+        outcome
+    }
+
+    /// Runs a bookkeeping write until it succeeds or the notifier shuts down: an event is settled
+    /// only once what settles it is durable.
+    async fn persist<F, Fut>(&self, write: F) -> Outcome
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<(), sqlx::Error>>,
@@ -200,11 +233,11 @@ impl Dispatcher {
         let mut backoff = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
             match write().await {
-                Ok(()) => return true,
+                Ok(()) => return Outcome::Settled,
                 Err(err) => tracing::warn!(%err, "writing dead letter state failed; retrying"),
             }
             tokio::select! {
-                () = self.inner.shutdown.cancelled() => return false,
+                () = self.inner.shutdown.cancelled() => return Outcome::Stopped,
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }

@@ -1,84 +1,185 @@
-use std::{sync::Arc, time::Duration};
+//! The partitions' event feeds as the notifier reads them straight from `presence_events`: the
+//! one query and the decoding of its rows (the columns and text encodings of
+//! presence-registry's `store.rs`).
 
-use parking_lot::Mutex;
-use presence_common::internal_auth::CallerToken;
-use presence_common::{AppDirectory, backoff::Backoff};
-use presence_proto::v1::{SubscribeRequest, event_feed_client::EventFeedClient};
-use tokio::sync::Semaphore;
-use tonic::transport::Endpoint;
+use presence_proto::v1::{
+    EventAction, EventDevice, EventReason, KickedDevice, Platform, PresenceEvent, UserStatus,
+};
+use sqlx::PgPool;
 
-use crate::{Shutdown, callback::Callback, dispatcher::Dispatcher, metric_names, watermark::Watermark};
+/// Each partition's share of a page is at least this, so that a partition with a backlog is not
+/// read a handful of events per query when many partitions are held.
+const MIN_PER_PARTITION: u32 = 16;
 
-/// Reads the registry's event feed from `after` on and hands each event to the dispatcher,
-/// reconnecting (from the last event received) whenever the registry goes away.
-pub struct FeedReader {
-    pub endpoint: Endpoint,
-    /// Adds this notifier's caller token to the subscription.
-    pub token: CallerToken,
-    pub apps: AppDirectory,
-    pub dispatcher: Dispatcher,
-    pub watermark: Arc<Mutex<Watermark>>,
-    /// In-memory budget: when every permit is held by an undelivered event, reading pauses and
-    /// gRPC flow control holds the registry back.
-    pub budget: Arc<Semaphore>,
-    pub shutdown: Shutdown,
+/// Events of one partition a read may return: the page shared out over the partitions read.
+pub fn per_partition_limit(page: u32, partitions: usize) -> u32 {
+    let n = u32::try_from(partitions.max(1)).unwrap_or(u32::MAX);
+    page.div_ceil(n).max(MIN_PER_PARTITION).min(page.max(1))
 }
 
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// For each `(partition, after)`, its next events (`position > after`, in position order, at most
+/// [`per_partition_limit`] of them), in one query; sorted by partition, then position.
+pub async fn read(
+    pool: &PgPool,
+    cursors: &[(u32, u64)],
+    page: u32,
+) -> Result<Vec<PresenceEvent>, sqlx::Error> {
+    if cursors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT e.feed_id, e.app_id, e.seq, e.event_id::text AS event_id, e.user_id, e.user_version, \
+         e.event_time_ms, e.action, e.reason, e.device_id, e.platform, e.client_version, \
+         e.kicked_devices::text AS kicked_devices, e.user_status, e.partition, e.position \
+         FROM UNNEST($1::int4[], $2::int8[]) AS c(partition, after) \
+         CROSS JOIN LATERAL (SELECT * FROM presence_events p \
+             WHERE p.partition = c.partition AND p.position > c.after ORDER BY p.position LIMIT $3) e \
+         ORDER BY e.partition, e.position",
+    )
+    .bind(cursors.iter().map(|(p, _)| i32::try_from(*p).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(cursors.iter().map(|(_, after)| i64::try_from(*after).unwrap_or(i64::MAX)).collect::<Vec<_>>())
+    .bind(i64::from(per_partition_limit(page, cursors.len())))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(EventRow::into_event).collect())
+}
 
-impl FeedReader {
-    pub async fn run(self, mut after: u64) {
-        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
-        while !self.shutdown.is_cancelled() {
-            match self.follow(&mut after, &mut backoff).await {
-                Ok(()) => tracing::info!(after, "event feed ended; resubscribing"),
-                Err(status) => tracing::warn!(after, %status, "event feed unavailable; retrying"),
-            }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff.next_delay()) => {}
-            }
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    feed_id: i64,
+    app_id: String,
+    seq: i64,
+    event_id: String,
+    user_id: String,
+    user_version: i64,
+    event_time_ms: i64,
+    action: String,
+    reason: String,
+    device_id: String,
+    platform: String,
+    client_version: String,
+    kicked_devices: String,
+    user_status: String,
+    partition: i32,
+    position: i64,
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// Kicked devices as stored (`[{"device_id": "...", "platform": "ios"}]`).
+fn kicked_from_json(json: &str) -> Vec<KickedDevice> {
+    let list: Vec<presence_proto::json::KickedDeviceJson> = serde_json::from_str(json).unwrap_or_default();
+    list.into_iter()
+        .map(|k| KickedDevice {
+            platform: Platform::from_name(&k.platform).unwrap_or(Platform::Unspecified) as i32,
+            device_id: k.device_id,
+        })
+        .collect()
+}
+
+impl EventRow {
+    fn into_event(self) -> PresenceEvent {
+        PresenceEvent {
+            feed_id: to_u64(self.feed_id),
+            event_id: self.event_id,
+            seq: to_u64(self.seq),
+            user_version: to_u64(self.user_version),
+            app_id: self.app_id,
+            event_time_ms: to_u64(self.event_time_ms),
+            action: EventAction::from_name(&self.action).unwrap_or(EventAction::Unspecified) as i32,
+            reason: EventReason::from_name(&self.reason).unwrap_or(EventReason::Unspecified) as i32,
+            user_id: self.user_id,
+            device: Some(EventDevice {
+                device_id: self.device_id,
+                platform: Platform::from_name(&self.platform).unwrap_or(Platform::Unspecified) as i32,
+                client_version: self.client_version,
+            }),
+            kicked_devices: kicked_from_json(&self.kicked_devices),
+            user_status: UserStatus::from_name(&self.user_status).unwrap_or(UserStatus::Unspecified) as i32,
+            partition: u32::try_from(self.partition).unwrap_or(0),
+            position: to_u64(self.position),
         }
     }
+}
 
-    /// One subscription, until it ends, fails, or shutdown.
-    async fn follow(&self, after: &mut u64, backoff: &mut Backoff) -> Result<(), tonic::Status> {
-        let channel =
-            self.endpoint.connect().await.map_err(|err| tonic::Status::unavailable(err.to_string()))?;
-        let mut stream = EventFeedClient::with_interceptor(channel, self.token.clone())
-            .subscribe(SubscribeRequest { after_feed_id: *after })
-            .await?
-            .into_inner();
-        tracing::info!(after = *after, "following the event feed");
-        loop {
-            let message = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                message = stream.message() => message?,
-            };
-            let Some(event) = message else { return Ok(()) };
-            backoff.reset();
-            *after = event.feed_id;
-            if self.apps.get(&event.app_id).is_none_or(|app| app.callback_url.is_none()) {
-                metrics::counter!(metric_names::SKIPPED).increment(1);
-                let mut watermark = self.watermark.lock();
-                watermark.received(event.feed_id, event.event_time_ms);
-                watermark.settled(event.feed_id);
-                continue;
-            }
-            let callback = match Callback::from_event(&event) {
-                Ok(callback) => callback,
-                Err(err) => {
-                    tracing::error!(%err, event_id = event.event_id, "event cannot be encoded; skipped");
-                    continue;
-                }
-            };
-            let permit = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                permit = self.budget.clone().acquire_owned() => permit.ok(),
-            };
-            self.watermark.lock().received(event.feed_id, event.event_time_ms);
-            self.dispatcher.enqueue(callback, permit);
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_shared_out_over_the_partitions() {
+        assert_eq!(per_partition_limit(300, 1), 300);
+        assert_eq!(per_partition_limit(300, 3), 100);
+        assert_eq!(per_partition_limit(300, 64), MIN_PER_PARTITION);
+        assert_eq!(per_partition_limit(300, 0), 300);
+        assert_eq!(per_partition_limit(8, 2), 8, "never more than the page");
+    }
+
+    /// `count` login events of user `user` in `partition`, positions 1..=count, feed ids from
+    /// `first_feed_id`.
+    async fn insert(pool: &PgPool, partition: i32, user: &str, count: i64, first_feed_id: i64) {
+        sqlx::query(
+            "INSERT INTO presence_events (feed_id, app_id, seq, event_id, user_id, user_version, \
+             event_time_ms, action, reason, device_id, platform, client_version, kicked_devices, \
+             user_status, partition, position) \
+             SELECT $3 + n, 'default', $3 + n, gen_random_uuid(), $2, n, 1000 + n, 'login', 'register', \
+             'phone', 'ios', '1.0', '[{\"device_id\": \"tablet\", \"platform\": \"android\"}]', \
+             'online', $1, n FROM generate_series(1, $4) AS n",
+        )
+        .bind(partition)
+        .bind(user)
+        .bind(first_feed_id)
+        .bind(count)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+
+    fn positions(events: &[PresenceEvent], partition: u32) -> Vec<u64> {
+        events.iter().filter(|e| e.partition == partition).map(|e| e.position).collect()
+    }
+
+    #[tokio::test]
+    async fn reads_each_partition_after_its_own_cursor_in_position_order() {
+        let db = testkit::fresh_database().await;
+        // Inserted out of feed_id order: feed_id is no order across processes, position is.
+        insert(&db.pool, 3, "carol", 10, 1000).await;
+        insert(&db.pool, 1, "alice", 5, 0).await;
+        insert(&db.pool, 2, "bob", 5, 100).await;
+
+        let events = read(&db.pool, &[(1, 2), (3, 0)], 300).await.unwrap();
+        assert_eq!(positions(&events, 1), [3, 4, 5], "after the cursor");
+        assert_eq!(positions(&events, 3), (1..=10).collect::<Vec<_>>());
+        assert!(positions(&events, 2).is_empty(), "only the partitions asked for");
+        assert!(events.iter().take(3).all(|e| e.partition == 1), "sorted by partition");
+
+        let first = events.iter().find(|e| e.partition == 1).unwrap();
+        assert_eq!((first.user_id.as_str(), first.user_version, first.seq), ("alice", 3, 3));
+        assert_eq!(first.feed_id, 3);
+        assert_eq!(first.action(), EventAction::Login);
+        assert_eq!(first.reason(), EventReason::Register);
+        assert_eq!(first.user_status(), UserStatus::Online);
+        assert_eq!(first.device.as_ref().unwrap().platform(), Platform::Ios);
+        assert_eq!(first.kicked_devices.len(), 1);
+        assert_eq!(first.kicked_devices[0].platform(), Platform::Android);
+        assert_eq!(first.event_time_ms, 1003);
+
+        assert!(read(&db.pool, &[(1, 5), (2, 5)], 300).await.unwrap().is_empty(), "all read");
+        assert!(read(&db.pool, &[], 300).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_page_limits_each_partition() {
+        let db = testkit::fresh_database().await;
+        insert(&db.pool, 0, "alice", 50, 0).await;
+        insert(&db.pool, 1, "bob", 50, 100).await;
+
+        let events = read(&db.pool, &[(0, 0), (1, 10)], 40).await.unwrap();
+        assert_eq!(positions(&events, 0), (1..=20).collect::<Vec<_>>(), "half the page each");
+        assert_eq!(positions(&events, 1), (11..=30).collect::<Vec<_>>());
+        let alone = read(&db.pool, &[(0, 45)], 40).await.unwrap();
+        assert_eq!(positions(&alone, 0), [46, 47, 48, 49, 50]);
     }
 }

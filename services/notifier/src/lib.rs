@@ -1,43 +1,54 @@
-//! notifier: delivers the registry's presence events to each app's callback URL.
+//! notifier: delivers the presence events to each app's callback URL.
 //!
-//! It follows the registry's event feed from a durable cursor, queues events per user (one
-//! user's events in order, different users concurrently, bounded per app), signs and POSTs them
-//! as http-api.md specifies, retries with backoff, and dead-letters what fails for too long.
-//! The cursor only passes events that are delivered or dead-lettered, so a restart loses
-//! nothing; receivers dedupe by `event_id`. See `docs/architecture.md`.
+//! Notifier processes share the feed's partitions as the registries do (leases in Postgres, see
+//! [`presence_common::partition_lease`]). Each reads its partitions' events straight from
+//! Postgres, each partition from its own durable cursor, queues them per user (one user's events
+//! in order, different users concurrently, bounded per app), signs and POSTs them as http-api.md
+//! specifies, retries with backoff, and dead-letters what fails for too long. A cursor only
+//! passes events that are delivered or dead-lettered, so a restart or a failover loses nothing;
+//! receivers dedupe by `event_id`. See `docs/architecture.md`.
 
 mod callback;
 mod config;
-mod cursor_store;
+mod cursors;
 mod dead_letters;
 mod delivery;
 mod dispatcher;
 mod feed;
+mod holder;
 mod metric_names;
+mod partition_store;
+mod reader;
 mod retry;
 mod watermark;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use parking_lot::Mutex;
-use presence_common::{AppDirectory, db};
-use tokio::{sync::Semaphore, task::JoinHandle};
+use presence_common::{
+    AppDirectory, db,
+    partition_lease::{Group, LeaseTiming, Member, Ownership, PartitionLeases},
+};
+use sqlx::PgPool;
+use tokio::{
+    sync::{Notify, Semaphore},
+    task::JoinHandle,
+};
 
 pub use config::NotifierConfig;
 pub use presence_common::Shutdown;
 
 use crate::{
-    cursor_store::CursorStore,
+    cursors::Cursors,
     dead_letters::DeadLetters,
     delivery::CallbackDelivery,
     dispatcher::{Dispatcher, DispatcherParts},
-    feed::FeedReader,
+    holder::Holder,
+    reader::Reader,
     retry::RetryPolicy,
-    watermark::Watermark,
 };
 
 /// Dead letters claimed for replay per round.
-const REPLAY_BATCH: i64 = 100;
+const REPLAY_BATCH: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -45,12 +56,8 @@ pub enum StartError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Directory(#[from] presence_common::app_directory::DirectoryError),
-    #[error("reading the cursor: {0}")]
-    Cursor(#[from] sqlx::Error),
     #[error(transparent)]
-    Registry(#[from] presence_common::grpc_tls::GrpcTlsError),
-    #[error(transparent)]
-    InternalAuth(#[from] presence_common::internal_auth::AuthConfigError),
+    Lease(#[from] presence_common::partition_lease::LeaseError),
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error(transparent)]
@@ -64,37 +71,40 @@ pub enum StartError {
 /// A started notifier.
 pub struct RunningNotifier {
     pub metrics_addr: SocketAddr,
+    /// This process's member id among the notifiers.
+    pub member: String,
     http: JoinHandle<std::io::Result<()>>,
+    leases: JoinHandle<()>,
     bookkeeping: JoinHandle<()>,
 }
 
 impl RunningNotifier {
-    /// Until `shutdown` stopped everything and the cursor is saved.
+    /// Until `shutdown` stopped everything: every partition handed over, its cursor saved.
     pub async fn wait(self) -> Result<(), StartError> {
+        self.leases.await?;
         self.bookkeeping.await?;
         self.http.await?.map_err(StartError::Metrics)?;
         Ok(())
     }
 }
 
-/// Connects to Postgres, reads the cursor, and delivers until `shutdown`.
+/// Connects to Postgres, joins the notifiers, takes its share of the partitions, and delivers
+/// until `shutdown`; then hands its partitions over.
 pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<RunningNotifier, StartError> {
     metric_names::describe();
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
-    let cursor = CursorStore::new(pool.clone(), config.consumer.clone());
-    let after = cursor.load().await?;
-    let endpoint = config
-        .registry_tls
-        .endpoint(&config.registry_url)?
-        .connect_timeout(Duration::from_secs(2))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5));
+    let partition_count = db::partition_count(&pool).await?;
     let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
-    let watermark = Arc::new(Mutex::new(Watermark::starting_at(after)));
+    let member = Member::new_id(&config.notifier_id);
+    let cursors = Arc::new(Cursors::default());
+    let ownership = Ownership::default();
+    let wake = Arc::new(Notify::new());
     let dead_letters = DeadLetters::new(pool.clone());
+    // Delivery stops only once the partitions are handed over (their callbacks settle then);
+    // the lease loop itself stops on `shutdown`.
+    let delivering = Shutdown::new();
     let dispatcher = Dispatcher::new(DispatcherParts {
         delivery: CallbackDelivery::new(
             apps.clone(),
@@ -107,53 +117,83 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
             max_age: (config.max_age_s > 0).then(|| Duration::from_secs(config.max_age_s)),
         },
         dead_letters: dead_letters.clone(),
-        watermark: watermark.clone(),
+        cursors: cursors.clone(),
         concurrency_per_app: config.concurrency_per_app,
-        shutdown: shutdown.clone(),
+        shutdown: delivering.clone(),
     });
+
+    let lease = Duration::from_millis(config.partition_lease_ms.max(300));
+    let mut leases = PartitionLeases {
+        pool: pool.clone(),
+        database_url: config.database_url.clone(),
+        member: Member { id: member.clone(), addr: String::new(), group: Group::Notifier },
+        timing: LeaseTiming {
+            ttl: lease,
+            balance_every: Duration::from_millis(config.balance_interval_ms.max(10)),
+        },
+        partitions: partition_count,
+        ownership: ownership.clone(),
+        holder: Arc::new(Holder::new(pool.clone(), member.clone(), cursors.clone(), wake.clone(), lease)),
+        metrics: metric_names::LeaseRecorder,
+        shutdown: shutdown.clone(),
+        lease_start: None,
+    };
+    let lock = leases.join().await?;
+    let leases = tokio::spawn({
+        let delivering = delivering.clone();
+        async move {
+            leases.run(lock).await;
+            delivering.cancel();
+        }
+    });
+
     tokio::spawn(
-        FeedReader {
-            endpoint,
-            token: config.internal_auth.caller_token()?,
+        Reader {
+            pool: pool.clone(),
             apps,
             dispatcher: dispatcher.clone(),
-            watermark: watermark.clone(),
+            cursors: cursors.clone(),
+            ownership,
             budget: Arc::new(Semaphore::new(config.max_pending.max(1))),
+            poll_interval: Duration::from_millis(config.poll_interval_ms.max(1)),
+            wake,
             shutdown: shutdown.clone(),
         }
-        .run(after),
+        .run(),
     );
     let bookkeeping = tokio::spawn(bookkeeping(Bookkeeping {
-        cursor,
-        saved: after,
-        watermark,
+        pool,
+        member: member.clone(),
+        partition_count,
+        cursors,
         dead_letters,
         dispatcher,
         interval: Duration::from_millis(config.flush_interval_ms.max(10)),
-        shutdown: shutdown.clone(),
+        shutdown: delivering,
     }));
     let http = tokio::spawn(presence_common::http::serve(
         metrics_listener,
         presence_common::http::admin_routes(),
         shutdown,
     ));
-    tracing::info!(%metrics_addr, after, registry = config.registry_url, "notifier running");
-    Ok(RunningNotifier { metrics_addr, http, bookkeeping })
+    tracing::info!(%metrics_addr, member, partitions = partition_count, "notifier running");
+    Ok(RunningNotifier { metrics_addr, member, http, leases, bookkeeping })
 }
 
 struct Bookkeeping {
-    cursor: CursorStore,
-    saved: u64,
-    watermark: Arc<Mutex<Watermark>>,
+    pool: PgPool,
+    member: String,
+    partition_count: u32,
+    cursors: Arc<Cursors>,
     dead_letters: DeadLetters,
     dispatcher: Dispatcher,
     interval: Duration,
     shutdown: Shutdown,
 }
 
-/// Periodically: saves the cursor, publishes lag, and picks up dead letters an admin asked to
-/// replay. On shutdown, saves the cursor a last time.
-async fn bookkeeping(mut state: Bookkeeping) {
+/// Periodically: saves the partitions' cursors, publishes lag, and picks up dead letters an
+/// admin asked to replay. On shutdown (after the hand-overs), saves what is left.
+async fn bookkeeping(state: Bookkeeping) {
     let mut tick = tokio::time::interval(state.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -161,27 +201,29 @@ async fn bookkeeping(mut state: Bookkeeping) {
             () = state.shutdown.cancelled() => true,
             _ = tick.tick() => false,
         };
-        let (durable, pending, oldest) = {
-            let w = state.watermark.lock();
-            (w.durable(), w.in_flight(), w.oldest_event_time_ms())
-        };
+        let (pending, oldest) = state.cursors.pending();
         metrics::gauge!(metric_names::PENDING).set(pending as f64);
         let lag_ms = oldest.map_or(0, |t| presence_common::time::now_ms().saturating_sub(t));
         metrics::gauge!(metric_names::LAG).set(lag_ms as f64 / 1000.0);
-        if durable > state.saved {
-            match state.cursor.save(durable).await {
-                Ok(()) => {
-                    state.saved = durable;
-                    metrics::gauge!(metric_names::CURSOR).set(durable as f64);
+        let unsaved = state.cursors.unsaved();
+        match partition_store::save(&state.pool, &state.member, &unsaved).await {
+            Ok(saved) => {
+                if saved.len() < unsaved.len() {
+                    tracing::debug!(
+                        fenced = unsaved.len() - saved.len(),
+                        "cursors of partitions no longer ours were not saved"
+                    );
                 }
-                Err(err) => tracing::warn!(%err, durable, "saving the cursor failed; will retry"),
+                saved.into_iter().for_each(|s| state.cursors.saved(s));
             }
+            Err(err) => tracing::warn!(%err, "saving the cursors failed; will retry"),
         }
         if stopping {
-            tracing::info!(cursor = state.saved, pending, "notifier stopped");
+            tracing::info!(pending, "notifier stopped");
             return;
         }
-        match state.dead_letters.claim_replays(REPLAY_BATCH).await {
+        let serving = state.cursors.reading();
+        match state.dead_letters.claim_replays(&serving, state.partition_count, REPLAY_BATCH).await {
             Ok(replays) => {
                 if !replays.is_empty() {
                     tracing::info!(count = replays.len(), "replaying dead letters");

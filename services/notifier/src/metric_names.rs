@@ -12,12 +12,21 @@ pub const DEAD_LETTERED: &str = "notifier_dead_letters_total";
 pub const SKIPPED: &str = "notifier_events_skipped_total";
 /// Duration of one callback request, by `app`.
 pub const LATENCY: &str = "notifier_callback_duration_seconds";
-/// Events received but not yet settled.
+/// Events read but not yet settled.
 pub const PENDING: &str = "notifier_pending_events";
 /// Age of the oldest unsettled event (0 when none): how far behind the receivers are.
 pub const LAG: &str = "notifier_lag_seconds";
-/// Position of the durable cursor in the registry's feed.
-pub const CURSOR: &str = "notifier_cursor_feed_id";
+/// Queued callbacks dropped unsent because their partition went to another notifier.
+pub const ABANDONED: &str = "notifier_callbacks_abandoned_total";
+/// Partitions this process owns now.
+pub const PARTITIONS_OWNED: &str = "notifier_partitions_owned";
+/// Label `outcome`: ok or failed.
+pub const LEASE_RENEWALS: &str = "notifier_lease_renewals_total";
+/// Label `cause`: `failover` (a notifier died) or `balance`.
+pub const PARTITIONS_TAKEN: &str = "notifier_partitions_taken_total";
+pub const PARTITIONS_LOST: &str = "notifier_partitions_lost_total";
+/// Stop reading, settle in-flight callbacks, save the cursor and release one partition.
+pub const HANDOVER_SECONDS: &str = "notifier_handover_seconds";
 
 /// Registers every metric's HELP text with the installed recorder; called once at start.
 pub fn describe() {
@@ -30,7 +39,46 @@ pub fn describe() {
     );
     describe_counter!(SKIPPED, Unit::Count, "Events of apps without a callback URL.");
     describe_histogram!(LATENCY, Unit::Seconds, "Duration of one callback request, by app.");
-    describe_gauge!(PENDING, Unit::Count, "Events received but not yet settled.");
+    describe_gauge!(PENDING, Unit::Count, "Events read but not yet settled.");
     describe_gauge!(LAG, Unit::Seconds, "Age of the oldest unsettled event (0 when none).");
-    describe_gauge!(CURSOR, "The feed_id of the durable cursor in the registry's event feed.");
+    describe_counter!(
+        ABANDONED,
+        Unit::Count,
+        "Queued callbacks dropped unsent because their partition went to another notifier."
+    );
+    describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions this notifier owns.");
+    describe_counter!(LEASE_RENEWALS, Unit::Count, "Partition lease renewals, by outcome (ok, failed).");
+    describe_counter!(
+        PARTITIONS_TAKEN,
+        Unit::Count,
+        "Partitions taken, by cause (failover: their owner died; balance: free or handed over)."
+    );
+    describe_counter!(PARTITIONS_LOST, Unit::Count, "Partitions whose lease another notifier took.");
+    describe_histogram!(
+        HANDOVER_SECONDS,
+        Unit::Seconds,
+        "Stop reading, settle in-flight callbacks, save the cursor and release one partition."
+    );
+}
+
+/// The lease loop's figures, recorded under the names above.
+pub struct LeaseRecorder;
+
+impl presence_common::partition_lease::LeaseMetrics for LeaseRecorder {
+    fn owned(&self, count: usize) {
+        metrics::gauge!(PARTITIONS_OWNED).set(count as f64);
+    }
+    fn renewed(&self, ok: bool) {
+        metrics::counter!(LEASE_RENEWALS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    }
+    fn taken(&self, count: usize, from_dead: bool) {
+        metrics::counter!(PARTITIONS_TAKEN, "cause" => if from_dead { "failover" } else { "balance" })
+            .increment(count as u64);
+    }
+    fn lost(&self, count: usize) {
+        metrics::counter!(PARTITIONS_LOST).increment(count as u64);
+    }
+    fn handed_over(&self, seconds: f64) {
+        metrics::histogram!(HANDOVER_SECONDS).record(seconds);
+    }
 }

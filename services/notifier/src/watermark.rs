@@ -1,33 +1,34 @@
 use std::collections::BTreeMap;
 
-/// The highest feed position below which every event is settled (delivered, skipped or
-/// dead-lettered). Events of different users settle out of order; the cursor written to Postgres
-/// is this watermark, so a restart re-delivers only what was in flight (at least once).
+/// The highest position of one partition's feed up to which every event is settled (delivered,
+/// skipped or dead-lettered). Events of different users settle out of order; the partition's
+/// cursor written to Postgres is this watermark, so whoever reads the partition next re-delivers
+/// only what was in flight (at least once).
 #[derive(Debug, Default)]
 pub struct Watermark {
-    /// In-flight feed ids and their event times (for the lag metric).
+    /// In-flight positions and their event times (for the lag metric).
     in_flight: BTreeMap<u64, u64>,
-    /// Last feed id received from the registry.
+    /// Last position read.
     received: u64,
 }
 
 impl Watermark {
-    pub fn starting_at(feed_id: u64) -> Self {
-        Self { in_flight: BTreeMap::new(), received: feed_id }
+    pub fn starting_at(position: u64) -> Self {
+        Self { in_flight: BTreeMap::new(), received: position }
     }
 
-    /// An event entered the notifier (feed ids arrive in increasing order).
-    pub fn received(&mut self, feed_id: u64, event_time_ms: u64) {
-        self.in_flight.insert(feed_id, event_time_ms);
-        self.received = self.received.max(feed_id);
+    /// An event entered the notifier (positions arrive in increasing order).
+    pub fn received(&mut self, position: u64, event_time_ms: u64) {
+        self.in_flight.insert(position, event_time_ms);
+        self.received = self.received.max(position);
     }
 
     /// An event received earlier needs nothing more.
-    pub fn settled(&mut self, feed_id: u64) {
-        self.in_flight.remove(&feed_id);
+    pub fn settled(&mut self, position: u64) {
+        self.in_flight.remove(&position);
     }
 
-    /// Every event up to and including this feed id is settled.
+    /// Every event up to and including this position is settled.
     pub fn durable(&self) -> u64 {
         self.in_flight.keys().next().map_or(self.received, |first| first.saturating_sub(1))
     }

@@ -185,14 +185,16 @@ async fn failing_events_are_dead_lettered_and_replayed_by_sql() {
         assert_eq!(attempts, 3);
         assert!(last_error.contains("500"), "{last_error}");
     }
-    // Given up on means settled: the cursor moves past them.
-    let max_feed_id = events.iter().map(|e| e.feed_id).max().unwrap() as i64;
-    eventually("the cursor passes dead letters", async || {
-        sqlx::query_scalar::<_, i64>("SELECT feed_id FROM notifier_cursor")
-            .fetch_optional(&registry.db.pool)
-            .await
-            .unwrap()
-            == Some(max_feed_id)
+    // Given up on means settled: each partition's cursor moves past its dead letters.
+    eventually("the cursors pass dead letters", async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM presence_events e JOIN notifier_partitions n USING (partition) \
+             WHERE e.position > n.delivered",
+        )
+        .fetch_one(&registry.db.pool)
+        .await
+        .unwrap()
+            == 0
     })
     .await;
 
@@ -238,4 +240,58 @@ async fn callback_url_changes_by_sql_apply_without_restart() {
     assert_eq!(got[0].json["user_id"], format!("bob{bobs}"));
     assert!(callback_signature::verify("rotated", &got[0].timestamp, &got[0].body, &got[0].signature));
     assert_eq!(first.accepted().len(), bobs, "alice and the earlier bobs went to the old URL, once");
+}
+
+/// The owner of each notifier partition (`None`: free).
+async fn partition_owners(registry: &TestRegistry) -> Vec<Option<String>> {
+    sqlx::query_scalar("SELECT owner FROM notifier_partitions ORDER BY partition")
+        .fetch_all(&registry.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn notifiers_joining_and_leaving_hand_partitions_over_without_loss_or_reordering() {
+    let receiver = Receiver::default();
+    receiver.delay_ms.store(5, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let mut first = TestNotifier::start(&registry, &[("NOTIFIER_CONCURRENCY_PER_APP", "4")]).await;
+    let partitions = partition_owners(&registry).await.len();
+    assert!(partition_owners(&registry).await.iter().all(|o| o.as_deref() == Some(first.member())));
+
+    let mut clients = logins(&gateway, "u", 10, 3).await;
+    // A second notifier joins while the first is still delivering: the first hands half over.
+    let second = TestNotifier::start(&registry, &[("NOTIFIER_CONCURRENCY_PER_APP", "4")]).await;
+    clients.extend(logins(&gateway, "v", 10, 3).await);
+    eventually("the partitions are shared", async || {
+        let owners = partition_owners(&registry).await;
+        let by = |m: &str| owners.iter().filter(|o| o.as_deref() == Some(m)).count();
+        by(first.member()) == partitions / 2 && by(second.member()) == partitions / 2
+    })
+    .await;
+    clients.extend(logins(&gateway, "w", 10, 3).await);
+    // A graceful stop hands everything to the survivor.
+    first.stop().await;
+    assert!(partition_owners(&registry).await.iter().all(|o| o.as_deref() != Some(first.member())));
+    clients.extend(logins(&gateway, "x", 10, 3).await);
+    eventually("the survivor owns every partition", async || {
+        partition_owners(&registry).await.iter().all(|o| o.as_deref() == Some(second.member()))
+    })
+    .await;
+
+    let events = registry.events().await;
+    assert_eq!(events.len(), 120);
+    receiver.wait_for_all(&events).await;
+    for (user, versions) in receiver.versions_by_user() {
+        assert_eq!(versions, [1, 2, 3], "{user}: no gap, in order");
+    }
+    let duplicates = receiver.accepted().len() - events.len();
+    assert!(duplicates <= 8, "only callbacks in flight at a hand-over come twice: {duplicates}");
+    let metrics = second.metrics().await;
+    assert!(
+        metric(&metrics, r#"notifier_partitions_taken_total{cause="balance"}"#) >= partitions as f64,
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "notifier_partitions_owned"), partitions as f64, "{metrics}");
+    drop(clients);
 }
