@@ -66,7 +66,7 @@ for run in $(seq 1 "$RUNS"); do
   fast_sink
   bench_start sink-slow "$BIN/callback-sink" --addr 127.0.0.1:9001 --delay-ms "$SLOW_DELAY_MS" --fail-pct "$SLOW_FAIL_PCT"
   bench_wait_http http://127.0.0.1:9001/stats sink-slow
-  bench_start notifier env RUST_LOG=warn INTERNAL_TOKEN="$(bench_token notifier bench-notifier)" NOTIFIER_METRICS_ADDR=127.0.0.1:9300 \
+  bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 \
     NOTIFIER_CONCURRENCY_PER_APP="$CONCURRENCY" NOTIFIER_REQUEST_TIMEOUT_MS="$REQUEST_TIMEOUT_MS" "$BIN/notifier"
   bench_wait_http http://127.0.0.1:9300/healthz notifier
 

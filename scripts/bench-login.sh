@@ -16,7 +16,7 @@ bench_registry
 bench_gateways "$GATEWAYS"
 bench_start sink "$BIN/callback-sink" --addr 127.0.0.1:9000
 if [[ -x "$BIN/notifier" ]]; then
-  bench_start notifier env RUST_LOG=warn INTERNAL_TOKEN="$(bench_token notifier bench-notifier)" NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$BIN/notifier"
+  bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$BIN/notifier"
   bench_wait_http http://127.0.0.1:9300/healthz notifier
 fi
 # As many raw-ceiling processes as gateways (SO_REUSEPORT): one process holds < 20k sockets.

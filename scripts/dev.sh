@@ -54,7 +54,7 @@ for i in $(seq 0 $((registries - 1))); do
 done
 psql "$DATABASE_URL" -q -f scripts/dev-seed.sql >/dev/null
 start connection-gateway env GATEWAY_ID=gw-1 INTERNAL_TOKEN="$(caller_token gateway gw-1)" "$bin/connection-gateway"
-start notifier env INTERNAL_TOKEN="$(caller_token notifier notifier-1)" "$bin/notifier"
+start notifier "$bin/notifier"
 start rest-facade env INTERNAL_TOKEN="$(caller_token facade facade-1)" "$bin/rest-facade"
 wait_http http://127.0.0.1:9100/healthz connection-gateway
 wait_http http://127.0.0.1:9300/healthz notifier

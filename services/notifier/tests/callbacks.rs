@@ -135,7 +135,9 @@ async fn a_failing_receiver_gets_everything_once_it_recovers() {
 #[tokio::test]
 async fn a_restarted_notifier_loses_nothing() {
     let receiver = Receiver::default();
-    receiver.delay_ms.store(20, Ordering::SeqCst);
+    // Slow enough that the stop lands mid-stream even on a loaded machine: 60 events, two at a
+    // time, take three seconds.
+    receiver.delay_ms.store(100, Ordering::SeqCst);
     let (registry, gateway) = system(&receiver.start().await).await;
     let mut notifier = TestNotifier::start(&registry, &[("NOTIFIER_CONCURRENCY_PER_APP", "2")]).await;
 

@@ -61,7 +61,6 @@ impl Cluster {
             cluster.add_registry().await;
         }
         cluster.wait_balanced(registries).await;
-        let seed = cluster.registries[0].url.clone();
         let notifier_admin = free_port();
         let mut notifier = Service::spawn(
             "notifier",
@@ -69,12 +68,11 @@ impl Cluster {
             notifier_admin,
             &[
                 ("DATABASE_URL", cluster.runtime_url.clone()),
-                ("REGISTRY_URL", seed.clone()),
                 ("NOTIFIER_METRICS_ADDR", notifier_admin.to_string()),
+                ("NOTIFIER_POLL_INTERVAL_MS", "10".into()),
                 ("NOTIFIER_FLUSH_INTERVAL_MS", "100".into()),
                 ("NOTIFIER_BACKOFF_INITIAL_MS", "50".into()),
                 ("NOTIFIER_BACKOFF_MAX_MS", "500".into()),
-                ("INTERNAL_TOKEN", internal_token(Role::Notifier, "notifier-1")),
             ],
         );
         notifier.wait_healthy().await;

@@ -127,6 +127,8 @@ impl System {
                 ("REGISTRY_GATEWAY_LEASE_S", LEASE_S.to_string()),
                 ("REGISTRY_SWEEP_INTERVAL_MS", "200".into()),
                 ("REGISTRY_INTERNAL_SECRET", INTERNAL_SECRET.into()),
+                // Tests run side by side on one server with 100 connection slots.
+                ("REGISTRY_DB_MAX_CONNECTIONS", "4".into()),
             ]),
         );
         registry.wait_healthy().await;
@@ -140,7 +142,6 @@ impl System {
                 ("NOTIFIER_FLUSH_INTERVAL_MS", "100".into()),
                 ("NOTIFIER_BACKOFF_INITIAL_MS", "50".into()),
                 ("NOTIFIER_BACKOFF_MAX_MS", "500".into()),
-                ("INTERNAL_TOKEN", internal_token(Role::Notifier, "notifier-1")),
             ]),
         );
         let facade_addr = free_port();

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use testkit::cluster::{Cluster, LOGIN_BOUND, LoginLoad, LoginRecord, PARTITION_LEASE_MS};
+use testkit::cluster::{Cluster, GATEWAY_LEASE_S, LOGIN_BOUND, LoginLoad, LoginRecord, PARTITION_LEASE_MS};
 use tokio::time::Instant;
 
 /// The bound on a failover after a kill -9: every partition owned again.
@@ -101,6 +101,49 @@ async fn a_registry_stopping_and_another_joining_fail_no_login() {
         records.len()
     );
     check_history(&cluster, &records).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_killed_during_a_registry_failover_still_loses_its_devices() {
+    let mut cluster = Cluster::start(3, 2).await;
+    let gw2 = cluster.gateways[1].1;
+    let mut held = Vec::new();
+    for i in 0..30 {
+        held.push(cluster.login_retrying(gw2, &format!("held{i}"), "phone").await.0);
+    }
+    assert_eq!(online_on(&cluster, "gw-2").await, 30);
+
+    let killed_at = Instant::now();
+    cluster.registries[0].service.process.kill9();
+    cluster.gateways[1].0.process.kill9();
+    let failover = cluster.wait_owned_without("registry-1", killed_at).await;
+    let bound = failover + Duration::from_secs(GATEWAY_LEASE_S) + Duration::from_secs(2);
+    loop {
+        let online = online_on(&cluster, "gw-2").await;
+        if online == 0 {
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < bound,
+            "{online} devices of the dead gateway still online after {bound:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "devices of the dead gateway offline {:?} after the kills (failover {failover:?})",
+        killed_at.elapsed()
+    );
+    drop(held);
+    check_history(&cluster, &[]).await;
+}
+
+/// Devices stored as online on `gateway`.
+async fn online_on(cluster: &Cluster, gateway: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM devices WHERE gateway_id = $1 AND status = 'online'")
+        .bind(gateway)
+        .fetch_one(&cluster.db.pool)
+        .await
+        .expect("count devices")
 }
 
 fn metric(text: &str, name: &str) -> f64 {
