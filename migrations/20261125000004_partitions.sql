@@ -40,18 +40,20 @@ CREATE TABLE notifier_partitions (
     delivered bigint NOT NULL DEFAULT 0
 );
 
--- Gateways and registries follow ownership changes (routing, balance).
+-- Gateways and registries follow ownership changes (routing, balance). Row triggers: a statement
+-- that changes nothing (the members' regular clean-up) must not wake every listener, and the
+-- notifications of one transaction collapse into one.
 CREATE FUNCTION presence_partitions_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('presence_partitions', TG_TABLE_NAME);
     RETURN NULL;
 END $$;
 CREATE TRIGGER registry_partitions_changed AFTER INSERT OR UPDATE OF owner, epoch OR DELETE
-    ON registry_partitions FOR EACH STATEMENT EXECUTE FUNCTION presence_partitions_changed();
+    ON registry_partitions FOR EACH ROW EXECUTE FUNCTION presence_partitions_changed();
 CREATE TRIGGER notifier_partitions_changed AFTER INSERT OR UPDATE OF owner, epoch OR DELETE
-    ON notifier_partitions FOR EACH STATEMENT EXECUTE FUNCTION presence_partitions_changed();
+    ON notifier_partitions FOR EACH ROW EXECUTE FUNCTION presence_partitions_changed();
 CREATE TRIGGER presence_members_changed AFTER INSERT OR DELETE OR UPDATE OF addr
-    ON presence_members FOR EACH STATEMENT EXECUTE FUNCTION presence_partitions_changed();
+    ON presence_members FOR EACH ROW EXECUTE FUNCTION presence_partitions_changed();
 
 -- Each app's latest `seq`. Every commit takes its events' seqs from this row, inside the commit,
 -- so one app's feed stays gap-free and in commit order whichever process writes it.

@@ -8,10 +8,11 @@
 #      every partition is owned again, TRIALS times (the killed one restarts between trials);
 #   D. the 500-id query at 1,000/s over gRPC and REST with three registries, then with one.
 # Env: N (20000), RUNS (3), GATEWAYS (2), TRIALS (5), USERS (200000), ONLINE (20000),
-#      BEFORE_BIN (unset: part A compares nothing and says so).
+#      BEFORE_BIN (unset: part A compares nothing and says so), PARTS (storm,failover,query).
 source "$(dirname "$0")/lib/bench.sh"
 N=${N:-20000}; RUNS=${RUNS:-3}; GATEWAYS=${GATEWAYS:-2}; TRIALS=${TRIALS:-5}
-USERS=${USERS:-200000}; ONLINE=${ONLINE:-20000}
+USERS=${USERS:-200000}; ONLINE=${ONLINE:-20000}; PARTS=${PARTS:-storm,failover,query}
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
 AFTER_BIN=$BIN
 LG="$AFTER_BIN/presence-loadgen"; QB="$AFTER_BIN/query-bench"
 
@@ -29,7 +30,8 @@ storm() {
   jqv "$OUT/scaleout-$3.json" 'd["rate_per_s"]'
 }
 
-declare -a before after three
+declare -a before=() after=() three=() failovers=()
+part storm || RUNS=0
 for run in $(seq 1 "$RUNS"); do
   echo "== storm run $run/$RUNS" >&2
   if [[ -n ${BEFORE_BIN:-} ]]; then before+=("$(storm "$BEFORE_BIN" 1 "b$run")"); fi
@@ -39,11 +41,12 @@ done
 BIN=$AFTER_BIN
 med() { printf '%s\n' "$@" | median | xargs printf '%.0f'; }
 
+part failover || TRIALS=0
 echo "== failover: $TRIALS trials" >&2
+if ((TRIALS > 0)); then
 bench_database
 bench_registries 3 REGISTRY_PARTITION_LEASE_MS=6000
 bench_gateways "$GATEWAYS" REGISTRY_URL=http://127.0.0.1:7200
-failovers=()
 for trial in $(seq 1 "$TRIALS"); do
   "$LG" --mode presence --app bench --secret bench-secret --timeout-s 60 --devices 3000 --rate 300 \
     --user-prefix "f$trial" >"$OUT/scaleout-failover-load-$trial.json" &
@@ -57,7 +60,7 @@ for trial in $(seq 1 "$TRIALS"); do
     (( ($(date +%s%N) - t0) < 30000000000 )) || { echo "failover did not complete in 30 s" >&2; exit 1; }
     sleep 0.01
   done
-  failovers+=("$(echo "scale=3; ($(date +%s%N) - t0) / 1000000" | bc)")
+  failovers+=("$(echo "scale=1; ($(date +%s%N) - $t0) / 1000000" | bc)")
   wait "$load"
   errors=$(jqv "$OUT/scaleout-failover-load-$trial.json" 'sum(d["errors"].values())')
   echo "trial $trial: registry-$victim killed, partitions owned again after ${failovers[-1]} ms; load errors: $errors" >&2
@@ -69,9 +72,10 @@ for trial in $(seq 1 "$TRIALS"); do
   bench_wait_owned 3
 done
 bench_stop gateway; bench_stop registry
+fi
 fail_p50=$(printf '%s\n' "${failovers[@]}" | median)
 fail_max=$(printf '%s\n' "${failovers[@]}" | sort -g | tail -n 1)
-fail_errors=$(cat "$OUT"/scaleout-failover-errors-*.txt | paste -sd+ | bc)
+fail_errors=$( ((TRIALS > 0)) && cat "$OUT"/scaleout-failover-errors-*.txt | paste -sd+ | bc || echo n/a)
 
 echo "== query: $USERS users, $ONLINE online" >&2
 export INTERNAL_TOKEN; INTERNAL_TOKEN=$(bench_token facade bench-query)
@@ -87,12 +91,11 @@ query_run() { # REGISTRIES TAG
   "$QB" --via rest --users "$USERS" --seconds 10 --rate 1000 >"$OUT/scaleout-query-rest-$2.json"
   bench_stop facade; bench_stop registry
 }
-query_run 3 three
-query_run 1 one
-q() { jqv "$OUT/scaleout-query-$1.json" "$2"; }
+if part query; then query_run 3 three; query_run 1 one; fi
+q() { jqv "$OUT/scaleout-query-$1.json" "$2" 2>/dev/null || echo n/a; }
 
 ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
-a=$(med "${after[@]}"); t=$(med "${three[@]}")
+a=$(med "${after[@]:-0}"); t=$(med "${three[@]:-0}")
 if [[ -n ${BEFORE_BIN:-} ]]; then b=$(med "${before[@]}"); ab="$(ratio "$a" "$b")x"; else b="n/a"; ab="n/a (set BEFORE_BIN)"; fi
 cat <<TABLE
 
