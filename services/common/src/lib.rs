@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod event_rows;
 pub mod grpc;
 pub mod grpc_tls;
 pub mod http;

@@ -139,6 +139,36 @@ pub trait LeaseMetrics: Send + Sync + 'static {
     fn handed_over(&self, seconds: f64);
 }
 
+/// A service's names for the lease figures (`<service>_partitions_owned`, ...), recorded as a
+/// gauge, counters (`outcome`, `cause` labels) and a histogram.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseMetricNames {
+    pub owned: &'static str,
+    pub renewals: &'static str,
+    pub taken: &'static str,
+    pub lost: &'static str,
+    pub handover: &'static str,
+}
+
+impl LeaseMetrics for LeaseMetricNames {
+    fn owned(&self, count: usize) {
+        metrics::gauge!(self.owned).set(count as f64);
+    }
+    fn renewed(&self, ok: bool) {
+        metrics::counter!(self.renewals, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
+    }
+    fn taken(&self, count: usize, from_dead: bool) {
+        metrics::counter!(self.taken, "cause" => if from_dead { "failover" } else { "balance" })
+            .increment(count as u64);
+    }
+    fn lost(&self, count: usize) {
+        metrics::counter!(self.lost).increment(count as u64);
+    }
+    fn handed_over(&self, seconds: f64) {
+        metrics::histogram!(self.handover).record(seconds);
+    }
+}
+
 /// A member of a group: its identity and the connection that holds its advisory lock.
 pub struct Member {
     pub id: String,

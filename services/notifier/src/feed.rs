@@ -1,10 +1,8 @@
 //! The partitions' event feeds as the notifier reads them straight from `presence_events`: the
-//! one query and the decoding of its rows (the columns and text encodings of
-//! presence-registry's `store.rs`).
+//! one query (rows decoded by `presence_common::event_rows`, as the registry's pages are).
 
-use presence_proto::v1::{
-    EventAction, EventDevice, EventReason, KickedDevice, Platform, PresenceEvent, UserStatus,
-};
+use presence_common::event_rows::{EVENT_COLUMNS, EventRow};
+use presence_proto::v1::PresenceEvent;
 use sqlx::PgPool;
 
 /// Each partition's share of a page is at least this, so that a partition with a backlog is not
@@ -27,15 +25,12 @@ pub async fn read(
     if cursors.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT e.feed_id, e.app_id, e.seq, e.event_id::text AS event_id, e.user_id, e.user_version, \
-         e.event_time_ms, e.action, e.reason, e.device_id, e.platform, e.client_version, \
-         e.kicked_devices::text AS kicked_devices, e.user_status, e.partition, e.position \
-         FROM UNNEST($1::int4[], $2::int8[]) AS c(partition, after) \
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM UNNEST($1::int4[], $2::int8[]) AS c(part, after) \
          CROSS JOIN LATERAL (SELECT * FROM presence_events p \
-             WHERE p.partition = c.partition AND p.position > c.after ORDER BY p.position LIMIT $3) e \
-         ORDER BY e.partition, e.position",
-    )
+             WHERE p.partition = c.part AND p.position > c.after ORDER BY p.position LIMIT $3) e \
+         ORDER BY e.partition, e.position"
+    ))
     .bind(cursors.iter().map(|(p, _)| i32::try_from(*p).unwrap_or(i32::MAX)).collect::<Vec<_>>())
     .bind(cursors.iter().map(|(_, after)| i64::try_from(*after).unwrap_or(i64::MAX)).collect::<Vec<_>>())
     .bind(i64::from(per_partition_limit(page, cursors.len())))
@@ -44,69 +39,10 @@ pub async fn read(
     Ok(rows.into_iter().map(EventRow::into_event).collect())
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    feed_id: i64,
-    app_id: String,
-    seq: i64,
-    event_id: String,
-    user_id: String,
-    user_version: i64,
-    event_time_ms: i64,
-    action: String,
-    reason: String,
-    device_id: String,
-    platform: String,
-    client_version: String,
-    kicked_devices: String,
-    user_status: String,
-    partition: i32,
-    position: i64,
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-/// Kicked devices as stored (`[{"device_id": "...", "platform": "ios"}]`).
-fn kicked_from_json(json: &str) -> Vec<KickedDevice> {
-    let list: Vec<presence_proto::json::KickedDeviceJson> = serde_json::from_str(json).unwrap_or_default();
-    list.into_iter()
-        .map(|k| KickedDevice {
-            platform: Platform::from_name(&k.platform).unwrap_or(Platform::Unspecified) as i32,
-            device_id: k.device_id,
-        })
-        .collect()
-}
-
-impl EventRow {
-    fn into_event(self) -> PresenceEvent {
-        PresenceEvent {
-            feed_id: to_u64(self.feed_id),
-            event_id: self.event_id,
-            seq: to_u64(self.seq),
-            user_version: to_u64(self.user_version),
-            app_id: self.app_id,
-            event_time_ms: to_u64(self.event_time_ms),
-            action: EventAction::from_name(&self.action).unwrap_or(EventAction::Unspecified) as i32,
-            reason: EventReason::from_name(&self.reason).unwrap_or(EventReason::Unspecified) as i32,
-            user_id: self.user_id,
-            device: Some(EventDevice {
-                device_id: self.device_id,
-                platform: Platform::from_name(&self.platform).unwrap_or(Platform::Unspecified) as i32,
-                client_version: self.client_version,
-            }),
-            kicked_devices: kicked_from_json(&self.kicked_devices),
-            user_status: UserStatus::from_name(&self.user_status).unwrap_or(UserStatus::Unspecified) as i32,
-            partition: u32::try_from(self.partition).unwrap_or(0),
-            position: to_u64(self.position),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use presence_proto::v1::{EventAction, EventReason, Platform, UserStatus};
 
     #[test]
     fn a_page_is_shared_out_over_the_partitions() {

@@ -134,7 +134,7 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
         partitions: partition_count,
         ownership: ownership.clone(),
         holder: Arc::new(Holder::new(pool.clone(), member.clone(), cursors.clone(), wake.clone(), lease)),
-        metrics: metric_names::LeaseRecorder,
+        metrics: metric_names::LEASE_METRICS,
         shutdown: shutdown.clone(),
         lease_start: None,
     };

@@ -156,7 +156,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         partitions: partition_count,
         ownership,
         holder: registry.clone(),
-        metrics: metric_names::LeaseRecorder,
+        metrics: metric_names::LEASE_METRICS,
         shutdown: shutdown.clone(),
         lease_start: None,
     };

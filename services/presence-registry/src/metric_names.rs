@@ -58,23 +58,11 @@ pub fn describe() {
 }
 
 /// The lease loop's figures, recorded under the names above.
-pub struct LeaseRecorder;
-
-impl presence_common::partition_lease::LeaseMetrics for LeaseRecorder {
-    fn owned(&self, count: usize) {
-        metrics::gauge!(PARTITIONS_OWNED).set(count as f64);
-    }
-    fn renewed(&self, ok: bool) {
-        metrics::counter!(LEASE_RENEWALS, "outcome" => if ok { "ok" } else { "failed" }).increment(1);
-    }
-    fn taken(&self, count: usize, from_dead: bool) {
-        metrics::counter!(PARTITIONS_TAKEN, "cause" => if from_dead { "failover" } else { "balance" })
-            .increment(count as u64);
-    }
-    fn lost(&self, count: usize) {
-        metrics::counter!(PARTITIONS_LOST).increment(count as u64);
-    }
-    fn handed_over(&self, seconds: f64) {
-        metrics::histogram!(HANDOVER_SECONDS).record(seconds);
-    }
-}
+pub const LEASE_METRICS: presence_common::partition_lease::LeaseMetricNames =
+    presence_common::partition_lease::LeaseMetricNames {
+        owned: PARTITIONS_OWNED,
+        renewals: LEASE_RENEWALS,
+        taken: PARTITIONS_TAKEN,
+        lost: PARTITIONS_LOST,
+        handover: HANDOVER_SECONDS,
+    };

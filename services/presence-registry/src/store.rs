@@ -3,10 +3,8 @@
 
 use std::collections::HashMap;
 
-use presence_proto::v1::{
-    DeviceStatus, EventAction, EventDevice, EventReason, KickedDevice, Platform, PresenceEvent, SessionRef,
-    UserStatus,
-};
+use presence_common::event_rows::{EVENT_COLUMNS, EventRow, kicked_to_json};
+use presence_proto::v1::{DeviceStatus, EventReason, Platform, PresenceEvent, SessionRef};
 use sqlx::PgPool;
 
 use crate::{
@@ -15,17 +13,9 @@ use crate::{
     user_table::UserKey,
 };
 
-/// The event columns, then a filter: one place that knows how events are read.
-macro_rules! select_events {
-    ($filter:literal) => {
-        concat!(
-            "SELECT feed_id, app_id, seq, event_id::text AS event_id, user_id, user_version, event_time_ms, \
-             action, reason, device_id, platform, client_version, kicked_devices::text AS kicked_devices, \
-             user_status, coalesce(partition, 0) AS partition, coalesce(position, 0) AS position \
-             FROM presence_events ",
-            $filter
-        )
-    };
+/// The events of `presence_events`, then a filter.
+fn select_events(filter: &str) -> String {
+    format!("SELECT {EVENT_COLUMNS} FROM presence_events {filter}")
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -76,7 +66,7 @@ pub async fn read_feed(
     after_feed_id: u64,
     limit: u32,
 ) -> Result<Vec<PresenceEvent>, sqlx::Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(select_events!("WHERE feed_id > $1 ORDER BY feed_id LIMIT $2"))
+    let rows: Vec<EventRow> = sqlx::query_as(&select_events("WHERE feed_id > $1 ORDER BY feed_id LIMIT $2"))
         .bind(to_i64(after_feed_id))
         .bind(i64::from(limit))
         .fetch_all(pool)
@@ -92,74 +82,13 @@ pub async fn read_app(
     limit: u32,
 ) -> Result<Vec<PresenceEvent>, sqlx::Error> {
     let rows: Vec<EventRow> =
-        sqlx::query_as(select_events!("WHERE app_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
+        sqlx::query_as(&select_events("WHERE app_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
             .bind(app_id)
             .bind(to_i64(after_seq))
             .bind(i64::from(limit))
             .fetch_all(pool)
             .await?;
     Ok(rows.into_iter().map(EventRow::into_event).collect())
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    feed_id: i64,
-    app_id: String,
-    seq: i64,
-    event_id: String,
-    user_id: String,
-    user_version: i64,
-    event_time_ms: i64,
-    action: String,
-    reason: String,
-    device_id: String,
-    platform: String,
-    client_version: String,
-    kicked_devices: String,
-    user_status: String,
-    partition: i32,
-    position: i64,
-}
-
-/// Kicked devices as stored (`[{"device_id": "...", "platform": "ios"}]`).
-fn kicked_to_json(kicked: &[KickedDevice]) -> String {
-    let list: Vec<presence_proto::json::KickedDeviceJson> = kicked.iter().map(Into::into).collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn kicked_from_json(json: &str) -> Vec<KickedDevice> {
-    let list: Vec<presence_proto::json::KickedDeviceJson> = serde_json::from_str(json).unwrap_or_default();
-    list.into_iter()
-        .map(|k| KickedDevice {
-            platform: Platform::from_name(&k.platform).unwrap_or(Platform::Unspecified) as i32,
-            device_id: k.device_id,
-        })
-        .collect()
-}
-
-impl EventRow {
-    fn into_event(self) -> PresenceEvent {
-        PresenceEvent {
-            feed_id: to_u64(self.feed_id),
-            event_id: self.event_id,
-            seq: to_u64(self.seq),
-            user_version: to_u64(self.user_version),
-            app_id: self.app_id,
-            event_time_ms: to_u64(self.event_time_ms),
-            action: EventAction::from_name(&self.action).unwrap_or(EventAction::Unspecified) as i32,
-            reason: EventReason::from_name(&self.reason).unwrap_or(EventReason::Unspecified) as i32,
-            user_id: self.user_id,
-            device: Some(EventDevice {
-                device_id: self.device_id,
-                platform: Platform::from_name(&self.platform).unwrap_or(Platform::Unspecified) as i32,
-                client_version: self.client_version,
-            }),
-            kicked_devices: kicked_from_json(&self.kicked_devices),
-            user_status: UserStatus::from_name(&self.user_status).unwrap_or(UserStatus::Unspecified) as i32,
-            partition: u32::try_from(self.partition).unwrap_or(0),
-            position: to_u64(self.position),
-        }
-    }
 }
 
 /// Why a group commit did not happen.
