@@ -146,6 +146,13 @@ impl RegistryRouter {
         map.owner(partition_of(app_id, user_id, map.partitions())).map(str::to_owned)
     }
 
+    /// True when partitions exist but no registry is alive: callers answer `unavailable` at once
+    /// rather than wait out their deadline for an owner.
+    pub fn none_alive(&self) -> bool {
+        let map = self.map();
+        !map.owners.is_empty() && map.members.is_empty()
+    }
+
     /// Every live registry's address (`REGISTRY_URL` when none is known).
     pub fn members(&self) -> Vec<String> {
         let map = self.map();
@@ -227,7 +234,7 @@ impl RegistryRouter {
             if retry.is_empty() {
                 break;
             }
-            if Instant::now() + NO_OWNER_RETRY >= deadline {
+            if self.none_alive() || Instant::now() + NO_OWNER_RETRY >= deadline {
                 return Err(tonic::Status::unavailable("no registry serves some of these users now"));
             }
             tokio::time::sleep(NO_OWNER_RETRY).await;

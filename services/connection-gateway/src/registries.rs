@@ -70,7 +70,8 @@ impl Registries {
             {
                 return Some(PresenceRegistryClient::new(channel));
             }
-            if Instant::now() + ROUTE_RETRY > deadline {
+            // No registry at all: the device hears `unavailable` now, not in ten seconds.
+            if self.router.none_alive() || Instant::now() + ROUTE_RETRY > deadline {
                 return None;
             }
             tokio::time::sleep(ROUTE_RETRY).await;

@@ -83,6 +83,7 @@ impl RegistryClient {
                     );
                     self.call(deadline, PresenceRegistryClient::new(channel).kick(request)).await
                 }
+                None if self.router.none_alive() => return Err(ApiError::Unavailable),
                 None => Err(presence_common::registry_router::reroute_status("no owner yet".into())),
             };
             match attempt {
