@@ -150,6 +150,23 @@ pub struct LeaseMetricNames {
     pub handover: &'static str,
 }
 
+impl LeaseMetricNames {
+    /// Registers the HELP texts; `kind` names the processes (`registry`), `handover` says what one
+    /// hand-over does in this service.
+    pub fn describe(&self, kind: &str, handover: &'static str) {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_gauge!(self.owned, Unit::Count, format!("Partitions this {kind} owns."));
+        describe_counter!(self.renewals, Unit::Count, "Partition lease renewals, by outcome (ok, failed).");
+        describe_counter!(
+            self.taken,
+            Unit::Count,
+            "Partitions taken, by cause (failover: their owner died; balance: free or handed over)."
+        );
+        describe_counter!(self.lost, Unit::Count, format!("Partitions whose lease another {kind} took."));
+        describe_histogram!(self.handover, Unit::Seconds, handover);
+    }
+}
+
 impl LeaseMetrics for LeaseMetricNames {
     fn owned(&self, count: usize) {
         metrics::gauge!(self.owned).set(count as f64);

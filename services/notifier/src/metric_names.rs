@@ -46,18 +46,9 @@ pub fn describe() {
         Unit::Count,
         "Queued callbacks dropped unsent because their partition went to another notifier."
     );
-    describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions this notifier owns.");
-    describe_counter!(LEASE_RENEWALS, Unit::Count, "Partition lease renewals, by outcome (ok, failed).");
-    describe_counter!(
-        PARTITIONS_TAKEN,
-        Unit::Count,
-        "Partitions taken, by cause (failover: their owner died; balance: free or handed over)."
-    );
-    describe_counter!(PARTITIONS_LOST, Unit::Count, "Partitions whose lease another notifier took.");
-    describe_histogram!(
-        HANDOVER_SECONDS,
-        Unit::Seconds,
-        "Stop reading, settle in-flight callbacks, save the cursor and release one partition."
+    LEASE_METRICS.describe(
+        "notifier",
+        "Stop reading, settle in-flight callbacks, save the cursor and release one partition.",
     );
 }
 

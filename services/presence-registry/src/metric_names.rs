@@ -45,15 +45,7 @@ pub fn describe() {
     );
     describe_gauge!(GATEWAYS_ATTACHED, Unit::Count, "Gateways with an attached link now.");
     describe_counter!(KICKS_SENT, Unit::Count, "Kicks sent to gateways, by delivered (yes, no).");
-    describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions this registry owns.");
-    describe_counter!(LEASE_RENEWALS, Unit::Count, "Partition lease renewals, by outcome (ok, failed).");
-    describe_counter!(
-        PARTITIONS_TAKEN,
-        Unit::Count,
-        "Partitions taken, by cause (failover: their owner died; balance: free or handed over)."
-    );
-    describe_counter!(PARTITIONS_LOST, Unit::Count, "Partitions whose lease another registry took.");
-    describe_histogram!(HANDOVER_SECONDS, Unit::Seconds, "Stop, drain and release of one partition.");
+    LEASE_METRICS.describe("registry", "Stop, drain and release of one partition.");
     describe_counter!(COMMITS_FENCED, Unit::Count, "Changes refused because their partition changed owner.");
 }
 
