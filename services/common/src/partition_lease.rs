@@ -139,8 +139,24 @@ pub trait LeaseMetrics: Send + Sync + 'static {
     fn handed_over(&self, seconds: f64);
 }
 
-/// A service's names for the lease figures (`<service>_partitions_owned`, ...), recorded as a
-/// gauge, counters (`outcome`, `cause` labels) and a histogram.
+/// The lease metrics of a service, named after it: `<service>_partitions_owned` (gauge),
+/// `_lease_renewals_total{outcome}`, `_partitions_taken_total{cause="failover"|"balance"}`,
+/// `_partitions_lost_total` (counters) and `_handover_seconds` (histogram).
+#[macro_export]
+macro_rules! lease_metric_names {
+    ($service:literal) => {
+        $crate::partition_lease::LeaseMetricNames {
+            owned: concat!($service, "_partitions_owned"),
+            renewals: concat!($service, "_lease_renewals_total"),
+            taken: concat!($service, "_partitions_taken_total"),
+            lost: concat!($service, "_partitions_lost_total"),
+            handover: concat!($service, "_handover_seconds"),
+        }
+    };
+}
+
+/// A service's names for the lease figures (see [`lease_metric_names!`]), recorded as a gauge,
+/// counters (`outcome`, `cause` labels) and a histogram.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseMetricNames {
     pub owned: &'static str,

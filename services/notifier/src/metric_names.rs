@@ -18,15 +18,6 @@ pub const PENDING: &str = "notifier_pending_events";
 pub const LAG: &str = "notifier_lag_seconds";
 /// Queued callbacks dropped unsent because their partition went to another notifier.
 pub const ABANDONED: &str = "notifier_callbacks_abandoned_total";
-/// Partitions this process owns now.
-pub const PARTITIONS_OWNED: &str = "notifier_partitions_owned";
-/// Label `outcome`: ok or failed.
-pub const LEASE_RENEWALS: &str = "notifier_lease_renewals_total";
-/// Label `cause`: `failover` (a notifier died) or `balance`.
-pub const PARTITIONS_TAKEN: &str = "notifier_partitions_taken_total";
-pub const PARTITIONS_LOST: &str = "notifier_partitions_lost_total";
-/// Stop reading, settle in-flight callbacks, save the cursor and release one partition.
-pub const HANDOVER_SECONDS: &str = "notifier_handover_seconds";
 
 /// Registers every metric's HELP text with the installed recorder; called once at start.
 pub fn describe() {
@@ -52,12 +43,7 @@ pub fn describe() {
     );
 }
 
-/// The lease loop's figures, recorded under the names above.
+/// The lease loop's figures: `notifier_partitions_owned`, `notifier_lease_renewals_total`,
+/// `notifier_partitions_taken_total`, `notifier_partitions_lost_total`, `notifier_handover_seconds`.
 pub const LEASE_METRICS: presence_common::partition_lease::LeaseMetricNames =
-    presence_common::partition_lease::LeaseMetricNames {
-        owned: PARTITIONS_OWNED,
-        renewals: LEASE_RENEWALS,
-        taken: PARTITIONS_TAKEN,
-        lost: PARTITIONS_LOST,
-        handover: HANDOVER_SECONDS,
-    };
+    presence_common::lease_metric_names!("notifier");

@@ -15,15 +15,6 @@ pub const GATEWAY_LEASES_EXPIRED: &str = "registry_gateway_leases_expired_total"
 pub const GATEWAYS_ATTACHED: &str = "registry_gateways_attached";
 /// Label `delivered`: `yes`, or `no` when the gateway was not attached.
 pub const KICKS_SENT: &str = "registry_kicks_sent_total";
-/// Partitions this process owns now.
-pub const PARTITIONS_OWNED: &str = "registry_partitions_owned";
-/// Label `outcome`: ok or failed.
-pub const LEASE_RENEWALS: &str = "registry_lease_renewals_total";
-/// Label `cause`: `failover` (a member died) or `balance`.
-pub const PARTITIONS_TAKEN: &str = "registry_partitions_taken_total";
-pub const PARTITIONS_LOST: &str = "registry_partitions_lost_total";
-/// Stop, drain and release of one partition.
-pub const HANDOVER_SECONDS: &str = "registry_handover_seconds";
 /// Changes refused because their partition's epoch had moved on (another process took it).
 pub const COMMITS_FENCED: &str = "registry_commits_fenced_total";
 
@@ -49,12 +40,7 @@ pub fn describe() {
     describe_counter!(COMMITS_FENCED, Unit::Count, "Changes refused because their partition changed owner.");
 }
 
-/// The lease loop's figures, recorded under the names above.
+/// The lease loop's figures: `registry_partitions_owned`, `registry_lease_renewals_total`,
+/// `registry_partitions_taken_total`, `registry_partitions_lost_total`, `registry_handover_seconds`.
 pub const LEASE_METRICS: presence_common::partition_lease::LeaseMetricNames =
-    presence_common::partition_lease::LeaseMetricNames {
-        owned: PARTITIONS_OWNED,
-        renewals: LEASE_RENEWALS,
-        taken: PARTITIONS_TAKEN,
-        lost: PARTITIONS_LOST,
-        handover: HANDOVER_SECONDS,
-    };
+    presence_common::lease_metric_names!("registry");
