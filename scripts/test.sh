@@ -20,6 +20,8 @@ if docker compose version >/dev/null 2>&1; then
 elif command -v docker-compose >/dev/null; then
   echo "== docker-compose config"; docker-compose config -q
 fi
+echo "== monitoring: promtool check config/rules, alert unit tests, dashboard against the metric names"
+scripts/check-monitoring.sh
 echo "== build the service binaries (the system tests in services/testkit run them as processes)"
 cargo build --workspace --bins --locked
 echo "== schemathesis (for the OpenAPI conformance test, services/testkit/tests/openapi_conformance.rs)"
