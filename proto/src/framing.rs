@@ -77,14 +77,7 @@ impl<In: prost::Message + Default, Out> Decoder for FrameCodec<In, Out> {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<In>, FrameError> {
-        let Some(header) = src.get(..HEADER_LEN) else { return Ok(None) };
-        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        if len == 0 {
-            return Err(FrameError::ZeroLength);
-        }
-        if len > MAX_FRAME_LEN {
-            return Err(FrameError::TooLong(len));
-        }
+        let Some(len) = body_len(src)? else { return Ok(None) };
         if src.len() < HEADER_LEN + len {
             // Grow only to what this frame needs: idle connections keep small buffers.
             src.reserve(HEADER_LEN + len - src.len());
@@ -94,6 +87,27 @@ impl<In: prost::Message + Default, Out> Decoder for FrameCodec<In, Out> {
         let body = src.split_to(len);
         Ok(Some(In::decode(body)?))
     }
+}
+
+/// The body length the frame at the start of `src` announces; `None` until its header is complete.
+pub fn body_len(src: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(&[a, b, c, d]) = src.get(..HEADER_LEN) else { return Ok(None) };
+    let len = u32::from_be_bytes([a, b, c, d]) as usize;
+    if len == 0 {
+        return Err(FrameError::ZeroLength);
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLong(len));
+    }
+    Ok(Some(len))
+}
+
+/// Decodes the frame at the start of `src` without copying it; returns the message and the bytes
+/// it took, or `None` while the frame is incomplete.
+pub fn decode_frame<M: prost::Message + Default>(src: &[u8]) -> Result<Option<(M, usize)>, FrameError> {
+    let Some(len) = body_len(src)? else { return Ok(None) };
+    let Some(body) = src.get(HEADER_LEN..HEADER_LEN + len) else { return Ok(None) };
+    Ok(Some((M::decode(body)?, HEADER_LEN + len)))
 }
 
 impl<In, Out: prost::Message> Encoder<Out> for FrameCodec<In, Out> {

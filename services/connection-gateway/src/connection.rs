@@ -1,49 +1,47 @@
 //! One device connection: login, heartbeats, logout, kicks, and every way it can end.
 //!
-//! A single task per connection polls a reader and a writer future. The writer drains a bounded
-//! queue (replies and kicks); a device that stops reading fills it and is dropped. Timeouts cost
-//! one timer per connection that is re-armed only when it fires (from a last-activity instant),
-//! never per frame.
+//! One task per connection owns its transport and does everything itself: it reads frames,
+//! writes replies straight to the socket, and takes what other tasks post to its session's
+//! [`Outbox`](crate::outbox::Outbox) (kicks). The session logic is written once against
+//! [`FrameTransport`]; TCP, TLS and WebSocket differ only below it. Timeouts cost one timer per
+//! connection that is re-armed only when it fires (from a last-activity instant), never per frame.
 
 use std::{
+    future::poll_fn,
     net::SocketAddr,
     sync::{Arc, atomic::Ordering},
+    task::{Context as TaskContext, Poll},
     time::Duration,
 };
 
-use futures::StreamExt;
 use presence_common::internal_auth::RegistryChannel;
 use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use presence_proto::{
     codes::{ErrorFrameCode, LoginErrorCode},
-    framing::{ServerCodec, encode_frame},
+    framing::FrameError,
     v1::{
-        DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
-        LoginOk, LoginRequest, LogoutOk, LogoutRequest, ServerFrame, SessionRef, client_frame,
+        ClientFrame, DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login,
+        LoginError, LoginOk, LoginRequest, LogoutOk, LogoutRequest, ServerFrame, SessionRef, client_frame,
         presence_registry_client::PresenceRegistryClient, server_frame,
     },
 };
 use secrecy::ExposeSecret;
-use tokio::{
-    io::{AsyncRead, AsyncWrite, AsyncWriteExt},
-    sync::mpsc,
-    time::Instant,
-};
-use tokio_util::{codec::FramedRead, sync::CancellationToken};
+use tokio::time::Instant;
 use tonic::Code;
+use uuid::Uuid;
 
 use crate::{
     auth,
     limits::IpLimits,
     login_request::validate_login,
     metric_names as m,
+    outbox::{Delivery, Outbound},
     registries::Registries,
-    sessions::{Outbound, SessionHandle, SessionTable},
+    sessions::{SessionHandle, SessionTable},
+    transport::FrameTransport,
 };
 
-/// Initial read buffer: a login frame fits; idle connections stay small.
-const READ_BUFFER: usize = 256;
-/// Time the writer gets to flush the last frames (LogoutOk, Error, Kicked) before the close.
+/// Time the last frames (LogoutOk, Error, Kicked) get to reach the socket before the close.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// Bound on one registry Login call.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -59,12 +57,16 @@ pub struct Context {
     pub login_timeout: Duration,
     pub heartbeat_interval_s: u32,
     pub heartbeat_timeout_s: u32,
+    /// Frames waiting for a device (unwritten, or posted and not taken) before it counts as not
+    /// reading and is dropped.
     pub outbound_queue: usize,
     pub limits: IpLimits,
     /// Disconnect reports in flight to the registry. When thousands of devices drop at once,
     /// unbounded reports would time out in the queue and be cancelled, and a flood of cancelled
     /// HTTP/2 streams makes the registry close the whole connection (rapid-reset protection).
     pub report_slots: Arc<tokio::sync::Semaphore>,
+    /// Registered once: the per-frame path does no metric lookup.
+    pub heartbeats: metrics::Counter,
     pub shutdown: Shutdown,
 }
 
@@ -76,6 +78,8 @@ pub const REPORT_CONCURRENCY: usize = 256;
 enum End {
     Logout,
     Kicked,
+    /// Closed on request without a frame (a kick the device could not take): nothing is flushed.
+    Closed,
     LoginFailed,
     Timeout,
     LinkClose,
@@ -88,7 +92,7 @@ impl End {
     fn label(&self) -> &'static str {
         match self {
             Self::Logout => "logout",
-            Self::Kicked => "kicked",
+            Self::Kicked | Self::Closed => "kicked",
             Self::LoginFailed => "login_failed",
             Self::Timeout => "timeout",
             Self::LinkClose => "link_close",
@@ -100,26 +104,32 @@ impl End {
 
 /// The logged-in session of a connection.
 struct Session {
-    id: String,
+    id: Uuid,
     handle: Arc<SessionHandle>,
 }
 
 impl Session {
     fn reference(&self) -> SessionRef {
         SessionRef {
-            app_id: self.handle.app_id.clone(),
-            user_id: self.handle.user_id.clone(),
-            device_id: self.handle.device_id.clone(),
-            session_id: self.id.clone(),
+            app_id: self.handle.app_id.to_string(),
+            user_id: self.handle.user_id.to_string(),
+            device_id: self.handle.device_id.to_string(),
+            session_id: self.id.to_string(),
         }
     }
 }
 
-struct Conn {
+/// What woke the connection.
+enum Event {
+    Frame(Option<Result<ClientFrame, FrameError>>),
+    Posted(Delivery),
+    WriteFailed,
+}
+
+struct Conn<T> {
     ctx: Arc<Context>,
     peer: SocketAddr,
-    outbound: mpsc::Sender<Outbound>,
-    close: CancellationToken,
+    transport: T,
     session: Option<Session>,
     /// A login whose registry call is in flight; if the connection ends meanwhile, it is
     /// cleaned up and reported like a logged-in session.
@@ -128,55 +138,36 @@ struct Conn {
 }
 
 /// Serves one device until the connection ends, then reports it to the registry.
-pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (read_half, write_half) = tokio::io::split(stream);
-    let mut frames = FramedRead::with_capacity(read_half, ServerCodec::new(), READ_BUFFER);
-    let (outbound, queue) = mpsc::channel(ctx.outbound_queue.max(2));
-    let close = CancellationToken::new();
-    let writer = write_loop(write_half, queue);
-    tokio::pin!(writer);
-    let mut writer_done = false;
-
-    let shutdown = ctx.shutdown.clone();
-    let mut conn = Conn {
-        ctx,
-        peer,
-        outbound,
-        close: close.clone(),
-        session: None,
-        pending: None,
-        last_activity: Instant::now(),
-    };
-    let end = tokio::select! {
-        end = conn.read_loop(&mut frames) => end,
-        kicked = &mut writer => {
-            writer_done = true;
-            if kicked { End::Kicked } else { End::LinkClose }
-        }
-        () = close.cancelled() => if shutdown.is_cancelled() { End::Shutdown } else { End::Kicked },
-    };
-    drop(frames);
+pub async fn serve<T: FrameTransport>(transport: T, peer: SocketAddr, ctx: Arc<Context>) {
+    let mut conn = Conn { ctx, peer, transport, session: None, pending: None, last_activity: Instant::now() };
+    let end = conn.run().await;
 
     if let End::Protocol(code, message) = &end {
         metrics::counter!(m::PROTOCOL_ERRORS, "reason" => code.as_str()).increment(1);
         let error = ErrorFrame { code: code.as_str().to_owned(), message: (*message).to_owned() };
-        let _ = conn.outbound.try_send(frame(server_frame::Kind::Error(error)));
+        let _ = conn.transport.send(&frame(server_frame::Kind::Error(error)));
     }
-    let Conn { ctx, session, pending, outbound, .. } = conn;
+    let Conn { ctx, session, pending, mut transport, .. } = conn;
     let session = session.or(pending);
-    let kicked = matches!(end, End::Kicked)
-        || session.as_ref().is_some_and(|s| s.handle.kicked.load(Ordering::Acquire));
+    let mut close_at_once = matches!(end, End::Closed);
     if let Some(session) = &session {
         ctx.sessions.remove(&session.id);
+        // A kick posted while the connection was ending (e.g. racing a logout) still goes out.
+        let left = session.handle.outbox.end();
+        close_at_once |= left.close;
+        if let Some(kicked) = left.items.into_iter().find_map(|item| match item {
+            Outbound::Kick(kicked) => Some(kicked),
+            Outbound::Frame(_) => None,
+        }) {
+            let _ = transport.send(&frame(server_frame::Kind::Kicked(*kicked)));
+        }
     }
-    // Let the writer flush what is queued (LogoutOk, Error, Kicked), then close the socket.
-    drop(outbound);
-    if !writer_done && !close.is_cancelled() {
-        let _ = tokio::time::timeout(FLUSH_GRACE, &mut writer).await;
+    if !close_at_once {
+        let _ = tokio::time::timeout(FLUSH_GRACE, poll_fn(|cx| transport.poll_close(cx))).await;
     }
+    drop(transport);
+    let kicked = matches!(end, End::Kicked | End::Closed)
+        || session.as_ref().is_some_and(|s| s.handle.kicked.load(Ordering::Acquire));
     let label = if kicked { "kicked" } else { end.label() };
     metrics::counter!(m::DISCONNECTS, "reason" => label).increment(1);
 
@@ -184,15 +175,15 @@ where
         End::Timeout => Some(EventReason::Timeout),
         // LoginFailed has a session only when the registry's answer timed out.
         End::LinkClose | End::Shutdown | End::Protocol(..) | End::LoginFailed => Some(EventReason::LinkClose),
-        End::Logout | End::Kicked => None,
+        End::Logout | End::Kicked | End::Closed => None,
     };
     if let (Some(session), Some(reason), false) = (session, reason, kicked) {
         Box::pin(report_disconnect(&ctx, session.reference(), reason)).await;
     }
 }
 
-impl Conn {
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, frames: &mut FramedRead<R, ServerCodec>) -> End {
+impl<T: FrameTransport> Conn<T> {
+    async fn run(&mut self) -> End {
         let started = Instant::now();
         let login_deadline = started + self.ctx.login_timeout;
         let heartbeat_timeout = Duration::from_secs(u64::from(self.ctx.heartbeat_timeout_s.max(1)));
@@ -214,27 +205,69 @@ impl Conn {
                     }
                     timer.as_mut().reset(deadline);
                 }
-                next = frames.next() => {
-                    self.last_activity = Instant::now();
-                    let frame = match next {
-                        None => return End::LinkClose,
-                        Some(Err(err)) => return match err.code() {
-                            Some(code) => End::Protocol(code, frame_error_message(code)),
-                            None => End::LinkClose,
-                        },
-                        Some(Ok(frame)) => frame,
-                    };
-                    let was_logged_in = self.session.is_some();
-                    if let Some(end) = self.handle(frame.kind).await {
-                        return end;
+                event = poll_fn(|cx| self.poll_event(cx)) => match event {
+                    Event::WriteFailed => return End::LinkClose,
+                    Event::Posted(delivery) => {
+                        if let Some(end) = self.deliver(delivery) {
+                            return end;
+                        }
                     }
-                    if !was_logged_in && self.session.is_some() {
-                        // From the login deadline to the heartbeat deadline: once per session.
-                        timer.as_mut().reset(self.last_activity + heartbeat_timeout);
+                    Event::Frame(next) => {
+                        self.last_activity = Instant::now();
+                        let frame = match next {
+                            None => return End::LinkClose,
+                            Some(Err(err)) => return match err.code() {
+                                Some(code) => End::Protocol(code, frame_error_message(code)),
+                                None => End::LinkClose,
+                            },
+                            Some(Ok(frame)) => frame,
+                        };
+                        let was_logged_in = self.session.is_some();
+                        if let Some(end) = self.handle(frame.kind).await {
+                            return end;
+                        }
+                        if !was_logged_in && self.session.is_some() {
+                            // From the login deadline to the heartbeat deadline: once per session.
+                            timer.as_mut().reset(self.last_activity + heartbeat_timeout);
+                        }
                     }
+                },
+            }
+        }
+    }
+
+    /// Writing what waits comes first, then what was posted, then the device's next frame.
+    fn poll_event(&mut self, cx: &mut TaskContext<'_>) -> Poll<Event> {
+        if let Poll::Ready(Err(_)) = self.transport.poll_flush(cx) {
+            return Poll::Ready(Event::WriteFailed);
+        }
+        if let Some(session) = &self.session
+            && let Poll::Ready(delivery) = session.handle.outbox.poll_take(cx)
+        {
+            return Poll::Ready(Event::Posted(delivery));
+        }
+        self.transport.poll_frame(cx).map(Event::Frame)
+    }
+
+    /// Sends what other tasks posted; `Some` ends the connection.
+    fn deliver(&mut self, delivery: Delivery) -> Option<End> {
+        for item in delivery.items {
+            match item {
+                Outbound::Frame(frame) => {
+                    if let Err(end) = self.send_frame(&frame) {
+                        return Some(end);
+                    }
+                }
+                Outbound::Kick(kicked) => {
+                    let _ = self.send_frame(&frame(server_frame::Kind::Kicked(*kicked)));
+                    return Some(End::Kicked);
                 }
             }
         }
+        if delivery.close {
+            return Some(if self.ctx.shutdown.is_cancelled() { End::Shutdown } else { End::Closed });
+        }
+        None
     }
 
     /// Handles one frame; `Some` ends the connection. Registry calls are boxed: their futures
@@ -250,7 +283,7 @@ impl Conn {
                 Some(End::Protocol(ErrorFrameCode::LoginRequired, "the first frame must be Login"))
             }
             (Some(client_frame::Kind::Heartbeat(_)), true) => {
-                metrics::counter!(m::HEARTBEATS).increment(1);
+                self.ctx.heartbeats.increment(1);
                 let ack = server_frame::Kind::HeartbeatAck(HeartbeatAck { server_time_ms: now_ms() });
                 self.push(ack).err()
             }
@@ -258,19 +291,27 @@ impl Conn {
         }
     }
 
-    /// Queues a frame; a full queue means the device does not read.
-    fn push(&self, kind: server_frame::Kind) -> Result<(), End> {
-        match self.outbound.try_send(frame(kind)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(End::Protocol(
-                ErrorFrameCode::SlowConsumer,
-                "outbound queue full: the device does not read",
-            )),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(End::LinkClose),
-        }
+    /// Sends a frame of ours.
+    fn push(&mut self, kind: server_frame::Kind) -> Result<(), End> {
+        self.send_frame(&frame(kind))
     }
 
-    fn refuse(&self, code: LoginErrorCode, message: &str) -> End {
+    /// Sends a frame; more than `outbound_queue` frames the socket has not taken means the device
+    /// does not read.
+    fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        if self.transport.send(frame).is_err() {
+            return Err(End::LinkClose);
+        }
+        if self.transport.queued_frames() > self.ctx.outbound_queue {
+            return Err(End::Protocol(
+                ErrorFrameCode::SlowConsumer,
+                "outbound queue full: the device does not read",
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, code: LoginErrorCode, message: &str) -> End {
         metrics::counter!(m::LOGINS, "result" => code.as_str()).increment(1);
         let error = LoginError { code: code.as_str().to_owned(), message: message.to_owned() };
         let _ = self.push(server_frame::Kind::LoginError(error));
@@ -304,18 +345,15 @@ impl Conn {
 
         // Registered before the registry hears of it: a kick for this session can arrive before
         // the LoginReply does.
-        let session_id = uuid::Uuid::now_v7().to_string();
-        let handle = Arc::new(SessionHandle {
-            app_id: login.app_id.clone(),
-            user_id: login.user_id.clone(),
-            device_id: login.device_id.clone(),
-            confirmed: Default::default(),
-            outbound: self.outbound.downgrade(),
-            close: self.close.clone(),
-            kicked: Default::default(),
-        });
-        self.ctx.sessions.insert(session_id.clone(), handle.clone());
-        self.pending = Some(Session { id: session_id.clone(), handle: handle.clone() });
+        let session_id = Uuid::now_v7();
+        let handle = Arc::new(SessionHandle::new(
+            &login.app_id,
+            &login.user_id,
+            &login.device_id,
+            self.ctx.outbound_queue,
+        ));
+        self.ctx.sessions.insert(session_id, handle.clone());
+        self.pending = Some(Session { id: session_id, handle: handle.clone() });
         let request = LoginRequest {
             gateway_id: self.ctx.gateway_id.clone(),
             session: Some(DeviceSession {
@@ -323,7 +361,7 @@ impl Conn {
                 user_id: login.user_id,
                 device_id: login.device_id,
                 platform: login.platform as i32,
-                session_id: session_id.clone(),
+                session_id: session_id.to_string(),
                 client_version: login.client_version,
                 push_enabled: login.push_enabled,
                 peer_addr: self.peer.to_string(),
@@ -365,12 +403,12 @@ impl Conn {
         handle.confirmed.store(true, Ordering::Release);
         self.session = self.pending.take();
         if handle.kicked.load(Ordering::Acquire) {
-            // Kicked while pending: the Kicked frame is already queued; the writer closes after it.
+            // Kicked while pending: the Kicked frame waits in the outbox and goes out at the end.
             return Err(End::Kicked);
         }
         metrics::counter!(m::LOGINS, "result" => "ok").increment(1);
         let ok = LoginOk {
-            session_id,
+            session_id: session_id.to_string(),
             heartbeat_interval_s: self.ctx.heartbeat_interval_s,
             heartbeat_timeout_s: self.ctx.heartbeat_timeout_s,
             kicked_devices: reply.kicked_devices,
@@ -396,8 +434,8 @@ impl Conn {
     }
 }
 
-fn frame(kind: server_frame::Kind) -> Outbound {
-    Outbound::Frame(Box::new(ServerFrame { kind: Some(kind) }))
+fn frame(kind: server_frame::Kind) -> ServerFrame {
+    ServerFrame { kind: Some(kind) }
 }
 
 /// LoginError code for a registry failure.
@@ -425,30 +463,6 @@ fn frame_error_message(code: ErrorFrameCode) -> &'static str {
         ErrorFrameCode::TooLong => "frame longer than 65536 bytes",
         _ => "the frame is not a ClientFrame",
     }
-}
-
-/// Writes queued frames until the queue closes; true when it ended by delivering a kick.
-async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut queue: mpsc::Receiver<Outbound>) -> bool {
-    while let Some(item) = queue.recv().await {
-        let (frame, kick) = match item {
-            Outbound::Frame(frame) => (*frame, false),
-            Outbound::Kick(kicked) => (ServerFrame { kind: Some(server_frame::Kind::Kicked(*kicked)) }, true),
-        };
-        // A fresh buffer per frame: an idle connection holds no write buffer at all.
-        let mut buf = bytes::BytesMut::new();
-        if encode_frame(&frame, &mut buf).is_err() {
-            continue;
-        }
-        if out.write_all(&buf).await.is_err() {
-            return false;
-        }
-        if kick {
-            let _ = out.shutdown().await;
-            return true;
-        }
-    }
-    let _ = out.shutdown().await;
-    false
 }
 
 /// A login refused this way may go to another registry: the one asked does not serve the user
@@ -532,7 +546,7 @@ mod tests {
 
     #[test]
     fn an_idle_connection_task_is_small() {
-        let size = future_size(serve::<tokio::net::TcpStream>);
+        let size = future_size(serve::<crate::transport::StreamTransport<tokio::net::TcpStream>>);
         eprintln!("connection future: {size} bytes");
         assert!(size <= 2048, "connection future is {size} bytes");
     }

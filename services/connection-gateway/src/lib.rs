@@ -13,9 +13,11 @@ pub mod link;
 mod listener;
 pub mod login_request;
 pub mod metric_names;
+mod outbox;
 mod registries;
 pub mod sessions;
 mod tls;
+mod transport;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -32,6 +34,7 @@ use presence_common::net::BindError;
 
 use crate::{
     connection::Context, limits::IpLimits, metric_names as m, registries::Registries, sessions::SessionTable,
+    transport::StreamTransport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,8 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
     let gateway_id = config.resolved_gateway_id();
 
     m::describe();
+    // Precision loss is irrelevant for a gauge of this size.
+    metrics::gauge!(m::CONNECTIONS_MAX).set(max_connections as f64);
     let pool = db::connect(&config.database_url, config.db_max_connections, &shutdown).await?;
     let apps = AppDirectory::start(pool.clone(), shutdown.clone()).await?;
     // Fail now on bad TLS settings rather than at the first call.
@@ -131,6 +136,7 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         outbound_queue: config.outbound_queue,
         limits,
         report_slots: Arc::new(tokio::sync::Semaphore::new(connection::REPORT_CONCURRENCY)),
+        heartbeats: metrics::counter!(m::HEARTBEATS),
         shutdown: shutdown.clone(),
     });
     let accept = tokio::spawn(accept_loop(devices, ctx, tls, max_connections));
@@ -195,9 +201,9 @@ async fn accept_loop(
             let _ip_slot = ip_slot;
             metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
             match tls {
-                None => connection::serve(tcp, peer, ctx).await,
+                None => connection::serve(StreamTransport::new(tcp), peer, ctx).await,
                 Some(acceptor) => match tokio::time::timeout(ctx.login_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => connection::serve(stream, peer, ctx).await,
+                    Ok(Ok(stream)) => connection::serve(StreamTransport::new(stream), peer, ctx).await,
                     Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 },

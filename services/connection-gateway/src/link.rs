@@ -180,21 +180,15 @@ mod tests {
     #[test]
     fn sessions_go_out_in_chunks_of_a_thousand_with_pending_ones_marked() {
         use crate::sessions::SessionHandle;
-        use std::sync::{Arc, atomic::AtomicBool};
         let table = SessionTable::default();
-        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut first = None;
         for i in 0..2_501 {
-            let handle = SessionHandle {
-                app_id: "a".into(),
-                user_id: format!("u{i}"),
-                device_id: "d".into(),
-                // One pending login: not asserted until the registry confirmed it.
-                confirmed: AtomicBool::new(i != 0),
-                outbound: tx.downgrade(),
-                close: Default::default(),
-                kicked: AtomicBool::new(false),
-            };
-            table.insert(format!("s{i}"), Arc::new(handle));
+            let handle = SessionHandle::new("a", &format!("u{i}"), "d", 1);
+            // One pending login: not asserted until the registry confirmed it.
+            handle.confirmed.store(i != 0, Ordering::Release);
+            let id = uuid::Uuid::now_v7();
+            first.get_or_insert(id);
+            table.insert(id, std::sync::Arc::new(handle));
         }
         let chunks: Vec<_> = attach_messages("gw", &table)
             .into_iter()
@@ -215,6 +209,6 @@ mod tests {
             .filter(|s| s.pending)
             .map(|s| s.session_id)
             .collect();
-        assert_eq!(pending, ["s0"]);
+        assert_eq!(pending, [first.unwrap().to_string()]);
     }
 }

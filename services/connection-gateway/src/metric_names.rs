@@ -3,6 +3,8 @@
 use metrics::{Unit, describe_counter, describe_gauge};
 
 pub const CONNECTIONS_OPEN: &str = "gateway_connections_open";
+/// The connection cap (GATEWAY_MAX_CONNECTIONS, by default the fd limit - 256): alerts compare.
+pub const CONNECTIONS_MAX: &str = "gateway_connections_max";
 /// Label `reason`: `max_connections` (the process cap) or `per_ip` (GATEWAY_MAX_CONNECTIONS_PER_IP).
 pub const CONNECTIONS_REFUSED: &str = "gateway_connections_refused_total";
 /// Label `result`: `ok` or the LoginError code (`rate_limited` for GATEWAY_LOGIN_RATE_PER_IP).
@@ -22,6 +24,7 @@ pub const LIMIT_TRACKED_IPS: &str = "gateway_limit_tracked_ips";
 /// Registers every metric's HELP text with the installed recorder; called once at start.
 pub fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, Unit::Count, "Device connections open now.");
+    describe_gauge!(CONNECTIONS_MAX, Unit::Count, "Device connections this gateway accepts at most.");
     describe_counter!(
         CONNECTIONS_REFUSED,
         Unit::Count,

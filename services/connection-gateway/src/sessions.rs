@@ -6,47 +6,51 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use compact_str::CompactString;
 use dashmap::DashMap;
 use presence_proto::v1::{Kicked, LiveSession};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-/// What a connection's writer is asked to do.
-#[derive(Debug)]
-pub enum Outbound {
-    /// Write this frame.
-    Frame(Box<presence_proto::v1::ServerFrame>),
-    /// Write `Kicked`, then close the connection.
-    Kick(Box<Kicked>),
-}
+use crate::outbox::{Outbound, Outbox};
 
-/// One session's entry.
+/// One session's entry. Ids up to 24 bytes are stored inline: most take no allocation.
 pub struct SessionHandle {
-    pub app_id: String,
-    pub user_id: String,
-    pub device_id: String,
+    pub app_id: CompactString,
+    pub user_id: CompactString,
+    pub device_id: CompactString,
     /// False while the registry's LoginReply is in flight: not yet part of a snapshot.
     pub confirmed: AtomicBool,
-    /// Weak: only the connection itself keeps its queue open, so once it has queued its last
-    /// frame (LogoutOk, Error) and dropped its sender, the writer flushes and closes at once.
-    pub outbound: mpsc::WeakSender<Outbound>,
-    /// Closes the connection at once (a kick that finds the outbound queue full).
-    pub close: CancellationToken,
     /// Set once the registry forced this session offline: no Disconnect is reported for it.
     pub kicked: AtomicBool,
+    /// The connection's mailbox.
+    pub outbox: Outbox,
 }
 
+impl SessionHandle {
+    pub fn new(app_id: &str, user_id: &str, device_id: &str, outbox_capacity: usize) -> Self {
+        Self {
+            app_id: app_id.into(),
+            user_id: user_id.into(),
+            device_id: device_id.into(),
+            confirmed: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
+            outbox: Outbox::new(outbox_capacity),
+        }
+    }
+}
+
+/// Session ids are UUIDs the gateway makes, kept as 16 bytes rather than 36 characters.
 #[derive(Default, Clone)]
 pub struct SessionTable {
-    sessions: Arc<DashMap<String, Arc<SessionHandle>>>,
+    sessions: Arc<DashMap<Uuid, Arc<SessionHandle>>>,
 }
 
 impl SessionTable {
-    pub fn insert(&self, session_id: String, handle: Arc<SessionHandle>) {
+    pub fn insert(&self, session_id: Uuid, handle: Arc<SessionHandle>) {
         self.sessions.insert(session_id, handle);
     }
 
-    pub fn remove(&self, session_id: &str) {
+    pub fn remove(&self, session_id: &Uuid) {
         self.sessions.remove(session_id);
     }
 
@@ -58,15 +62,15 @@ impl SessionTable {
         self.sessions.is_empty()
     }
 
-    /// Delivers a kick: `Kicked` then close. False when no such session is here.
+    /// Delivers a kick: `Kicked` then close. False when no such session is here (an id that is
+    /// no UUID cannot be ours).
     pub fn kick(&self, session_id: &str, kicked: Kicked) -> bool {
-        let Some(handle) = self.sessions.get(session_id).map(|h| h.clone()) else { return false };
+        let Ok(id) = Uuid::parse_str(session_id) else { return false };
+        let Some(handle) = self.sessions.get(&id).map(|h| h.clone()) else { return false };
         handle.kicked.store(true, Ordering::Release);
-        let queued =
-            handle.outbound.upgrade().is_some_and(|tx| tx.try_send(Outbound::Kick(Box::new(kicked))).is_ok());
-        if !queued {
-            // Queue full (the device does not read) or already closing: close without the frame.
-            handle.close.cancel();
+        if handle.outbox.post(Outbound::Kick(Box::new(kicked))).is_err() {
+            // The device does not read, or the connection is ending: close without the frame.
+            handle.outbox.close();
         }
         true
     }
@@ -77,19 +81,54 @@ impl SessionTable {
         self.sessions
             .iter()
             .map(|e| LiveSession {
-                app_id: e.value().app_id.clone(),
-                user_id: e.value().user_id.clone(),
-                device_id: e.value().device_id.clone(),
-                session_id: e.key().clone(),
+                app_id: e.value().app_id.to_string(),
+                user_id: e.value().user_id.to_string(),
+                device_id: e.value().device_id.to_string(),
+                session_id: e.key().to_string(),
                 pending: !e.value().confirmed.load(Ordering::Acquire),
             })
             .collect()
     }
 
-    /// Closes every connection (shutdown).
+    /// Closes every logged-in connection (shutdown).
     pub fn close_all(&self) {
         for entry in self.sessions.iter() {
-            entry.value().close.cancel();
+            entry.value().outbox.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll, Waker};
+
+    #[test]
+    fn a_kick_reaches_its_session_by_id_and_marks_it() {
+        let table = SessionTable::default();
+        let id = Uuid::now_v7();
+        let handle = Arc::new(SessionHandle::new("app", "u1", "phone", 4));
+        table.insert(id, handle.clone());
+        assert!(!table.kick(&Uuid::now_v7().to_string(), Kicked::default()), "another session");
+        assert!(!table.kick("not-a-uuid", Kicked::default()));
+        assert!(table.kick(&id.to_string(), Kicked { reason: "policy".into(), ..Default::default() }));
+        assert!(handle.kicked.load(Ordering::Acquire));
+        let Poll::Ready(delivery) = handle.outbox.poll_take(&mut Context::from_waker(Waker::noop())) else {
+            panic!("no kick posted")
+        };
+        assert!(matches!(delivery.items.front(), Some(Outbound::Kick(k)) if k.reason == "policy"));
+    }
+
+    #[test]
+    fn a_kick_that_finds_the_outbox_full_closes_the_connection() {
+        let table = SessionTable::default();
+        let id = Uuid::now_v7();
+        let handle = Arc::new(SessionHandle::new("app", "u1", "phone", 1));
+        table.insert(id, handle.clone());
+        assert!(table.kick(&id.to_string(), Kicked::default()));
+        assert!(table.kick(&id.to_string(), Kicked::default()));
+        let left = handle.outbox.end();
+        assert_eq!(left.items.len(), 1);
+        assert!(left.close);
     }
 }
