@@ -15,8 +15,7 @@
 - the panels cover the required topics and the alerts the required faults; every alert has
   `for`, a severity label, a summary and a description, and alerts_test.yml has a case where it
   fires and one where it does not;
-- the compose file, the scrape config and the provisioning agree (ports, mount path, the
-  gateways' connection limit).
+- the compose file, the scrape config and the provisioning agree (ports, mount path).
 
 --emit-rules FILE writes the dashboard's exprs as recording rules, so that
 `promtool check rules FILE` checks their PromQL syntax (scripts/check-monitoring.sh).
@@ -54,7 +53,7 @@ PANEL_TOPICS = {
     "failovers": (r"failover", {"registry_partitions_taken_total"}, set()),
     "gateway connections against their limit": (
         r"limit",
-        {"gateway_connections_open", "gateway:connections_limit"},
+        {"gateway_connections_open", "gateway_connections_max"},
         set(),
     ),
 }
@@ -64,7 +63,7 @@ ALERT_TOPICS = {
     "callback lag": {"notifier_lag_seconds"},
     "dead letters": {"notifier_dead_letters_total"},
     "registry failovers": {"registry_partitions_taken_total"},
-    "a gateway near its connection limit": {"gateway_connections_open", "gateway:connections_limit"},
+    "a gateway near its connection limit": {"gateway_connections_open", "gateway_connections_max"},
 }
 SEVERITIES = {"critical", "warning", "info"}
 PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "text", "row"}
@@ -416,15 +415,6 @@ def check_wiring() -> None:
     mounts = re.findall(r"\./deploy/grafana/dashboards:([^:\"\]\s,]+)", compose)
     if not paths or not mounts or any(p not in mounts for p in paths):
         fail(f"{rel(DASHBOARD_PROVIDERS)}: path {paths} is not where {rel(COMPOSE)} mounts deploy/grafana/dashboards ({mounts})")
-    # The connection limit of the recording rule is the one the compose gateway runs with.
-    rule = next((r for r in read_rules(RULES) if r["name"] == "gateway:connections_limit"), None)
-    limit = re.search(r"\+\s*(\d+)\s*$", rule.get("expr", "")) if rule else None
-    pinned = re.search(r"GATEWAY_MAX_CONNECTIONS:\s*\"?(\d+)", compose_service(compose, "connection-gateway"))
-    if not limit or not pinned or limit.group(1) != pinned.group(1):
-        fail(
-            f"{rel(RULES)}: gateway:connections_limit ({limit and limit.group(1)}) must equal the connection-gateway's "
-            f"GATEWAY_MAX_CONNECTIONS in {rel(COMPOSE)} ({pinned and pinned.group(1)})"
-        )
 
 
 def main() -> int:
