@@ -46,7 +46,13 @@ pub struct GatewayConfig {
     /// Most open device connections. Default: the file-descriptor limit minus 256.
     #[serde(rename = "gateway_max_connections", default)]
     pub max_connections: Option<usize>,
-    /// Frames queued for one device before it counts as not reading and is dropped. Default 32.
+    /// Runtime worker threads. Default: one per core. Several gateway processes on one port
+    /// (SO_REUSEPORT) with one thread each spend less CPU per heartbeat than threads that wake
+    /// each other (docs/benchmarks.md, section 2).
+    #[serde(rename = "gateway_worker_threads", default)]
+    pub worker_threads: Option<usize>,
+    /// Frames waiting for one device (not yet taken by its socket, or posted to it and not yet
+    /// written) before it counts as not reading and is dropped. Default 32.
     #[serde(rename = "gateway_outbound_queue", default = "default_outbound_queue")]
     pub outbound_queue: usize,
     /// PEM certificate chain; with `GATEWAY_TLS_KEY`, devices connect with TLS. Default: plain TCP.

@@ -23,7 +23,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use presence_common::registry_router::RegistryRouter;
 use presence_common::{AppDirectory, backoff::Backoff, db, shutdown::DEFAULT_GRACE};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
@@ -194,28 +198,54 @@ async fn accept_loop(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let ctx = ctx.clone();
-        let tls = tls.clone();
-        tracker.spawn(async move {
-            let _permit = permit;
-            let _ip_slot = ip_slot;
-            metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
-            match tls {
-                None => connection::serve(StreamTransport::new(tcp), peer, ctx).await,
-                Some(acceptor) => match tokio::time::timeout(ctx.login_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => connection::serve(StreamTransport::new(stream), peer, ctx).await,
-                    Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-            }
-            metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
-        });
+        let slots = ConnectionSlots::take(permit, ip_slot);
+        // Two task types: a plain connection's task is not sized for a TLS session.
+        match &tls {
+            None => tracker.spawn(connection::serve(StreamTransport::new(tcp), peer, ctx.clone(), slots)),
+            Some(acceptor) => tracker.spawn(serve_tls(acceptor.clone(), tcp, peer, ctx.clone(), slots)),
+        };
     }
     drop(listener);
     ctx.sessions.close_all();
     tracker.close();
     if tokio::time::timeout(DEFAULT_GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("connections still open after the grace period");
+    }
+}
+
+/// What an open connection holds: a place under the process cap and under its IP's cap. Dropped
+/// as soon as the socket is closed, before the disconnect is reported: after a mass disconnect
+/// the reports queue up, and the sockets' places must not wait with them.
+struct ConnectionSlots {
+    _permit: OwnedSemaphorePermit,
+    _ip_slot: limits::IpSlot,
+}
+
+impl ConnectionSlots {
+    fn take(permit: OwnedSemaphorePermit, ip_slot: limits::IpSlot) -> Self {
+        metrics::gauge!(m::CONNECTIONS_OPEN).increment(1.0);
+        Self { _permit: permit, _ip_slot: ip_slot }
+    }
+}
+
+impl Drop for ConnectionSlots {
+    fn drop(&mut self) {
+        metrics::gauge!(m::CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+/// A TLS connection's task: the handshake, then the same connection core.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slots: ConnectionSlots,
+) {
+    match tokio::time::timeout(ctx.login_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => connection::serve(StreamTransport::new(stream), peer, ctx, slots).await,
+        Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 

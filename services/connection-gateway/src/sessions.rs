@@ -132,3 +132,19 @@ mod tests {
         assert!(left.close);
     }
 }
+
+#[cfg(test)]
+mod size {
+    use super::*;
+
+    /// A held session's entry: ids inline, the outbox without a queue. Printed for the
+    /// per-connection breakdown in docs/benchmarks.md.
+    #[test]
+    fn a_session_entry_is_small() {
+        let handle = std::mem::size_of::<SessionHandle>();
+        let entry = std::mem::size_of::<(Uuid, Arc<SessionHandle>)>();
+        eprintln!("SessionHandle: {handle} bytes (+16 Arc counts), table entry: {entry} bytes");
+        assert!(handle <= 192, "SessionHandle is {handle} bytes");
+        assert_eq!(entry, 24);
+    }
+}
