@@ -16,7 +16,7 @@
 # Env: N (100000), PEER_N (15000), RUNS (3), GATEWAYS (4, raised to hold N within the fd limit
 #   with 25% headroom for uneven SO_REUSEPORT spreading), HEARTBEAT_S (120), FAST_HEARTBEAT_S (10),
 #   SETTLE_S (10: after the last connect, before measuring), WINDOW_S (60: CPU window),
-#   CONNECT_MAX_S (300: bound on connecting N).
+#   CONNECT_MAX_S (300: bound on connecting N), GATEWAY_WORKER_THREADS (unset: one per core).
 source "$(dirname "$0")/lib/bench.sh"
 N=${N:-100000}; PEER_N=${PEER_N:-15000}; RUNS=${RUNS:-3}
 HEARTBEAT_S=${HEARTBEAT_S:-120}; FAST_HEARTBEAT_S=${FAST_HEARTBEAT_S:-10}
@@ -69,7 +69,8 @@ for run in $(seq 1 "$RUNS"); do
   echo "== run $run/$RUNS: presence, $N devices on $GATEWAYS gateways" >&2
   bench_database
   bench_registry
-  bench_gateways "$GATEWAYS" GATEWAY_HEARTBEAT_INTERVAL_S="$HEARTBEAT_S"
+  bench_gateways "$GATEWAYS" GATEWAY_HEARTBEAT_INTERVAL_S="$HEARTBEAT_S" \
+    ${GATEWAY_WORKER_THREADS:+GATEWAY_WORKER_THREADS="$GATEWAY_WORKER_THREADS"}
   sleep 2
   echo "$(bench_rss_kib gateway) $(bench_rss_kib registry)" >"$OUT/idle-base-$run.rss"
   presence_args=(--mode presence --app bench --secret bench-secret)

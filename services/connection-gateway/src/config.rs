@@ -51,6 +51,10 @@ pub struct GatewayConfig {
     /// each other (docs/benchmarks.md, section 2).
     #[serde(rename = "gateway_worker_threads", default)]
     pub worker_threads: Option<usize>,
+    /// Seconds between returns of freed heap memory to the system (`malloc_trim`, glibc only);
+    /// 0 turns it off. Default 10.
+    #[serde(rename = "gateway_memory_trim_interval_s", default = "default_memory_trim_interval")]
+    pub memory_trim_interval_s: u64,
     /// Frames waiting for one device (not yet taken by its socket, or posted to it and not yet
     /// written) before it counts as not reading and is dropped. Default 32.
     #[serde(rename = "gateway_outbound_queue", default = "default_outbound_queue")]
@@ -94,6 +98,9 @@ fn default_heartbeat_interval() -> u32 {
 }
 fn default_heartbeat_timeout() -> u32 {
     400
+}
+fn default_memory_trim_interval() -> u64 {
+    10
 }
 fn default_outbound_queue() -> usize {
     32

@@ -566,23 +566,9 @@ async fn report_disconnect(ctx: &Context, session: SessionRef, reason: EventReas
 mod tests {
     use super::*;
 
-    fn future_size<A, B, C, D, Fut: std::future::Future>(_: fn(A, B, C, D) -> Fut) -> usize {
-        std::mem::size_of::<Fut>()
-    }
-
     #[test]
     fn the_too_long_message_names_the_limit() {
         let message = frame_error_message(ErrorFrameCode::TooLong);
         assert!(message.contains(&presence_proto::MAX_FRAME_LEN.to_string()), "{message}");
-    }
-
-    /// What every idle plain connection's task holds (TLS connections are another task type).
-    /// At this size tokio's task cell (32-byte header, this future and 64 bytes more, aligned to
-    /// 128) is 1024 bytes; at 1288 bytes, before `Handled` and the sync `serve`, it was 1536.
-    #[test]
-    fn an_idle_connection_task_is_small() {
-        let size = future_size(serve::<crate::transport::StreamTransport<tokio::net::TcpStream>, ()>);
-        eprintln!("connection future: {size} bytes");
-        assert!(size <= 904, "connection future is {size} bytes");
     }
 }
