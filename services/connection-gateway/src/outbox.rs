@@ -17,7 +17,8 @@ use presence_proto::v1::{Kicked, ServerFrame};
 /// One posted item.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Write this frame.
+    /// Write this frame. Nothing posts one yet: pushed statuses (subscriptions, issue 14) will,
+    /// and the connection already writes them in order with its own replies.
     Frame(Box<ServerFrame>),
     /// Write `Kicked`, then close the connection.
     Kick(Box<Kicked>),
