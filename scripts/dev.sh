@@ -53,7 +53,8 @@ for i in $(seq 0 $((registries - 1))); do
   wait_http "http://127.0.0.1:$((9200 + 10 * i))/healthz" "$name"
 done
 psql "$DATABASE_URL" -q -f scripts/dev-seed.sql >/dev/null
-start connection-gateway env GATEWAY_ID=gw-1 INTERNAL_TOKEN="$(caller_token gateway gw-1)" "$bin/connection-gateway"
+start connection-gateway env GATEWAY_ID=gw-1 GATEWAY_WS_LISTEN_ADDR=127.0.0.1:7101 \
+  INTERNAL_TOKEN="$(caller_token gateway gw-1)" "$bin/connection-gateway"
 start notifier "$bin/notifier"
 start rest-facade env INTERNAL_TOKEN="$(caller_token facade facade-1)" "$bin/rest-facade"
 wait_http http://127.0.0.1:9100/healthz connection-gateway
@@ -65,6 +66,7 @@ cat <<INFO
 
 presence is up (database $DATABASE_URL)
   devices      tcp://127.0.0.1:7100        connection-gateway (metrics :9100)
+  web devices  ws://127.0.0.1:7101/v1/connect
   REST         http://127.0.0.1:8080       rest-facade (/openapi.json; metrics :9400)
   gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200; $registries process(es), see below)
   callbacks    notifier (metrics :9300) -> http://127.0.0.1:9000/callbacks

@@ -27,6 +27,9 @@ pub enum FrameError {
     TooLong(usize),
     #[error("malformed frame: {0}")]
     Malformed(#[from] prost::DecodeError),
+    /// The WebSocket transport's own rules were broken (a text message, an unmasked frame, ...).
+    #[error("WebSocket: {0}")]
+    WebSocket(&'static str),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -38,7 +41,7 @@ impl FrameError {
         match self {
             Self::ZeroLength => Some(ErrorFrameCode::ZeroLength),
             Self::TooLong(_) => Some(ErrorFrameCode::TooLong),
-            Self::Malformed(_) => Some(ErrorFrameCode::Malformed),
+            Self::Malformed(_) | Self::WebSocket(_) => Some(ErrorFrameCode::Malformed),
             Self::Io(_) => None,
         }
     }

@@ -101,7 +101,7 @@ mod tests {
                 platform: v1::Platform::AndroidPad as i32,
                 device_id: "d0".into(),
             }],
-            user_status: v1::UserStatus::Online as i32,
+            user_status: v1::PresenceStatus::Online as i32,
         };
         let json = serde_json::to_value(PresenceEventJson::from(&event)).expect("serialisable");
         assert_eq!(

@@ -1,6 +1,6 @@
 //! The lowercase names that JSON, SQL and logs use for protobuf enums (http-api.md).
 
-use crate::v1::{DeviceStatus, EventAction, EventReason, Platform, UserStatus};
+use crate::v1::{DeviceStatus, EventAction, EventReason, Platform, PresenceStatus};
 
 /// A name that is not one of the contract's names for that kind of value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,7 +50,7 @@ contract_names!(EventReason, "reason", {
     Timeout => "timeout", AdminKick => "admin_kick", PushExpired => "push_expired",
 });
 
-contract_names!(UserStatus, "user status", {
+contract_names!(PresenceStatus, "user status", {
     Offline => "offline", Online => "online", PushOnline => "push_online",
 });
 

@@ -101,7 +101,7 @@ bench_gateways() {
   local n=$1; shift
   for i in $(seq 1 "$n"); do
     bench_start "gateway$i" env RUST_LOG=warn GATEWAY_ID="bench-gw-$i" INTERNAL_TOKEN="$(bench_token gateway "bench-gw-$i")" \
-      GATEWAY_LISTEN_ADDR=127.0.0.1:7100 \
+      GATEWAY_LISTEN_ADDR=127.0.0.1:7100 GATEWAY_WS_LISTEN_ADDR=127.0.0.1:7101 \
       GATEWAY_METRICS_ADDR="127.0.0.1:$((9100 + i))" "$@" "$BIN/connection-gateway"
     bench_wait_http "http://127.0.0.1:$((9100 + i))/healthz" "gateway$i"
   done

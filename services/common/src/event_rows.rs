@@ -2,7 +2,7 @@
 //! for every reader of the feed (the registry's event pages, the notifiers).
 
 use presence_proto::v1::{
-    EventAction, EventDevice, EventReason, KickedDevice, Platform, PresenceEvent, UserStatus,
+    EventAction, EventDevice, EventReason, KickedDevice, Platform, PresenceEvent, PresenceStatus,
 };
 
 /// The select list of a [`EventRow`], unqualified: `SELECT {EVENT_COLUMNS} FROM presence_events ...`.
@@ -70,7 +70,8 @@ impl EventRow {
                 client_version: self.client_version,
             }),
             kicked_devices: kicked_from_json(&self.kicked_devices),
-            user_status: UserStatus::from_name(&self.user_status).unwrap_or(UserStatus::Unspecified) as i32,
+            user_status: PresenceStatus::from_name(&self.user_status).unwrap_or(PresenceStatus::Unspecified)
+                as i32,
             partition: u32::try_from(self.partition).unwrap_or(0),
             position: to_u64(self.position),
         }

@@ -11,6 +11,20 @@ pub struct GatewayConfig {
     /// several gateway processes can share it.
     #[serde(rename = "gateway_listen_addr", default = "default_listen")]
     pub listen_addr: SocketAddr,
+    /// WebSocket device connections (browsers, mini-programs), upgraded at `/v1/connect`. Default
+    /// `0.0.0.0:7101`; `off` turns the listener off. Shares TLS, limits and the connection cap
+    /// with the TCP listener.
+    #[serde(
+        rename = "gateway_ws_listen_addr",
+        default = "default_ws_listen",
+        deserialize_with = "optional_addr"
+    )]
+    pub ws_listen_addr: Option<SocketAddr>,
+    /// Comma-separated `Origin` values a WebSocket upgrade may come from (e.g.
+    /// `https://chat.example.com`). Default empty: any origin, since the login token is the
+    /// authentication.
+    #[serde(rename = "gateway_ws_allowed_origins", default)]
+    pub ws_allowed_origins: String,
     /// `/metrics` and `/healthz`. Default `127.0.0.1:9100` (operators only).
     #[serde(rename = "gateway_metrics_addr", default = "default_metrics")]
     pub metrics_addr: SocketAddr,
@@ -84,6 +98,17 @@ pub struct GatewayConfig {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 7100))
 }
+fn default_ws_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 7101)))
+}
+/// An address, or `off` (or empty) for none.
+fn optional_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match text.trim() {
+        "" | "off" => Ok(None),
+        addr => addr.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
 fn default_metrics() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9100))
 }
@@ -120,6 +145,13 @@ impl GatewayConfig {
         }
     }
 
+    /// The WebSocket `Origin` allow-list.
+    pub fn ws_origins(&self) -> crate::websocket::OriginPolicy {
+        crate::websocket::OriginPolicy::new(
+            self.ws_allowed_origins.split(',').filter(|o| !o.trim().is_empty()).map(str::to_owned),
+        )
+    }
+
     /// The configured id, or `gw-<hostname>-<pid>`.
     pub fn resolved_gateway_id(&self) -> String {
         if let Some(id) = self.gateway_id.as_ref().filter(|id| !id.is_empty()) {
@@ -149,6 +181,8 @@ mod tests {
     fn defaults_match_the_documentation() {
         let c = GatewayConfig::default();
         assert_eq!(c.listen_addr.port(), 7100);
+        assert_eq!(c.ws_listen_addr.map(|a| a.port()), Some(7101));
+        assert!(c.ws_origins().allows(Some("https://any.example")));
         assert_eq!(c.metrics_addr.port(), 9100);
         assert_eq!(c.registry_url, "http://127.0.0.1:7200");
         assert_eq!((c.login_timeout_s, c.heartbeat_interval_s, c.heartbeat_timeout_s), (10, 120, 400));
@@ -167,8 +201,13 @@ mod tests {
             ("GATEWAY_LOGIN_BURST_PER_IP", "4"),
             ("REGISTRY_TLS_CA", "/etc/presence/ca.pem"),
             ("INTERNAL_TLS_CERT", "/etc/presence/gw.pem"),
+            ("GATEWAY_WS_LISTEN_ADDR", "off"),
+            ("GATEWAY_WS_ALLOWED_ORIGINS", "https://a.example, https://b.example"),
         ])
         .unwrap();
+        assert_eq!(c.ws_listen_addr, None);
+        assert!(c.ws_origins().allows(Some("https://b.example")));
+        assert!(!c.ws_origins().allows(Some("https://c.example")));
         assert_eq!(c.resolved_gateway_id(), "gw-a");
         assert_eq!(c.registry_tls.ca.as_deref(), Some(std::path::Path::new("/etc/presence/ca.pem")));
         assert!(c.registry_tls.cert.is_some() && c.registry_tls.key.is_none());

@@ -17,12 +17,12 @@ use std::{
 use presence_common::internal_auth::RegistryChannel;
 use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use presence_proto::{
-    codes::{ErrorFrameCode, LoginErrorCode},
+    codes::{ErrorFrameCode, LoginErrorCode, RequestErrorCode},
     framing::FrameError,
     v1::{
-        ClientFrame, DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login,
-        LoginError, LoginOk, LoginRequest, LogoutOk, LogoutRequest, ServerFrame, SessionRef, client_frame,
-        presence_registry_client::PresenceRegistryClient, server_frame,
+        DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
+        LoginOk, LoginRequest, LogoutOk, LogoutRequest, RequestError, ServerFrame, SessionRef, SetStatus,
+        Subscribe, Unsubscribe, client_frame, presence_registry_client::PresenceRegistryClient, server_frame,
     },
 };
 use secrecy::ExposeSecret;
@@ -38,7 +38,7 @@ use crate::{
     outbox::{Delivery, Outbound},
     registries::Registries,
     sessions::{SessionHandle, SessionTable},
-    transport::FrameTransport,
+    transport::{Closing, FrameTransport, Received},
 };
 
 /// Time the last frames (LogoutOk, Error, Kicked) get to reach the socket before the close.
@@ -67,6 +67,8 @@ pub struct Context {
     pub report_slots: Arc<tokio::sync::Semaphore>,
     /// Registered once: the per-frame path does no metric lookup.
     pub heartbeats: metrics::Counter,
+    /// Where WebSocket upgrades may come from.
+    pub ws_origins: crate::websocket::OriginPolicy,
     pub shutdown: Shutdown,
 }
 
@@ -129,7 +131,7 @@ enum Handled<'a> {
 
 /// What woke the connection.
 enum Event {
-    Frame(Option<Result<ClientFrame, FrameError>>),
+    Frame(Option<Result<Received, FrameError>>),
     Posted(Delivery),
     WriteFailed,
 }
@@ -183,7 +185,12 @@ impl<T: FrameTransport> Conn<T> {
             }
         }
         if !close_at_once {
-            let _ = tokio::time::timeout(FLUSH_GRACE, poll_fn(|cx| transport.poll_close(cx))).await;
+            let closing = match end {
+                End::Protocol(..) => Closing::ProtocolError,
+                End::Shutdown => Closing::GoingAway,
+                _ => Closing::Normal,
+            };
+            let _ = tokio::time::timeout(FLUSH_GRACE, poll_fn(|cx| transport.poll_close(cx, closing))).await;
         }
         drop(transport);
         drop(slots);
@@ -255,11 +262,13 @@ impl<T: FrameTransport> Conn<T> {
                 self.last_activity = Instant::now();
                 match next {
                     None => Handled::End(End::LinkClose),
-                    Some(Err(err)) => Handled::End(match err.code() {
-                        Some(code) => End::Protocol(code, frame_error_message(code)),
-                        None => End::LinkClose,
+                    Some(Err(err)) => Handled::End(match (err.code(), err) {
+                        (Some(code), FrameError::WebSocket(message)) => End::Protocol(code, message),
+                        (Some(code), _) => End::Protocol(code, frame_error_message(code)),
+                        (None, _) => End::LinkClose,
                     }),
-                    Some(Ok(frame)) => self.handle(frame.kind),
+                    Some(Ok(Received::Frame(frame))) => self.handle(frame.kind),
+                    Some(Ok(Received::Activity)) => Handled::Done,
                 }
             }
         }
@@ -319,6 +328,18 @@ impl<T: FrameTransport> Conn<T> {
             }
             (Some(client_frame::Kind::Logout(_)), true) => {
                 Handled::Later(Box::pin(async move { Some(self.logout().await) }))
+            }
+            (Some(client_frame::Kind::SetStatus(SetStatus { request_id, .. })), true)
+            | (Some(client_frame::Kind::Subscribe(Subscribe { request_id, .. })), true)
+            | (Some(client_frame::Kind::Unsubscribe(Unsubscribe { request_id, .. })), true) => {
+                // Until custom status and subscriptions land (issue 14): refused, connection kept.
+                let error = RequestError {
+                    request_id,
+                    code: RequestErrorCode::Unavailable.as_str().to_owned(),
+                    message: "not served by this gateway yet".to_owned(),
+                };
+                self.push(server_frame::Kind::RequestError(error))
+                    .map_or_else(Handled::End, |()| Handled::Done)
             }
         }
     }

@@ -1,6 +1,7 @@
 //! connection-gateway: holds device connections and reports them to the registry.
 //!
-//! Devices speak the client protocol (`docs/protocol.md`) over TCP or TLS.
+//! Devices speak the client protocol (`docs/protocol.md`) over TCP or TLS, or over WebSocket
+//! ([`websocket`]) from browsers and mini-programs; both share one connection core.
 //! The gateway verifies their tokens, reports logins, logouts and disconnects to the registry,
 //! and delivers the registry's kicks over one long-lived link ([`link`]). The registry is the
 //! authority; the gateway only knows the sessions it holds ([`sessions`]).
@@ -19,6 +20,7 @@ mod registries;
 pub mod sessions;
 mod tls;
 mod transport;
+pub mod websocket;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -39,7 +41,7 @@ use presence_common::net::BindError;
 
 use crate::{
     connection::Context, limits::IpLimits, metric_names as m, registries::Registries, sessions::SessionTable,
-    transport::StreamTransport,
+    transport::StreamTransport, websocket::WebSocketFraming,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,8 @@ pub enum GatewayError {
 /// A started gateway.
 pub struct RunningGateway {
     pub listen_addr: SocketAddr,
+    /// The WebSocket listener, unless turned off.
+    pub ws_addr: Option<SocketAddr>,
     pub metrics_addr: SocketAddr,
     pub gateway_id: String,
     /// Live sessions, for tests and diagnostics.
@@ -121,6 +125,14 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
 
     let devices = listener::bind(config.listen_addr).map_err(BindError::at(config.listen_addr))?;
     let listen_addr = devices.local_addr().map_err(BindError::at(config.listen_addr))?;
+    let web = match config.ws_listen_addr {
+        Some(addr) => Some(listener::bind(addr).map_err(BindError::at(addr))?),
+        None => None,
+    };
+    let ws_addr = match &web {
+        Some(web) => Some(web.local_addr().map_err(BindError::at(listen_addr))?),
+        None => None,
+    };
     let (admin, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
     let sessions = SessionTable::default();
@@ -145,30 +157,80 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         limits,
         report_slots: Arc::new(tokio::sync::Semaphore::new(connection::REPORT_CONCURRENCY)),
         heartbeats: metrics::counter!(m::HEARTBEATS),
+        ws_origins: config.ws_origins(),
         shutdown: shutdown.clone(),
     });
-    let accept = tokio::spawn(accept_loop(devices, ctx, tls, max_connections));
+    let accept = tokio::spawn(serve_devices(devices, web, ctx, tls, max_connections));
     let http =
         tokio::spawn(presence_common::http::serve(admin, presence_common::http::admin_routes(), shutdown));
     let per_ip = config.limit_settings();
     tracing::info!(
-        %listen_addr, %metrics_addr, %gateway_id, max_connections,
+        %listen_addr, ?ws_addr, %metrics_addr, %gateway_id, max_connections,
         max_connections_per_ip = per_ip.max_connections_per_ip,
         login_rate_per_ip = per_ip.login_rate_per_ip,
         "connection-gateway serving"
     );
-    Ok(RunningGateway { listen_addr, metrics_addr, gateway_id, sessions, registries, accept, links, http })
+    Ok(RunningGateway {
+        listen_addr,
+        ws_addr,
+        metrics_addr,
+        gateway_id,
+        sessions,
+        registries,
+        accept,
+        links,
+        http,
+    })
 }
 
-/// Accepts until shutdown, then closes every connection and waits (bounded) for them to end.
-async fn accept_loop(
-    listener: TcpListener,
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// Length-prefixed frames (TCP, TLS).
+    Framed,
+    /// An HTTP upgrade, then one frame per binary message.
+    WebSocket,
+}
+
+/// What both listeners share: the connection cap, the TLS settings and the connections' tasks.
+struct Acceptor {
+    ctx: Arc<Context>,
+    tls: Option<TlsAcceptor>,
+    limit: Arc<Semaphore>,
+    tracker: TaskTracker,
+}
+
+/// Serves both listeners until shutdown, then closes every connection and waits (bounded) for
+/// them to end.
+async fn serve_devices(
+    devices: TcpListener,
+    web: Option<TcpListener>,
     ctx: Arc<Context>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
 ) {
-    let limit = Arc::new(Semaphore::new(max_connections));
-    let tracker = TaskTracker::new();
+    let acceptor = Arc::new(Acceptor {
+        ctx: ctx.clone(),
+        tls,
+        limit: Arc::new(Semaphore::new(max_connections)),
+        tracker: TaskTracker::new(),
+    });
+    let web_loop = async {
+        if let Some(web) = web {
+            accept_loop(web, Protocol::WebSocket, &acceptor).await;
+        }
+    };
+    tokio::join!(accept_loop(devices, Protocol::Framed, &acceptor), web_loop);
+    ctx.sessions.close_all();
+    acceptor.tracker.close();
+    if tokio::time::timeout(DEFAULT_GRACE, acceptor.tracker.wait()).await.is_err() {
+        tracing::warn!("connections still open after the grace period");
+    }
+}
+
+/// Accepts until shutdown; each connection gets a task of its own.
+async fn accept_loop(listener: TcpListener, protocol: Protocol, acceptor: &Acceptor) {
+    let ctx = &acceptor.ctx;
     let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
@@ -190,30 +252,40 @@ async fn accept_loop(
             }
         };
         backoff.reset();
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
+        let Ok(permit) = acceptor.limit.clone().try_acquire_owned() else {
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "max_connections").increment(1);
             drop(tcp);
             continue;
         };
         let Some(ip_slot) = ctx.limits.try_connect(peer.ip()) else {
             metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "per_ip").increment(1);
-            refuse_too_many(&tcp);
+            refuse_too_many(&tcp, protocol);
             drop(tcp);
             continue;
         };
         let _ = tcp.set_nodelay(true);
         let slots = ConnectionSlots::take(permit, ip_slot);
-        // Two task types: a plain connection's task is not sized for a TLS session.
-        match &tls {
-            None => tracker.spawn(connection::serve(StreamTransport::new(tcp), peer, ctx.clone(), slots)),
-            Some(acceptor) => tracker.spawn(serve_tls(acceptor.clone(), tcp, peer, ctx.clone(), slots)),
+        let ctx = ctx.clone();
+        // A task type per kind: a plain connection's task is not sized for a TLS session.
+        match (protocol, &acceptor.tls) {
+            (Protocol::Framed, None) => {
+                acceptor.tracker.spawn(connection::serve(StreamTransport::new(tcp), peer, ctx, slots))
+            }
+            (Protocol::Framed, Some(tls)) => {
+                acceptor.tracker.spawn(serve_tls(tls.clone(), tcp, peer, ctx, slots))
+            }
+            (Protocol::WebSocket, None) => {
+                acceptor.tracker.spawn(serve_websocket(tcp, peer, ctx, slots, acceptor.tracker.clone()))
+            }
+            (Protocol::WebSocket, Some(tls)) => acceptor.tracker.spawn(serve_secure_websocket(
+                tls.clone(),
+                tcp,
+                peer,
+                ctx,
+                slots,
+                acceptor.tracker.clone(),
+            )),
         };
-    }
-    drop(listener);
-    ctx.sessions.close_all();
-    tracker.close();
-    if tokio::time::timeout(DEFAULT_GRACE, tracker.wait()).await.is_err() {
-        tracing::warn!("connections still open after the grace period");
     }
 }
 
@@ -246,17 +318,83 @@ async fn serve_tls(
     ctx: Arc<Context>,
     slots: ConnectionSlots,
 ) {
+    if let Some(stream) = tls_handshake(&acceptor, tcp, peer, &ctx).await {
+        connection::serve(StreamTransport::new(stream), peer, ctx, slots).await;
+    }
+}
+
+async fn tls_handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: &Context,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     match tokio::time::timeout(ctx.login_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(stream)) => connection::serve(StreamTransport::new(stream), peer, ctx, slots).await,
-        Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(err)) => {
+            tracing::debug!(%err, %peer, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// A WebSocket connection's first task: the upgrade. The connection core then runs in a task of
+/// its own, sized like a plain connection's: the upgrade's state would otherwise stay in the
+/// task of every idle web device.
+async fn serve_websocket<S>(
+    mut io: S,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slots: ConnectionSlots,
+    tracker: TaskTracker,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let upgraded =
+        tokio::time::timeout(ctx.login_timeout, websocket::upgrade(&mut io, &ctx.ws_origins)).await;
+    let result = match &upgraded {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(err)) => err.label(),
+        Err(_) => "timeout",
+    };
+    metrics::counter!(m::WEBSOCKET_UPGRADES, "result" => result).increment(1);
+    match upgraded {
+        Ok(Ok(read)) => {
+            let transport = StreamTransport::framed(io, WebSocketFraming::default(), read);
+            tracker.spawn(connection::serve(transport, peer, ctx, slots));
+        }
+        Ok(Err(err)) => tracing::debug!(%err, %peer, "WebSocket upgrade refused"),
+        Err(_) => tracing::debug!(%peer, "WebSocket upgrade timed out"),
+    }
+}
+
+/// `wss://`: TLS, then the upgrade, then the same connection core.
+async fn serve_secure_websocket(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    slots: ConnectionSlots,
+    tracker: TaskTracker,
+) {
+    if let Some(stream) = tls_handshake(&acceptor, tcp, peer, &ctx).await {
+        serve_websocket(stream, peer, ctx, slots, tracker).await;
     }
 }
 
 /// Best effort, never blocking the accept loop: a fresh socket's send buffer is empty, so the
-/// `Error` frame fits; then the caller closes. (Over TLS the frame is not readable: the close
-/// alone tells the device.)
-fn refuse_too_many(tcp: &tokio::net::TcpStream) {
+/// answer fits; then the caller closes. Devices get an `Error` frame, browsers an HTTP 429. (Over
+/// TLS neither is readable: the close alone tells the device.)
+fn refuse_too_many(tcp: &tokio::net::TcpStream, protocol: Protocol) {
+    if protocol == Protocol::WebSocket {
+        let _ = tcp
+            .try_write(b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        return;
+    }
     let error = presence_proto::v1::Error {
         code: presence_proto::codes::ErrorFrameCode::TooManyConnections.as_str().to_owned(),
         message: "too many connections from this address".to_owned(),
@@ -302,5 +440,16 @@ mod tests {
         // Debug builds lay the future out a little larger; release is what runs.
         let limit = if cfg!(debug_assertions) { 1056 } else { 1000 };
         assert!(size <= limit, "connection future is {size} bytes");
+    }
+
+    /// After the upgrade, a web device's task is the same core with the WebSocket framing: it
+    /// must not cost much more than a plain one (at most 2x per device is the bound we promise).
+    #[test]
+    fn an_idle_websocket_task_is_about_as_small() {
+        let plain = future_size(connection::serve::<StreamTransport<TcpStream>, ConnectionSlots>);
+        let web =
+            future_size(connection::serve::<StreamTransport<TcpStream, WebSocketFraming>, ConnectionSlots>);
+        eprintln!("websocket connection future: {web} bytes (plain {plain})");
+        assert!(web <= plain + 64, "websocket connection future is {web} bytes, plain {plain}");
     }
 }

@@ -18,6 +18,9 @@ pub const KICKS_DELIVERED: &str = "gateway_kicks_delivered_total";
 pub const LINK_ATTACHED: &str = "gateway_registry_link_attached";
 pub const LINK_ATTACHES: &str = "gateway_registry_link_attaches_total";
 pub const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
+/// Label `result`: `ok`, or why a WebSocket upgrade was refused (`bad_request`, `not_found`,
+/// `forbidden_origin`, `too_large`, `closed`, `timeout`).
+pub const WEBSOCKET_UPGRADES: &str = "gateway_websocket_upgrades_total";
 /// Source IPs tracked by the per-IP limits (0 when they are off).
 pub const LIMIT_TRACKED_IPS: &str = "gateway_limit_tracked_ips";
 
@@ -45,5 +48,6 @@ pub fn describe() {
     );
     describe_counter!(LINK_ATTACHES, Unit::Count, "Successful attaches of the registry link.");
     describe_counter!(ACCEPT_ERRORS, Unit::Count, "Failed accept() calls (e.g. out of file descriptors).");
+    describe_counter!(WEBSOCKET_UPGRADES, Unit::Count, "WebSocket upgrade requests, by result.");
     describe_gauge!(LIMIT_TRACKED_IPS, Unit::Count, "Source IPs tracked by the per-IP limits.");
 }

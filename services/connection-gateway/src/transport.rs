@@ -1,6 +1,7 @@
 //! How frames cross a device connection. The session logic ([`crate::connection`]) sees only
-//! [`FrameTransport`]; [`StreamTransport`] carries length-prefixed frames over TCP or TLS, and a
-//! WebSocket transport (one frame per binary message) implements the same trait.
+//! [`FrameTransport`]. [`StreamTransport`] carries frames over a byte stream (TCP or TLS); a
+//! [`Framing`] says how they are delimited there: a length prefix ([`LengthPrefixed`]) or one
+//! WebSocket binary message each ([`crate::websocket::WebSocketFraming`]).
 //!
 //! Devices are idle almost all the time, so an idle transport holds no buffer: reads go to a
 //! buffer on the worker's stack and only the bytes of an incomplete frame are kept; a frame is
@@ -23,10 +24,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes read per call. It lives on the stack of the polling thread, never in a connection.
 const READ_CHUNK: usize = 8 * 1024;
 
+/// What a device sent.
+#[derive(Debug)]
+pub enum Received {
+    Frame(ClientFrame),
+    /// Traffic that is no frame (a WebSocket ping or pong): the device is alive.
+    Activity,
+}
+
+/// Why the gateway closes a connection, for transports that say it on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    Normal,
+    /// The gateway shuts down.
+    GoingAway,
+    /// The device broke the protocol.
+    ProtocolError,
+}
+
 /// One device connection's frames, both ways.
 pub trait FrameTransport: Send + Unpin {
-    /// The next frame from the device; `None` once it closed its side.
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ClientFrame, FrameError>>>;
+    /// What the device sent next; `None` once it closed its side.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, FrameError>>>;
 
     /// Sends a frame without waiting: what the socket does not take now stays queued for
     /// [`Self::poll_flush`]. An error means the connection is unusable.
@@ -38,8 +57,48 @@ pub trait FrameTransport: Send + Unpin {
     /// Writes what is queued; ready when nothing is.
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 
-    /// Flushes, then closes the sending side.
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Says why (where the transport can), flushes, then closes the sending side.
+    fn poll_close(&mut self, cx: &mut Context<'_>, closing: Closing) -> Poll<io::Result<()>>;
+}
+
+/// What [`Framing::decode`] found at the start of the bytes read.
+#[derive(Debug)]
+pub enum Unit {
+    Frame(ClientFrame),
+    /// No frame, but a sign of life; `reply` (a WebSocket pong) is written back.
+    Control {
+        reply: Option<Vec<u8>>,
+    },
+    /// The device says it closes (a WebSocket Close): nothing more is read.
+    Close,
+}
+
+/// How frames are delimited on a byte stream.
+pub trait Framing: Send + Unpin {
+    /// The unit at the start of `buf` and the bytes it took; `None` while it is incomplete.
+    fn decode(&mut self, buf: &[u8]) -> Result<Option<(Unit, usize)>, FrameError>;
+
+    /// Appends `frame`, framed, to `out`.
+    fn encode(&self, frame: &ServerFrame, out: &mut BytesMut) -> Result<(), FrameError>;
+
+    /// Appends what tells the device that we close (once), if the framing has such a thing.
+    fn encode_close(&mut self, closing: Closing, out: &mut BytesMut);
+}
+
+/// The client protocol's own framing: a 4-byte length, then the message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LengthPrefixed;
+
+impl Framing for LengthPrefixed {
+    fn decode(&mut self, buf: &[u8]) -> Result<Option<(Unit, usize)>, FrameError> {
+        Ok(decode_frame(buf)?.map(|(frame, used)| (Unit::Frame(frame), used)))
+    }
+
+    fn encode(&self, frame: &ServerFrame, out: &mut BytesMut) -> Result<(), FrameError> {
+        encode_frame(frame, out)
+    }
+
+    fn encode_close(&mut self, _: Closing, _: &mut BytesMut) {}
 }
 
 thread_local! {
@@ -47,42 +106,63 @@ thread_local! {
     static ENCODE_SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
-/// Length-prefixed frames over a byte stream (TCP, TLS).
-pub struct StreamTransport<S> {
+/// Frames over a byte stream (TCP, TLS), delimited by `F`.
+pub struct StreamTransport<S, F = LengthPrefixed> {
     io: S,
-    /// The start of a frame not complete yet; empty, without allocation, between frames.
+    framing: F,
+    /// The start of a unit not complete yet; empty, without allocation, between units.
     partial: BytesMut,
     /// Bytes the socket has not taken; empty, without allocation, while the device reads.
     unsent: BytesMut,
     unsent_frames: usize,
     /// A layer under us (TLS) may hold written bytes until flushed.
     flush_due: bool,
+    /// The device said it closes: nothing more is read.
+    peer_closed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> StreamTransport<S> {
     pub fn new(io: S) -> Self {
-        Self { io, partial: BytesMut::new(), unsent: BytesMut::new(), unsent_frames: 0, flush_due: false }
+        Self::framed(io, LengthPrefixed, BytesMut::new())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> StreamTransport<S, F> {
+    /// A transport whose first bytes, already read (e.g. behind a WebSocket handshake), are `read`.
+    pub fn framed(io: S, framing: F, read: BytesMut) -> Self {
+        Self {
+            io,
+            framing,
+            partial: read,
+            unsent: BytesMut::new(),
+            unsent_frames: 0,
+            flush_due: false,
+            peer_closed: false,
+        }
     }
 
-    /// A frame already complete in `partial`.
-    fn buffered_frame(&mut self) -> Result<Option<ClientFrame>, FrameError> {
-        let Some((frame, used)) = decode_frame(&self.partial)? else { return Ok(None) };
+    /// A unit already complete in `partial`.
+    fn buffered_unit(&mut self) -> Result<Option<Unit>, FrameError> {
+        if self.partial.is_empty() {
+            return Ok(None);
+        }
+        let Some((unit, used)) = self.framing.decode(&self.partial)? else { return Ok(None) };
         self.partial.advance(used);
         if self.partial.is_empty() {
             self.partial = BytesMut::new();
         }
-        Ok(Some(frame))
+        Ok(Some(unit))
     }
 
-    /// Takes `read` (fresh bytes): returns its first frame if complete and keeps the rest.
-    fn take_read(&mut self, read: &[u8]) -> Result<Option<ClientFrame>, FrameError> {
+    /// Takes `read` (fresh bytes): returns its first unit if complete and keeps the rest.
+    fn take_read(&mut self, read: &[u8]) -> Result<Option<Unit>, FrameError> {
         if !self.partial.is_empty() {
             self.partial.extend_from_slice(read);
-            return self.buffered_frame();
+            return self.buffered_unit();
         }
         // The common case, a whole frame in one read: decoded in place, nothing kept.
-        let (frame, used) = match decode_frame(read)? {
-            Some((frame, used)) => (Some(frame), used),
+        let (unit, used) = match self.framing.decode(read)? {
+            Some((unit, used)) => (Some(unit), used),
             None => (None, 0),
         };
         let rest = &read[used..];
@@ -90,7 +170,27 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> StreamTransport<S> {
             // Its header is checked by the next decode, before any more is read.
             self.partial.extend_from_slice(rest);
         }
-        Ok(frame)
+        Ok(unit)
+    }
+
+    /// What the device sent, once its unit is decoded; control replies are written on the way.
+    fn receive(&mut self, unit: Unit) -> Option<Result<Received, FrameError>> {
+        match unit {
+            Unit::Frame(frame) => Some(Ok(Received::Frame(frame))),
+            Unit::Control { reply } => {
+                if let Some(reply) = reply
+                    && let Err(err) = self.write_or_queue(&reply)
+                {
+                    return Some(Err(err.into()));
+                }
+                Some(Ok(Received::Activity))
+            }
+            Unit::Close => {
+                self.peer_closed = true;
+                self.partial = BytesMut::new();
+                None
+            }
+        }
     }
 
     fn write_now(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -108,12 +208,33 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> StreamTransport<S> {
         }
         Ok(written)
     }
+
+    /// Writes one framed unit, or queues it behind what waits already.
+    fn write_or_queue(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.flush_due = true;
+        if !self.unsent.is_empty() {
+            self.unsent.extend_from_slice(bytes);
+            self.unsent_frames += 1;
+            return Ok(());
+        }
+        let written = self.write_now(bytes)?;
+        if written < bytes.len() {
+            self.unsent.extend_from_slice(&bytes[written..]);
+            self.unsent_frames = 1;
+        }
+        Ok(())
+    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + Unpin> FrameTransport for StreamTransport<S> {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<ClientFrame, FrameError>>> {
-        if let Some(frame) = self.buffered_frame().transpose() {
-            return Poll::Ready(Some(frame));
+impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> FrameTransport for StreamTransport<S, F> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, FrameError>>> {
+        if self.peer_closed {
+            return Poll::Ready(None);
+        }
+        match self.buffered_unit() {
+            Ok(Some(unit)) => return Poll::Ready(self.receive(unit)),
+            Ok(None) => {}
+            Err(err) => return Poll::Ready(Some(Err(err))),
         }
         loop {
             let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
@@ -126,29 +247,19 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> FrameTransport for StreamTranspor
                 // The device closed its side; an incomplete frame dies with the connection.
                 return Poll::Ready(None);
             }
-            if let Some(frame) = self.take_read(read).transpose() {
-                return Poll::Ready(Some(frame));
+            match self.take_read(read) {
+                Ok(Some(unit)) => return Poll::Ready(self.receive(unit)),
+                Ok(None) => {}
+                Err(err) => return Poll::Ready(Some(Err(err))),
             }
         }
     }
 
     fn send(&mut self, frame: &ServerFrame) -> Result<(), FrameError> {
-        if !self.unsent.is_empty() {
-            // Order: behind what waits already.
-            encode_frame(frame, &mut self.unsent)?;
-            self.unsent_frames += 1;
-            return Ok(());
-        }
         ENCODE_SCRATCH.with_borrow_mut(|scratch| {
             scratch.clear();
-            encode_frame(frame, scratch)?;
-            let written = self.write_now(scratch)?;
-            if written < scratch.len() {
-                self.unsent.extend_from_slice(&scratch[written..]);
-                self.unsent_frames = 1;
-            }
-            self.flush_due = true;
-            Ok(())
+            self.framing.encode(frame, scratch)?;
+            Ok(self.write_or_queue(scratch)?)
         })
     }
 
@@ -174,7 +285,13 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> FrameTransport for StreamTranspor
         Poll::Ready(Ok(()))
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>, closing: Closing) -> Poll<io::Result<()>> {
+        let written = ENCODE_SCRATCH.with_borrow_mut(|scratch| {
+            scratch.clear();
+            self.framing.encode_close(closing, scratch);
+            if scratch.is_empty() { Ok(()) } else { self.write_or_queue(scratch) }
+        });
+        written?;
         ready!(self.poll_flush(cx))?;
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
@@ -195,7 +312,10 @@ mod tests {
     }
 
     async fn next(transport: &mut StreamTransport<tokio::io::DuplexStream>) -> Option<ClientFrame> {
-        std::future::poll_fn(|cx| transport.poll_frame(cx)).await.map(|frame| frame.unwrap())
+        match std::future::poll_fn(|cx| transport.poll_frame(cx)).await? {
+            Ok(Received::Frame(frame)) => Some(frame),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

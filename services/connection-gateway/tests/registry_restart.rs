@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test may panic on what it did not expect
 
 use presence_client::ClientError;
-use presence_proto::v1::{Platform, UserStatus};
+use presence_proto::v1::{Platform, PresenceStatus};
 use testkit::{WAIT, eventually, inprocess::*};
 
 #[tokio::test]
@@ -37,7 +37,7 @@ async fn devices_survive_a_registry_restart() {
     alice.heartbeat().await.unwrap();
     bob.heartbeat().await.unwrap();
     let users = registry.query(&["alice", "bob"]).await;
-    assert!(users.iter().all(|u| u.status == UserStatus::Online as i32), "{users:?}");
+    assert!(users.iter().all(|u| u.status == PresenceStatus::Online as i32), "{users:?}");
     assert_eq!(events_of(registry.events().await), events_before, "no new events for restored devices");
     registry.wait_online("leaver", &[]).await;
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use presence_client::ClientError;
-use presence_proto::v1::{EventReason, Platform, UserStatus, server_frame};
+use presence_proto::v1::{EventReason, Platform, PresenceStatus, server_frame};
 use testkit::{WAIT, eventually, eventually_ok, inprocess::*};
 
 #[tokio::test]
@@ -19,7 +19,7 @@ async fn login_heartbeat_logout() {
     assert!(ok.kicked_devices.is_empty());
 
     let users = registry.query(&["alice"]).await;
-    assert_eq!(users[0].status, UserStatus::Online as i32);
+    assert_eq!(users[0].status, PresenceStatus::Online as i32);
     assert_eq!(users[0].devices[0].client_version, "1.0.0");
 
     let ack = tokio::time::timeout(WAIT, client.heartbeat()).await.unwrap().unwrap();

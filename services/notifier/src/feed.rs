@@ -42,7 +42,7 @@ pub async fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_proto::v1::{EventAction, EventReason, Platform, UserStatus};
+    use presence_proto::v1::{EventAction, EventReason, Platform, PresenceStatus};
 
     #[test]
     fn a_page_is_shared_out_over_the_partitions() {
@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(first.feed_id, 3);
         assert_eq!(first.action(), EventAction::Login);
         assert_eq!(first.reason(), EventReason::Register);
-        assert_eq!(first.user_status(), UserStatus::Online);
+        assert_eq!(first.user_status(), PresenceStatus::Online);
         assert_eq!(first.device.as_ref().unwrap().platform(), Platform::Ios);
         assert_eq!(first.kicked_devices.len(), 1);
         assert_eq!(first.kicked_devices[0].platform(), Platform::Android);

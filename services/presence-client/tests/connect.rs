@@ -76,7 +76,16 @@ async fn gateway(script: Script) -> String {
                     continue;
                 }
                 (Some(client_frame::Kind::Logout(_)), _) => server_frame::Kind::LogoutOk(LogoutOk {}),
-                (None, _) => continue,
+                // `presence-cli connect` sends no requests of these kinds.
+                (
+                    Some(
+                        client_frame::Kind::SetStatus(_)
+                        | client_frame::Kind::Subscribe(_)
+                        | client_frame::Kind::Unsubscribe(_),
+                    ),
+                    _,
+                )
+                | (None, _) => continue,
             };
             let logout = matches!(reply, server_frame::Kind::LogoutOk(_));
             framed.send(send(reply)).await.unwrap();

@@ -16,7 +16,9 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use presence_proto::v1::{EventAction, EventDevice, EventReason, KickedDevice, PresenceEvent, UserStatus};
+use presence_proto::v1::{
+    EventAction, EventDevice, EventReason, KickedDevice, PresenceEvent, PresenceStatus,
+};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -43,7 +45,7 @@ pub struct NewEvent {
     pub reason: EventReason,
     pub device: EventDevice,
     pub kicked_devices: Vec<KickedDevice>,
-    pub user_status: UserStatus,
+    pub user_status: PresenceStatus,
 }
 
 /// The user row as it is after a mutation.
@@ -358,7 +360,7 @@ mod tests {
                 reason: EventReason::Register,
                 device: EventDevice::default(),
                 kicked_devices: vec![],
-                user_status: UserStatus::Online,
+                user_status: PresenceStatus::Online,
             }],
             upserts: vec![],
             deletes: vec![],

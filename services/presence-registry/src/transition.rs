@@ -214,7 +214,7 @@ pub fn expire_push(state: &UserState, device_id: &str, ttl_ms: u64, now: u64) ->
 mod tests {
     use super::*;
     use crate::user_state::tests::device;
-    use presence_proto::v1::{DeviceStatus::Online, UserStatus};
+    use presence_proto::v1::{DeviceStatus::Online, PresenceStatus};
 
     fn online(id: &str, platform: Platform, since: u64) -> Device {
         device(id, platform, Online, since)
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(event.user_version, 5);
         assert_eq!(event.kicked_devices.len(), 1);
         assert_eq!(event.kicked_devices[0].device_id, "old");
-        assert_eq!(event.user_status, UserStatus::Online);
+        assert_eq!(event.user_status, PresenceStatus::Online);
         assert_eq!(change.kicks.len(), 1);
         assert_eq!(change.kicks[0].reason, KickReason::ReplacedByLogin);
         assert_eq!(change.deletes, ["old"]);
@@ -259,8 +259,8 @@ mod tests {
         phone.push_enabled = true;
         state.devices.push(phone);
         let change = disconnect(&state, "p", "s-p", EventReason::LinkClose, 50).expect("current session");
-        assert_eq!(change.next.status(), UserStatus::PushOnline);
-        assert_eq!(change.events[0].user_status, UserStatus::PushOnline);
+        assert_eq!(change.next.status(), PresenceStatus::PushOnline);
+        assert_eq!(change.events[0].user_status, PresenceStatus::PushOnline);
         assert_eq!(change.next.last_reason, Some(EventReason::LinkClose));
         assert!(disconnect(&state, "p", "other-session", EventReason::Timeout, 50).is_none());
 
@@ -268,7 +268,7 @@ mod tests {
         assert!(expired.is_none(), "not yet expired");
         let expired = expire_push(&change.next, "p", 100, 150).expect("expired");
         assert_eq!(expired.events[0].reason, EventReason::PushExpired);
-        assert_eq!(expired.next.status(), UserStatus::Offline);
+        assert_eq!(expired.next.status(), PresenceStatus::Offline);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! bookkeeping that outlives them.
 
 use presence_proto::v1::{
-    DevicePresence, DeviceStatus, EventDevice, EventReason, KickedDevice, Platform, UserPresence, UserStatus,
+    DevicePresence, DeviceStatus, EventDevice, EventReason, KickedDevice, Platform, PresenceStatus,
+    UserPresence,
 };
 
 /// A device that is online or push_online. Offline devices are forgotten.
@@ -61,7 +62,7 @@ pub struct UserState {
 
 impl UserState {
     /// online if any device is connected, else push_online if a push device is reachable, else offline.
-    pub fn status(&self) -> UserStatus {
+    pub fn status(&self) -> PresenceStatus {
         status_of(&self.devices)
     }
 
@@ -86,13 +87,13 @@ impl UserState {
 }
 
 /// The user status a set of devices amounts to.
-pub fn status_of(devices: &[Device]) -> UserStatus {
+pub fn status_of(devices: &[Device]) -> PresenceStatus {
     if devices.iter().any(Device::is_online) {
-        UserStatus::Online
+        PresenceStatus::Online
     } else if devices.iter().any(|d| d.status == DeviceStatus::PushOnline) {
-        UserStatus::PushOnline
+        PresenceStatus::PushOnline
     } else {
-        UserStatus::Offline
+        PresenceStatus::Offline
     }
 }
 
@@ -118,11 +119,11 @@ pub(crate) mod tests {
     #[test]
     fn status_prefers_online_over_push_online() {
         let mut user = UserState::default();
-        assert_eq!(user.status(), UserStatus::Offline);
+        assert_eq!(user.status(), PresenceStatus::Offline);
         user.devices.push(device("a", Platform::Ios, DeviceStatus::PushOnline, 1));
-        assert_eq!(user.status(), UserStatus::PushOnline);
+        assert_eq!(user.status(), PresenceStatus::PushOnline);
         user.devices.push(device("b", Platform::Mac, DeviceStatus::Online, 2));
-        assert_eq!(user.status(), UserStatus::Online);
+        assert_eq!(user.status(), PresenceStatus::Online);
     }
 
     #[test]

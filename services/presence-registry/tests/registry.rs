@@ -6,7 +6,7 @@
 use std::{collections::HashSet, time::Duration};
 
 use presence_proto::v1::{
-    EventAction, EventReason, KickRequest, Platform, QueryRequest, SubscribeRequest, UserStatus,
+    EventAction, EventReason, KickRequest, Platform, PresenceStatus, QueryRequest, SubscribeRequest,
 };
 use testkit::{WAIT, eventually, inprocess::*};
 
@@ -169,7 +169,7 @@ async fn push_devices_stay_push_online_until_they_expire() {
         .await;
     let last = registry.events().await.pop().expect("events");
     assert_eq!((last.action(), last.reason()), (EventAction::Logout, EventReason::PushExpired));
-    assert_eq!(last.user_status(), UserStatus::Offline);
+    assert_eq!(last.user_status(), PresenceStatus::Offline);
 }
 
 #[tokio::test]
@@ -191,7 +191,7 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
     for (result, id) in reply.results.iter().zip(&ids) {
         assert_eq!(&result.user_id, id);
         let n: usize = id[1..].parse().unwrap();
-        let expected = if n.is_multiple_of(5) { UserStatus::Online } else { UserStatus::Offline };
+        let expected = if n.is_multiple_of(5) { PresenceStatus::Online } else { PresenceStatus::Offline };
         assert_eq!(result.status(), expected, "{id}");
         assert!(result.devices.is_empty(), "no detail asked");
     }

@@ -77,13 +77,13 @@ impl UserPresenceJson {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use presence_proto::v1::{DeviceStatus, UserStatus};
+    use presence_proto::v1::{DeviceStatus, PresenceStatus};
 
     #[test]
     fn presence_uses_contract_names() {
         let p = UserPresence {
             user_id: "u1".into(),
-            status: UserStatus::PushOnline as i32,
+            status: PresenceStatus::PushOnline as i32,
             devices: vec![DevicePresence {
                 device_id: "d1".into(),
                 platform: Platform::AndroidPad as i32,

@@ -280,6 +280,7 @@ async fn spawn_gateway(database_url: &str, registry_url: &str, id: &str) -> (Ser
             ("GATEWAY_ID", id.to_owned()),
             ("INTERNAL_TOKEN", internal_token(Role::Gateway, id)),
             ("GATEWAY_LISTEN_ADDR", listen.to_string()),
+            ("GATEWAY_WS_LISTEN_ADDR", "off".to_owned()),
             ("GATEWAY_METRICS_ADDR", admin.to_string()),
         ],
     );

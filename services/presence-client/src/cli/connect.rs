@@ -203,8 +203,27 @@ pub fn describe(frame: &ServerFrame) -> String {
         Some(server_frame::Kind::Kicked(k)) => describe_kicked(k),
         Some(server_frame::Kind::LogoutOk(_)) => "logout ok".to_owned(),
         Some(server_frame::Kind::Error(e)) => format!("server error: {}: {}", e.code, e.message),
+        Some(server_frame::Kind::SetStatusOk(ok)) => format!("custom status set (request {})", ok.request_id),
+        Some(server_frame::Kind::SubscribeOk(ok)) => {
+            let statuses: Vec<String> = ok.statuses.iter().map(describe_status).collect();
+            format!("subscribed (request {}): {}", ok.request_id, statuses.join(", "))
+        }
+        Some(server_frame::Kind::UnsubscribeOk(ok)) => format!("unsubscribed (request {})", ok.request_id),
+        Some(server_frame::Kind::StatusChanged(changed)) => {
+            format!("status changed: {}", changed.status.as_ref().map(describe_status).unwrap_or_default())
+        }
+        Some(server_frame::Kind::RequestError(e)) => {
+            format!("request {} refused: {}: {}", e.request_id, e.code, e.message)
+        }
         None => "empty frame".to_owned(),
     }
+}
+
+/// `alice online [ios, web] "in a meeting" (v7)`.
+pub fn describe_status(s: &presence_proto::v1::UserStatus) -> String {
+    let platforms: Vec<&str> = s.platforms.iter().map(|p| platform_name(*p)).collect();
+    let custom = if s.custom_status.is_empty() { String::new() } else { format!(" {:?}", s.custom_status) };
+    format!("{} {} [{}]{custom} (v{})", s.user_id, s.status, platforms.join(", "), s.user_version)
 }
 
 /// `kicked: <reason>`, and by which device when a login replaced this one.

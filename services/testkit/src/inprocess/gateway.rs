@@ -13,6 +13,8 @@ use crate::{WAIT, eventually};
 pub struct TestGateway {
     /// Where devices connect.
     pub addr: SocketAddr,
+    /// Where web devices connect (WebSocket, path `/v1/connect`).
+    pub ws_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     instance: Instance<RunningGateway>,
 }
@@ -27,6 +29,7 @@ impl TestGateway {
             ("GATEWAY_ID", id.to_owned()),
             ("INTERNAL_TOKEN", crate::internal_token(Role::Gateway, id)),
             ("GATEWAY_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
+            ("GATEWAY_WS_LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("GATEWAY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         ];
         let config: connection_gateway::GatewayConfig = config(&vars, overrides);
@@ -34,7 +37,9 @@ impl TestGateway {
             .await
             .unwrap_or_else(|err| panic!("{err}"));
         let running = instance.running();
-        let gateway = Self { addr: running.listen_addr, metrics_addr: running.metrics_addr, instance };
+        let ws_addr = running.ws_addr.expect("a WebSocket listener");
+        let gateway =
+            Self { addr: running.listen_addr, ws_addr, metrics_addr: running.metrics_addr, instance };
         gateway.wait_attached().await;
         gateway
     }
@@ -67,6 +72,11 @@ impl TestGateway {
             .expect("login answered in time")
             .expect("login accepted");
         (client, ok)
+    }
+
+    /// The URL web devices connect to.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/connect", self.ws_addr)
     }
 
     /// Its `/metrics` page.
