@@ -30,15 +30,19 @@ pub struct PresenceEventJson {
     pub user_version: u64,
     pub app_id: String,
     pub event_time_ms: u64,
-    /// `login`, `logout` or `disconnect`.
+    /// `login`, `logout`, `disconnect` or `status` (a custom status change).
     pub action: String,
-    /// `register`, `unregister`, `link_close`, `timeout`, `admin_kick` or `push_expired`.
+    /// `register`, `unregister`, `link_close`, `timeout`, `admin_kick`, `push_expired` or
+    /// `custom_status`.
     pub reason: String,
     pub user_id: String,
     pub device: EventDeviceJson,
     pub kicked_devices: Vec<KickedDeviceJson>,
     /// `online`, `push_online` or `offline`.
     pub user_status: String,
+    /// The user's custom status after the event; absent when none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub custom_status: String,
 }
 
 fn platform_name(raw: i32) -> String {
@@ -70,6 +74,7 @@ impl From<&v1::PresenceEvent> for PresenceEventJson {
             },
             kicked_devices: e.kicked_devices.iter().map(KickedDeviceJson::from).collect(),
             user_status: e.user_status().name().unwrap_or("offline").to_owned(),
+            custom_status: e.custom_status.clone(),
         }
     }
 }
@@ -102,6 +107,7 @@ mod tests {
                 device_id: "d0".into(),
             }],
             user_status: v1::PresenceStatus::Online as i32,
+            custom_status: String::new(),
         };
         let json = serde_json::to_value(PresenceEventJson::from(&event)).expect("serialisable");
         assert_eq!(
@@ -114,6 +120,19 @@ mod tests {
                 "kicked_devices": [{"device_id": "d0", "platform": "android_pad"}],
                 "user_status": "online"
             })
+        );
+
+        // A custom status change, with the status it set.
+        let status = v1::PresenceEvent {
+            action: v1::EventAction::Status as i32,
+            reason: v1::EventReason::CustomStatus as i32,
+            custom_status: "in a meeting".into(),
+            ..event
+        };
+        let json = serde_json::to_value(PresenceEventJson::from(&status)).expect("serialisable");
+        assert_eq!(
+            (&json["action"], &json["reason"], &json["custom_status"]),
+            (&"status".into(), &"custom_status".into(), &"in a meeting".into())
         );
     }
 }

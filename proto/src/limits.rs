@@ -17,6 +17,12 @@ pub const DEFAULT_EVENTS_PAGE: u32 = 100;
 /// Largest page of `ReadEvents` and `GET /v1/events`.
 pub const MAX_EVENTS_PAGE: u32 = 1000;
 
+/// Longest custom status, in bytes of UTF-8.
+pub const MAX_CUSTOM_STATUS_LEN: usize = 256;
+
+/// Subscriptions per `Subscribe` request, like ids per query.
+pub const MAX_IDS_PER_SUBSCRIBE: usize = 500;
+
 /// Largest frame body the client protocol allows, in bytes.
 pub const MAX_FRAME_LEN: usize = 65_536;
 

@@ -42,12 +42,13 @@ contract_names!(Platform, "platform", {
 });
 
 contract_names!(EventAction, "action", {
-    Login => "login", Logout => "logout", Disconnect => "disconnect",
+    Login => "login", Logout => "logout", Disconnect => "disconnect", Status => "status",
 });
 
 contract_names!(EventReason, "reason", {
     Register => "register", Unregister => "unregister", LinkClose => "link_close",
     Timeout => "timeout", AdminKick => "admin_kick", PushExpired => "push_expired",
+    CustomStatus => "custom_status",
 });
 
 contract_names!(PresenceStatus, "user status", {

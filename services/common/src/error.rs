@@ -12,6 +12,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// Too many requests for now: the caller should slow down and retry (HTTP 429).
     RateLimited,
+    /// The user is offline, and the request needs an online or push_online user (HTTP 409).
+    UserOffline,
     Unavailable,
     Internal,
 }
@@ -26,6 +28,7 @@ impl ErrorCode {
             Self::NotFound => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::RateLimited => "rate_limited",
+            Self::UserOffline => "user_offline",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -38,6 +41,7 @@ impl ErrorCode {
             Self::PermissionDenied => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::RateLimited => Code::ResourceExhausted,
+            Self::UserOffline => Code::FailedPrecondition,
             Self::Unavailable => Code::Unavailable,
             Self::Internal => Code::Internal,
         }
@@ -51,6 +55,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
+            Self::UserOffline => 409,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -59,7 +64,8 @@ impl ErrorCode {
     /// The code a gRPC status carries back (used by callers of the registry).
     pub fn from_grpc(code: Code) -> Self {
         match code {
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => Self::BadRequest,
+            Code::InvalidArgument | Code::OutOfRange => Self::BadRequest,
+            Code::FailedPrecondition => Self::UserOffline,
             Code::Unauthenticated => Self::Unauthenticated,
             Code::PermissionDenied => Self::PermissionDenied,
             Code::NotFound => Self::NotFound,
@@ -99,6 +105,7 @@ mod tests {
             ErrorCode::PermissionDenied,
             ErrorCode::NotFound,
             ErrorCode::RateLimited,
+            ErrorCode::UserOffline,
             ErrorCode::Unavailable,
             ErrorCode::Internal,
         ] {

@@ -73,6 +73,10 @@ pub struct GatewayConfig {
     /// written) before it counts as not reading and is dropped. Default 32.
     #[serde(rename = "gateway_outbound_queue", default = "default_outbound_queue")]
     pub outbound_queue: usize,
+    /// Users one device may subscribe to at once; a `Subscribe` beyond it is refused whole
+    /// (`too_many_subscriptions`). Default 1000.
+    #[serde(rename = "gateway_max_subscriptions_per_device", default = "default_max_subscriptions")]
+    pub max_subscriptions_per_device: usize,
     /// PEM certificate chain; with `GATEWAY_TLS_KEY`, devices connect with TLS. Default: plain TCP.
     #[serde(rename = "gateway_tls_cert", default)]
     pub tls_cert: Option<PathBuf>,
@@ -129,6 +133,9 @@ fn default_memory_trim_interval() -> u64 {
 }
 fn default_outbound_queue() -> usize {
     32
+}
+fn default_max_subscriptions() -> usize {
+    1000
 }
 
 impl GatewayConfig {
@@ -187,6 +194,7 @@ mod tests {
         assert_eq!(c.registry_url, "http://127.0.0.1:7200");
         assert_eq!((c.login_timeout_s, c.heartbeat_interval_s, c.heartbeat_timeout_s), (10, 120, 400));
         assert_eq!(c.outbound_queue, 32);
+        assert_eq!(c.max_subscriptions_per_device, 1000);
         assert_eq!(c.limit_settings(), LimitSettings::default(), "per-IP limits are off by default");
         assert!(c.resolved_gateway_id().starts_with("gw-"));
     }

@@ -17,12 +17,12 @@ use std::{
 use presence_common::internal_auth::RegistryChannel;
 use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
 use presence_proto::{
-    codes::{ErrorFrameCode, LoginErrorCode, RequestErrorCode},
+    codes::{ErrorFrameCode, LoginErrorCode},
     framing::FrameError,
     v1::{
         DeviceSession, DisconnectRequest, Error as ErrorFrame, EventReason, HeartbeatAck, Login, LoginError,
-        LoginOk, LoginRequest, LogoutOk, LogoutRequest, RequestError, ServerFrame, SessionRef, SetStatus,
-        Subscribe, Unsubscribe, client_frame, presence_registry_client::PresenceRegistryClient, server_frame,
+        LoginOk, LoginRequest, LogoutOk, LogoutRequest, ServerFrame, SessionRef, StatusChanged, UserStatus,
+        client_frame, presence_registry_client::PresenceRegistryClient, server_frame,
     },
 };
 use secrecy::ExposeSecret;
@@ -30,14 +30,17 @@ use tokio::time::Instant;
 use tonic::Code;
 use uuid::Uuid;
 
+mod requests;
+
 use crate::{
     auth,
     limits::IpLimits,
     login_request::validate_login,
     metric_names as m,
     outbox::{Delivery, Outbound},
-    registries::Registries,
+    registries::{Registries, reroute},
     sessions::{SessionHandle, SessionTable},
+    subscriptions::Subscriptions,
     transport::{Closing, FrameTransport, Received},
 };
 
@@ -69,6 +72,10 @@ pub struct Context {
     pub heartbeats: metrics::Counter,
     /// Where WebSocket upgrades may come from.
     pub ws_origins: crate::websocket::OriginPolicy,
+    /// Which sessions subscribe to which users.
+    pub subscriptions: Subscriptions,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
     pub shutdown: Shutdown,
 }
 
@@ -174,12 +181,13 @@ impl<T: FrameTransport> Conn<T> {
         let mut close_at_once = matches!(end, End::Closed);
         if let Some(session) = &session {
             ctx.sessions.remove(&session.id);
+            requests::end_subscriptions(&ctx, session);
             // A kick posted while the connection was ending (e.g. racing a logout) still goes out.
             let left = session.handle.outbox.end();
             close_at_once |= left.close;
             if let Some(kicked) = left.items.into_iter().find_map(|item| match item {
                 Outbound::Kick(kicked) => Some(kicked),
-                Outbound::Frame(_) => None,
+                Outbound::Status(_) => None,
             }) {
                 let _ = transport.send(&frame(server_frame::Kind::Kicked(*kicked)));
             }
@@ -291,8 +299,9 @@ impl<T: FrameTransport> Conn<T> {
     fn deliver(&mut self, delivery: Delivery) -> Option<End> {
         for item in delivery.items {
             match item {
-                Outbound::Frame(frame) => {
-                    if let Err(end) = self.send_frame(&frame) {
+                Outbound::Status(status) => {
+                    let changed = StatusChanged { status: Some(UserStatus::clone(&status)) };
+                    if let Err(end) = self.push(server_frame::Kind::StatusChanged(changed)) {
                         return Some(end);
                     }
                 }
@@ -329,17 +338,14 @@ impl<T: FrameTransport> Conn<T> {
             (Some(client_frame::Kind::Logout(_)), true) => {
                 Handled::Later(Box::pin(async move { Some(self.logout().await) }))
             }
-            (Some(client_frame::Kind::SetStatus(SetStatus { request_id, .. })), true)
-            | (Some(client_frame::Kind::Subscribe(Subscribe { request_id, .. })), true)
-            | (Some(client_frame::Kind::Unsubscribe(Unsubscribe { request_id, .. })), true) => {
-                // Until custom status and subscriptions land (issue 14): refused, connection kept.
-                let error = RequestError {
-                    request_id,
-                    code: RequestErrorCode::Unavailable.as_str().to_owned(),
-                    message: "not served by this gateway yet".to_owned(),
-                };
-                self.push(server_frame::Kind::RequestError(error))
-                    .map_or_else(Handled::End, |()| Handled::Done)
+            (Some(client_frame::Kind::SetStatus(request)), true) => {
+                Handled::Later(Box::pin(async move { self.set_status(request).await.err() }))
+            }
+            (Some(client_frame::Kind::Subscribe(request)), true) => {
+                Handled::Later(Box::pin(async move { self.subscribe(request).await.err() }))
+            }
+            (Some(client_frame::Kind::Unsubscribe(request)), true) => {
+                self.unsubscribe(request).map_or_else(Handled::End, |()| Handled::Done)
             }
         }
     }
@@ -403,7 +409,8 @@ impl<T: FrameTransport> Conn<T> {
             &login.app_id,
             &login.user_id,
             &login.device_id,
-            self.ctx.outbound_queue,
+            // Pushed statuses queue at most one per subscription (a newer one replaces it).
+            self.ctx.outbound_queue + self.ctx.max_subscriptions,
         ));
         self.ctx.sessions.insert(session_id, handle.clone());
         self.pending = Some(Session { id: session_id, handle: handle.clone() });
@@ -516,13 +523,6 @@ fn frame_error_message(code: ErrorFrameCode) -> &'static str {
         ErrorFrameCode::TooLong => "frame longer than 65536 bytes",
         _ => "the frame is not a ClientFrame",
     }
-}
-
-/// A login refused this way may go to another registry: the one asked does not serve the user
-/// (any more), or could not be reached at all. A registry that answers that it cannot commit
-/// (Postgres is away) is not asked again: the device hears `unavailable` at once.
-fn reroute(status: &tonic::Status) -> bool {
-    presence_common::registry_router::is_reroute(status) || std::error::Error::source(status).is_some()
 }
 
 /// Codes that mean "the registry is not reachable right now", not "the request is wrong".

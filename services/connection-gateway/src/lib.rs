@@ -18,6 +18,7 @@ pub mod metric_names;
 mod outbox;
 mod registries;
 pub mod sessions;
+mod subscriptions;
 mod tls;
 mod transport;
 pub mod websocket;
@@ -136,8 +137,15 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
     let (admin, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
 
     let sessions = SessionTable::default();
-    let (registries, links) =
-        Registries::start(router, gateway_id.clone(), sessions.clone(), shutdown.clone());
+    let (subscriptions, ended) = subscriptions::Subscriptions::new();
+    let (registries, links) = Registries::start(
+        router,
+        gateway_id.clone(),
+        sessions.clone(),
+        subscriptions.clone(),
+        shutdown.clone(),
+    );
+    subscriptions::spawn_unwatcher(ended, gateway_id.clone(), registries.clone(), shutdown.clone());
     let trim_every =
         (config.memory_trim_interval_s > 0).then(|| Duration::from_secs(config.memory_trim_interval_s));
     tokio::spawn(memory::trim_periodically(trim_every, shutdown.clone()));
@@ -158,6 +166,8 @@ pub async fn start(config: GatewayConfig, shutdown: Shutdown) -> Result<RunningG
         report_slots: Arc::new(tokio::sync::Semaphore::new(connection::REPORT_CONCURRENCY)),
         heartbeats: metrics::counter!(m::HEARTBEATS),
         ws_origins: config.ws_origins(),
+        subscriptions,
+        max_subscriptions: config.max_subscriptions_per_device,
         shutdown: shutdown.clone(),
     });
     let accept = tokio::spawn(serve_devices(devices, web, ctx, tls, max_connections));

@@ -1,5 +1,6 @@
 //! The gateway's one long-lived link to the registry (`GatewayLink.Attach`): hello, a snapshot of
-//! the live sessions, then lease renewals up and kicks down. Any failure re-attaches after a
+//! the live sessions and watched users, then lease renewals up, and kicks and watched users'
+//! statuses down. Any failure re-attaches after a
 //! capped backoff with a fresh snapshot; device connections stay up meanwhile.
 
 use std::{
@@ -13,13 +14,13 @@ use std::{
 use presence_common::backoff::Backoff;
 use presence_common::internal_auth::RegistryChannel;
 use presence_proto::v1::{
-    GatewayUplink, Hello, Kicked, LeaseRenewal, SessionSnapshot, gateway_downlink,
+    GatewayUplink, Hello, Kicked, LeaseRenewal, SessionSnapshot, WatchedApp, gateway_downlink,
     gateway_link_client::GatewayLinkClient, gateway_uplink,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{StreamExt, wrappers::ReceiverStream};
 
-use crate::{Shutdown, metric_names as m, sessions::SessionTable};
+use crate::{Shutdown, metric_names as m, sessions::SessionTable, subscriptions::Subscriptions};
 
 /// Sessions per snapshot chunk.
 pub const SNAPSHOT_CHUNK: usize = 1000;
@@ -44,25 +45,37 @@ impl LinkState {
     }
 }
 
-/// Hello then the snapshot in chunks of at most [`SNAPSHOT_CHUNK`]; the last chunk has `last`.
-pub fn attach_messages(gateway_id: &str, sessions: &SessionTable) -> Vec<GatewayUplink> {
-    let live = sessions.live();
-    let mut messages = vec![GatewayUplink {
+/// Hello then the snapshot in chunks of at most [`SNAPSHOT_CHUNK`] sessions or watched users;
+/// the last chunk has `last`.
+pub fn attach_messages(
+    gateway_id: &str,
+    sessions: &SessionTable,
+    watching: Vec<WatchedApp>,
+) -> Vec<GatewayUplink> {
+    let mut chunks: Vec<SessionSnapshot> = sessions
+        .live()
+        .chunks(SNAPSHOT_CHUNK)
+        .map(|c| SessionSnapshot { sessions: c.to_vec(), ..Default::default() })
+        .collect();
+    for app in watching {
+        for users in app.users.chunks(SNAPSHOT_CHUNK) {
+            let watching = vec![WatchedApp { app_id: app.app_id.clone(), users: users.to_vec() }];
+            chunks.push(SessionSnapshot { watching, ..Default::default() });
+        }
+    }
+    let mut last = chunks.pop().unwrap_or_default();
+    last.last = true;
+    chunks.push(last);
+    let hello = GatewayUplink {
         kind: Some(gateway_uplink::Kind::Hello(Hello { gateway_id: gateway_id.to_owned() })),
-    }];
-    let chunks: Vec<_> = live.chunks(SNAPSHOT_CHUNK).collect();
-    if chunks.is_empty() {
-        messages.push(snapshot(Vec::new(), true));
-    }
-    let count = chunks.len();
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        messages.push(snapshot(chunk.to_vec(), i + 1 == count));
-    }
-    messages
-}
-
-fn snapshot(sessions: Vec<presence_proto::v1::LiveSession>, last: bool) -> GatewayUplink {
-    GatewayUplink { kind: Some(gateway_uplink::Kind::Snapshot(SessionSnapshot { sessions, last })) }
+    };
+    std::iter::once(hello)
+        .chain(
+            chunks
+                .into_iter()
+                .map(|chunk| GatewayUplink { kind: Some(gateway_uplink::Kind::Snapshot(chunk)) }),
+        )
+        .collect()
 }
 
 /// Keeps the link attached until `shutdown`, then closes the stream (a clean detach).
@@ -70,12 +83,13 @@ pub async fn run(
     channel: RegistryChannel,
     gateway_id: String,
     sessions: SessionTable,
+    subscriptions: Subscriptions,
     state: LinkState,
     shutdown: Shutdown,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     while !shutdown.is_cancelled() {
-        let attached = attach_once(&channel, &gateway_id, &sessions, &state, &shutdown).await;
+        let attached = attach_once(&channel, &gateway_id, &sessions, &subscriptions, &state, &shutdown).await;
         if attached.is_ok() {
             backoff.reset();
         }
@@ -100,12 +114,13 @@ async fn attach_once(
     channel: &RegistryChannel,
     gateway_id: &str,
     sessions: &SessionTable,
+    subscriptions: &Subscriptions,
     state: &LinkState,
     shutdown: &Shutdown,
 ) -> Result<(), tonic::Status> {
     let (renew_tx, renew_rx) = mpsc::channel::<GatewayUplink>(4);
-    let uplink =
-        tokio_stream::iter(attach_messages(gateway_id, sessions)).chain(ReceiverStream::new(renew_rx));
+    let snapshot = attach_messages(gateway_id, sessions, subscriptions.watching());
+    let uplink = tokio_stream::iter(snapshot).chain(ReceiverStream::new(renew_rx));
     let mut client = GatewayLinkClient::new(channel.clone());
     let mut downlink = tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
@@ -119,6 +134,7 @@ async fn attach_once(
         match message.and_then(|m| m.kind) {
             Some(gateway_downlink::Kind::Attached(attached)) => break attached.lease_s.max(1),
             Some(gateway_downlink::Kind::Kick(kick)) => deliver(sessions, kick),
+            Some(gateway_downlink::Kind::Status(push)) => subscriptions.publish(sessions, push),
             // Not attached yet: the snapshot being reconciled is already fresh.
             Some(gateway_downlink::Kind::Resync(_)) => {}
             None => return Err(tonic::Status::unavailable("registry closed the link before Attached")),
@@ -141,6 +157,7 @@ async fn attach_once(
             }
             message = downlink.message() => match message?.and_then(|m| m.kind) {
                 Some(gateway_downlink::Kind::Kick(kick)) => deliver(sessions, kick),
+                Some(gateway_downlink::Kind::Status(push)) => subscriptions.publish(sessions, push),
                 Some(gateway_downlink::Kind::Attached(_)) => {}
                 Some(gateway_downlink::Kind::Resync(_)) => {
                     // The registry took over partitions: re-attach with a fresh snapshot.
@@ -169,7 +186,7 @@ mod tests {
 
     #[test]
     fn an_empty_snapshot_is_one_last_chunk() {
-        let messages = attach_messages("gw", &SessionTable::default());
+        let messages = attach_messages("gw", &SessionTable::default(), Vec::new());
         assert_eq!(messages.len(), 2);
         assert!(matches!(&messages[0].kind, Some(gateway_uplink::Kind::Hello(h)) if h.gateway_id == "gw"));
         assert!(
@@ -190,7 +207,7 @@ mod tests {
             first.get_or_insert(id);
             table.insert(id, std::sync::Arc::new(handle));
         }
-        let chunks: Vec<_> = attach_messages("gw", &table)
+        let chunks: Vec<_> = attach_messages("gw", &table, Vec::new())
             .into_iter()
             .skip(1)
             .map(|m| match m.kind {
@@ -199,7 +216,7 @@ mod tests {
             })
             .collect();
         assert_eq!(chunks, vec![(1000, false), (1000, false), (501, true)]);
-        let pending: Vec<_> = attach_messages("gw", &table)
+        let pending: Vec<_> = attach_messages("gw", &table, Vec::new())
             .into_iter()
             .filter_map(|m| match m.kind {
                 Some(gateway_uplink::Kind::Snapshot(s)) => Some(s.sessions),

@@ -15,6 +15,8 @@ pub const DISCONNECTS: &str = "gateway_disconnects_total";
 /// Label `reason`: the `Error` code sent.
 pub const PROTOCOL_ERRORS: &str = "gateway_protocol_errors_total";
 pub const KICKS_DELIVERED: &str = "gateway_kicks_delivered_total";
+/// `StatusChanged` frames handed to subscribed sessions.
+pub const STATUS_CHANGES_DELIVERED: &str = "gateway_status_changes_delivered_total";
 pub const LINK_ATTACHED: &str = "gateway_registry_link_attached";
 pub const LINK_ATTACHES: &str = "gateway_registry_link_attaches_total";
 pub const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
@@ -42,6 +44,11 @@ pub fn describe() {
         "Connections closed for breaking the protocol, by Error code."
     );
     describe_counter!(KICKS_DELIVERED, Unit::Count, "Kicks from the registry delivered to a held session.");
+    describe_counter!(
+        STATUS_CHANGES_DELIVERED,
+        Unit::Count,
+        "Subscribed users' status changes handed to the sessions that subscribe to them."
+    );
     describe_gauge!(
         LINK_ATTACHED,
         "Registry links attached now (one per registry process; logins of a registry's partitions need its link)."

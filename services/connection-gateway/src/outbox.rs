@@ -1,5 +1,5 @@
-//! What other tasks hand a logged-in connection: frames to send (a kick today, pushed statuses
-//! later) and a request to close.
+//! What other tasks hand a logged-in connection: frames to send (kicks, subscribed users'
+//! statuses) and a request to close.
 //!
 //! The connection task owns its socket and writes itself; the outbox is only the mailbox. It
 //! allocates nothing until something is posted (an idle device's outbox is a few words), and the
@@ -12,16 +12,17 @@ use std::{
 
 use futures::task::AtomicWaker;
 use parking_lot::Mutex;
-use presence_proto::v1::{Kicked, ServerFrame};
+use presence_proto::v1::{Kicked, UserStatus};
+use std::sync::Arc;
 
 /// One posted item.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Write this frame. Nothing posts one yet: pushed statuses (subscriptions, issue 14) will,
-    /// and the connection already writes them in order with its own replies.
-    Frame(Box<ServerFrame>),
     /// Write `Kicked`, then close the connection.
     Kick(Box<Kicked>),
+    /// Write `StatusChanged`. A newer status of the same user replaces one not yet written: a
+    /// subscriber needs the latest, and the queue stays within one item per subscription.
+    Status(Arc<UserStatus>),
 }
 
 /// Why [`Outbox::post`] did not take an item.
@@ -68,10 +69,20 @@ impl Outbox {
             if mailbox.ended || mailbox.close {
                 return Err(PostError::Closed);
             }
-            if mailbox.items.len() >= self.capacity {
+            if let Outbound::Status(status) = &item
+                && let Some(queued) = mailbox.items.iter_mut().find_map(|queued| match queued {
+                    Outbound::Status(queued) if queued.user_id == status.user_id => Some(queued),
+                    _ => None,
+                })
+            {
+                if status.user_version > queued.user_version {
+                    *queued = status.clone();
+                }
+            } else if mailbox.items.len() >= self.capacity {
                 return Err(PostError::Full);
+            } else {
+                mailbox.items.push_back(item);
             }
-            mailbox.items.push_back(item);
         }
         self.waker.wake();
         Ok(())
@@ -162,6 +173,33 @@ mod tests {
         assert_eq!(left.items.len(), 2);
         assert!(left.close);
         assert_eq!(outbox.post(kick()), Err(PostError::Closed));
+    }
+
+    #[test]
+    fn a_newer_status_of_a_user_replaces_the_queued_one() {
+        let outbox = Outbox::new(2);
+        let status = |user: &str, version| {
+            Outbound::Status(Arc::new(UserStatus {
+                user_id: user.into(),
+                user_version: version,
+                ..Default::default()
+            }))
+        };
+        outbox.post(status("bob", 1)).unwrap();
+        outbox.post(status("bob", 3)).unwrap();
+        outbox.post(status("bob", 2)).unwrap();
+        outbox.post(status("carol", 1)).unwrap();
+        assert_eq!(outbox.post(kick()), Err(PostError::Full));
+        let versions: Vec<(String, u64)> = outbox
+            .end()
+            .items
+            .into_iter()
+            .map(|item| match item {
+                Outbound::Status(s) => (s.user_id.clone(), s.user_version),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(versions, [("bob".to_owned(), 3), ("carol".to_owned(), 1)]);
     }
 
     #[test]

@@ -5,14 +5,22 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
 use presence_common::{internal_auth::RegistryChannel, registry_router::RegistryRouter};
-use presence_proto::v1::presence_registry_client::PresenceRegistryClient;
+use presence_proto::v1::{WatchedUser, presence_registry_client::PresenceRegistryClient};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{
     Shutdown,
     link::{self, LinkState},
     sessions::SessionTable,
+    subscriptions::Subscriptions,
 };
+
+/// A call refused this way may go to another registry: the one asked does not serve the user
+/// (any more), or could not be reached at all. A registry that answers that it cannot commit
+/// (Postgres is away) is not asked again: the device hears `unavailable` at once.
+pub fn reroute(status: &tonic::Status) -> bool {
+    presence_common::registry_router::is_reroute(status) || std::error::Error::source(status).is_some()
+}
 
 /// How long a call waits between tries while the user's partition has no attached owner.
 const ROUTE_RETRY: Duration = Duration::from_millis(50);
@@ -37,10 +45,11 @@ impl Registries {
         router: RegistryRouter,
         gateway_id: String,
         sessions: SessionTable,
+        subscriptions: Subscriptions,
         shutdown: Shutdown,
     ) -> (Self, JoinHandle<()>) {
         let registries = Self { router, links: Arc::default() };
-        let task = tokio::spawn(registries.clone().supervise(gateway_id, sessions, shutdown));
+        let task = tokio::spawn(registries.clone().supervise(gateway_id, sessions, subscriptions, shutdown));
         (registries, task)
     }
 
@@ -78,6 +87,64 @@ impl Registries {
         }
     }
 
+    /// Calls `call` once per registry that owns some of `users`, with those users, and collects
+    /// the answers. The users of a registry that answered "not the owner" (or could not be
+    /// reached) are routed again on a fresh map until `deadline`.
+    pub async fn per_owner<T, F, Fut>(
+        &self,
+        app_id: &str,
+        users: Vec<WatchedUser>,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<Vec<T>, tonic::Status>
+    where
+        F: FnMut(PresenceRegistryClient<RegistryChannel>, Vec<WatchedUser>) -> Fut,
+        Fut: Future<Output = Result<Vec<T>, tonic::Status>>,
+    {
+        let mut answers = Vec::new();
+        let mut todo = users;
+        while !todo.is_empty() {
+            let mut groups: HashMap<String, Vec<WatchedUser>> = HashMap::new();
+            let mut unrouted = Vec::new();
+            for user in todo {
+                match self.router.owner_of(app_id, &user.user_id) {
+                    Some(addr) => groups.entry(addr).or_default().push(user),
+                    None => unrouted.push(user),
+                }
+            }
+            todo = unrouted;
+            for (addr, group) in groups {
+                let Ok(channel) = self.router.channel(&addr) else {
+                    todo.extend(group);
+                    continue;
+                };
+                match tokio::time::timeout_at(
+                    deadline,
+                    call(PresenceRegistryClient::new(channel), group.clone()),
+                )
+                .await
+                {
+                    Ok(Ok(mut answer)) => answers.append(&mut answer),
+                    Ok(Err(status)) if reroute(&status) => todo.extend(group),
+                    Ok(Err(status)) => return Err(status),
+                    Err(_) => {
+                        return Err(tonic::Status::deadline_exceeded(
+                            "the registries did not answer in time",
+                        ));
+                    }
+                }
+            }
+            if !todo.is_empty() {
+                if Instant::now() + ROUTE_RETRY > deadline {
+                    return Err(tonic::Status::unavailable("no registry serves these users now"));
+                }
+                self.refresh().await;
+                tokio::time::sleep(ROUTE_RETRY).await;
+            }
+        }
+        Ok(answers)
+    }
+
     /// Re-reads the partition map (a registry answered that it is not the owner), waiting at
     /// most a moment: with Postgres away, the map in hand is the best there is.
     pub async fn refresh(&self) {
@@ -85,7 +152,13 @@ impl Registries {
     }
 
     /// Starts a link to each registry that joined, stops those to registries that left.
-    async fn supervise(self, gateway_id: String, sessions: SessionTable, shutdown: Shutdown) {
+    async fn supervise(
+        self,
+        gateway_id: String,
+        sessions: SessionTable,
+        subscriptions: Subscriptions,
+        shutdown: Shutdown,
+    ) {
         let mut changes = self.router.watch();
         loop {
             let members = self.router.members();
@@ -116,6 +189,7 @@ impl Registries {
                         channel,
                         gateway_id.clone(),
                         sessions.clone(),
+                        subscriptions.clone(),
                         state.clone(),
                         stop.clone(),
                     ));

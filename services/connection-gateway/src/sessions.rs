@@ -1,17 +1,21 @@
 //! The sessions this gateway holds, by session id: where a kick from the registry finds its
 //! connection, and what a re-attach asserts as live.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use compact_str::CompactString;
 use dashmap::DashMap;
-use presence_proto::v1::{Kicked, LiveSession};
+use parking_lot::Mutex;
+use presence_proto::v1::{Kicked, LiveSession, UserStatus};
 use uuid::Uuid;
 
-use crate::outbox::{Outbound, Outbox};
+use crate::outbox::{Outbound, Outbox, PostError};
 
 /// One session's entry. Ids up to 24 bytes are stored inline: most take no allocation.
 pub struct SessionHandle {
@@ -24,6 +28,8 @@ pub struct SessionHandle {
     pub kicked: AtomicBool,
     /// The connection's mailbox.
     pub outbox: Outbox,
+    /// The users this session subscribes to (boxed: most sessions subscribe to none).
+    pub subscribed: Mutex<Option<Box<HashSet<CompactString>>>>,
 }
 
 impl SessionHandle {
@@ -35,6 +41,7 @@ impl SessionHandle {
             confirmed: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             outbox: Outbox::new(outbox_capacity),
+            subscribed: Mutex::new(None),
         }
     }
 }
@@ -73,6 +80,26 @@ impl SessionTable {
             handle.outbox.close();
         }
         true
+    }
+
+    /// Posts a subscribed user's status to a session; false if the session is gone. A device
+    /// that does not read is closed (its outbox holds at most one status per subscription).
+    pub fn post_status(&self, session_id: &Uuid, status: Arc<UserStatus>) -> bool {
+        let Some(handle) = self.sessions.get(session_id).map(|h| h.clone()) else { return false };
+        match handle.outbox.post(Outbound::Status(status)) {
+            Ok(()) => true,
+            Err(PostError::Full) => {
+                handle.outbox.close();
+                false
+            }
+            Err(PostError::Closed) => false,
+        }
+    }
+
+    /// Items posted to a session and not yet taken (tests).
+    #[cfg(test)]
+    pub fn queued(&self, session_id: &Uuid) -> usize {
+        self.sessions.get(session_id).map_or(0, |h| h.outbox.end().items.len())
     }
 
     /// Every session, for the attach snapshot. Logins still in flight are marked pending: the

@@ -46,6 +46,7 @@ pub struct NewEvent {
     pub device: EventDevice,
     pub kicked_devices: Vec<KickedDevice>,
     pub user_status: PresenceStatus,
+    pub custom_status: String,
 }
 
 /// The user row as it is after a mutation.
@@ -54,6 +55,7 @@ pub struct UserRow {
     pub version: u64,
     pub last_seen_ms: Option<u64>,
     pub last_reason: Option<EventReason>,
+    pub custom_status: String,
 }
 
 /// One user's change: written atomically with every other mutation of the same batch.
@@ -310,6 +312,7 @@ fn number(
                         user_status: e.user_status as i32,
                         partition: m.partition,
                         position: *position,
+                        custom_status: e.custom_status.clone(),
                     };
                     *seq += 1;
                     event
@@ -361,10 +364,16 @@ mod tests {
                 device: EventDevice::default(),
                 kicked_devices: vec![],
                 user_status: PresenceStatus::Online,
+                custom_status: String::new(),
             }],
             upserts: vec![],
             deletes: vec![],
-            user: UserRow { version: 1, last_seen_ms: Some(1), last_reason: Some(EventReason::Register) },
+            user: UserRow {
+                version: 1,
+                last_seen_ms: Some(1),
+                last_reason: Some(EventReason::Register),
+                custom_status: String::new(),
+            },
         }
     }
 

@@ -1,4 +1,4 @@
-//! The gateways the registry knows: their downlink for kicks, and their lease.
+//! The gateways the registry knows: their downlink for kicks and status pushes, and their lease.
 //!
 //! A gateway is alive while it renews its lease. Its stream ending does not end the lease: a
 //! gateway that re-attaches in time (after a registry or network hiccup) keeps every device. One
@@ -11,7 +11,7 @@ use std::{
 
 use parking_lot::Mutex;
 
-use presence_proto::v1::{GatewayDownlink, KickSession, Resync, gateway_downlink::Kind};
+use presence_proto::v1::{GatewayDownlink, KickSession, Resync, StatusPush, gateway_downlink::Kind};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metric_names as m;
@@ -27,11 +27,57 @@ pub struct Gateways {
     lease: Duration,
     inner: Mutex<HashMap<String, Gateway>>,
     next_generation: std::sync::atomic::AtomicU64,
+    /// Gateway ids by number: users' watchers name their gateway in 4 bytes.
+    numbers: Mutex<Numbers>,
+}
+
+#[derive(Default)]
+struct Numbers {
+    of: HashMap<String, u32>,
+    ids: Vec<String>,
+}
+
+/// What became of a status push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Sent,
+    /// The gateway is between links: its next attach re-asserts its interest and gets the
+    /// current status then.
+    Detached,
+    /// The gateway is gone (its lease ran out): its interest can be dropped.
+    Gone,
 }
 
 impl Gateways {
     pub fn new(lease: Duration) -> Self {
-        Self { lease, inner: Mutex::default(), next_generation: 1.into() }
+        Self { lease, inner: Mutex::default(), next_generation: 1.into(), numbers: Mutex::default() }
+    }
+
+    /// The gateway's number (given on first use, never reused while this process runs).
+    pub fn number(&self, gateway_id: &str) -> u32 {
+        let mut numbers = self.numbers.lock();
+        if let Some(number) = numbers.of.get(gateway_id) {
+            return *number;
+        }
+        let number = u32::try_from(numbers.ids.len()).unwrap_or(u32::MAX);
+        numbers.ids.push(gateway_id.to_owned());
+        numbers.of.insert(gateway_id.to_owned(), number);
+        number
+    }
+
+    /// Sends a watched user's status down the link of gateway `number`.
+    pub fn push(&self, number: u32, push: StatusPush) -> Pushed {
+        let Some(gateway_id) = self.numbers.lock().ids.get(number as usize).cloned() else {
+            return Pushed::Gone;
+        };
+        let inner = self.inner.lock();
+        let Some(gateway) = inner.get(&gateway_id) else { return Pushed::Gone };
+        let sent = gateway
+            .downlink
+            .as_ref()
+            .is_some_and(|(_, tx)| tx.send(Ok(GatewayDownlink { kind: Some(Kind::Status(push)) })).is_ok());
+        metrics::counter!(m::STATUS_PUSHES, "delivered" => if sent { "yes" } else { "no" }).increment(1);
+        if sent { Pushed::Sent } else { Pushed::Detached }
     }
 
     pub fn lease(&self) -> Duration {

@@ -140,7 +140,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         peers,
         ownership: ownership.clone(),
         log,
-        gateways,
+        gateways: Arc::new(gateways),
         apps,
         pool: pool.clone(),
     });

@@ -15,6 +15,8 @@ pub const GATEWAY_LEASES_EXPIRED: &str = "registry_gateway_leases_expired_total"
 pub const GATEWAYS_ATTACHED: &str = "registry_gateways_attached";
 /// Label `delivered`: `yes`, or `no` when the gateway was not attached.
 pub const KICKS_SENT: &str = "registry_kicks_sent_total";
+/// Label `delivered`: `yes`, or `no` when the gateway was between links.
+pub const STATUS_PUSHES: &str = "registry_status_pushes_total";
 /// Changes refused because their partition's epoch had moved on (another process took it).
 pub const COMMITS_FENCED: &str = "registry_commits_fenced_total";
 
@@ -35,6 +37,11 @@ pub fn describe() {
         "Gateways whose lease ran out; their devices were disconnected."
     );
     describe_gauge!(GATEWAYS_ATTACHED, Unit::Count, "Gateways with an attached link now.");
+    describe_counter!(
+        STATUS_PUSHES,
+        Unit::Count,
+        "Status changes pushed to gateways that hold subscribers, by delivered (yes, no)."
+    );
     describe_counter!(KICKS_SENT, Unit::Count, "Kicks sent to gateways, by delivered (yes, no).");
     LEASE_METRICS.describe("registry", "Stop, drain and release of one partition.");
     describe_counter!(COMMITS_FENCED, Unit::Count, "Changes refused because their partition changed owner.");

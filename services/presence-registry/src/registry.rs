@@ -7,21 +7,23 @@ use futures::StreamExt;
 
 use presence_common::{AppDirectory, ErrorCode, time::now_ms};
 use presence_proto::codes::KickReason;
-use presence_proto::limits::{MAX_ID_LEN, MAX_IDS_PER_QUERY, is_valid_id, is_valid_text};
+use presence_proto::limits::{
+    MAX_CUSTOM_STATUS_LEN, MAX_ID_LEN, MAX_IDS_PER_QUERY, is_valid_id, is_valid_text,
+};
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
-    PresenceEvent, SessionRef, UserPresence,
+    PresenceEvent, SessionRef, StatusPush, UserPresence, UserStatus, WatchedApp, WatchedUser,
 };
 use sqlx::PgPool;
 
 use crate::{
     event_log::{EventLog, LogError},
-    gateways::Gateways,
+    gateways::{Gateways, Pushed},
     metric_names as m,
     partitions::{Partition, Partitions},
     store,
     transition::{self, Change},
-    user_state::{Device, UserState},
+    user_state::{Device, UserState, Visible},
     user_table::{UserCell, UserKey},
 };
 use presence_common::{partition_lease::Ownership, registry_router::RegistryRouter};
@@ -45,6 +47,9 @@ pub enum RegistryError {
     Database(#[from] sqlx::Error),
     #[error("another registry: {0}")]
     Peer(String),
+    /// A custom status needs an online or push_online user (and a device's, a current session).
+    #[error("the user is offline")]
+    UserOffline,
 }
 
 /// How long a query waits for the other registries' parts.
@@ -59,6 +64,7 @@ impl From<RegistryError> for tonic::Status {
             RegistryError::BadRequest(_) => ErrorCode::BadRequest,
             RegistryError::UnknownApp(_) => ErrorCode::NotFound,
             RegistryError::NotYourSession => ErrorCode::PermissionDenied,
+            RegistryError::UserOffline => ErrorCode::UserOffline,
             // A gateway is between links (e.g. the registry just restarted): retry shortly.
             // Callers re-read the partition map and retry with the owner.
             RegistryError::NotOwner(_)
@@ -88,7 +94,7 @@ pub struct Registry {
     pub(crate) peers: RegistryRouter,
     pub(crate) ownership: Ownership,
     pub(crate) log: EventLog,
-    pub(crate) gateways: Gateways,
+    pub(crate) gateways: Arc<Gateways>,
     pub(crate) apps: AppDirectory,
     pub(crate) pool: PgPool,
 }
@@ -156,13 +162,19 @@ impl Registry {
         let Some(change) = plan(&state)? else { return Ok(None) };
         let mutation = change.mutation(&key.app_id, &key.user_id, p, epoch);
         let (log, next) = (self.log.clone(), change.next.clone());
+        // What subscribers saw before, if there are any.
+        let seen = (!state.watchers.is_empty()).then(|| state.visible());
+        let (gateways, user) = (self.gateways.clone(), key.clone());
         // Commit and apply in a task of its own: if our caller goes away (a cancelled RPC), the
         // change still reaches memory exactly when it reaches Postgres, and only then is the user
         // unlocked. Dropped midway, the next change of this user would be planned from stale
-        // state and collide with this one.
+        // state and collide with this one. Pushes go out before the unlock: in version order.
         let events = tokio::spawn(async move {
             let events = log.commit(mutation).await?;
             *state = next;
+            if let Some(seen) = seen {
+                push_if_changed(&gateways, &user, &mut state, &seen);
+            }
             drop(gate);
             Ok::<_, LogError>(events)
         })
@@ -397,6 +409,151 @@ impl Registry {
         Ok((results, as_of_seq))
     }
 
+    /// Sets or clears the user's custom status: by a device (`session`, held by `gateway`), or by
+    /// the app backend. Returns the user's version after it, and whether it changed.
+    pub async fn set_custom_status(
+        &self,
+        app_id: &str,
+        user_id: &str,
+        text: &str,
+        session: Option<&SessionRef>,
+        gateway: Option<&str>,
+    ) -> Result<(u64, bool), RegistryError> {
+        check_id("app_id", app_id)?;
+        check_id("user_id", user_id)?;
+        if !is_valid_text(text, MAX_CUSTOM_STATUS_LEN) {
+            return Err(RegistryError::BadRequest(format!(
+                "custom_status must be at most {MAX_CUSTOM_STATUS_LEN} bytes without control characters"
+            )));
+        }
+        if let Some(session) = session {
+            check_session(session)?;
+            if session.app_id != app_id || session.user_id != user_id {
+                return Err(RegistryError::BadRequest("the session is another user's".into()));
+            }
+        }
+        if self.apps.get(app_id).is_none() {
+            return Err(RegistryError::UnknownApp(app_id.to_owned()));
+        }
+        let now = now_ms();
+        // Set when the plan ran and changed nothing: the version it found.
+        let mut unchanged = None;
+        let done = self
+            .change_known_user(UserKey::new(app_id, user_id), |state| {
+                let device = match session {
+                    Some(session) => {
+                        held_by(state, session, gateway)?;
+                        let current = state.online_session(&session.device_id, &session.session_id);
+                        Some(current.ok_or(RegistryError::UserOffline)?)
+                    }
+                    None => None,
+                };
+                let change = transition::set_custom_status(state, text, device, now)
+                    .map_err(|transition::UserOffline| RegistryError::UserOffline)?;
+                if change.is_none() {
+                    unchanged = Some(state.version);
+                }
+                Ok(change)
+            })
+            .await?;
+        match (done, unchanged) {
+            (Some((change, _)), _) => Ok((change.next.version, true)),
+            (None, Some(version)) => Ok((version, false)),
+            // A user the registry never saw is offline.
+            (None, None) => Err(RegistryError::UserOffline),
+        }
+    }
+
+    /// Gateway `gateway_id` holds subscribers of these users: their changes are pushed to it from
+    /// now on. Returns their current status, in request order.
+    pub async fn watch(
+        &self,
+        gateway_id: &str,
+        app_id: &str,
+        users: &[WatchedUser],
+    ) -> Result<Vec<UserStatus>, RegistryError> {
+        self.check_watch(gateway_id, app_id, users)?;
+        if !self.gateways.is_attached(gateway_id) {
+            // Pushes need its link; a gateway re-asserts its interest whenever it attaches.
+            return Err(RegistryError::GatewayNotAttached(gateway_id.to_owned()));
+        }
+        let number = self.gateways.number(gateway_id);
+        let mut statuses = Vec::with_capacity(users.len());
+        for watched in users {
+            let key = UserKey::new(app_id, &watched.user_id);
+            let (_, _, partition) = self.served(&key)?;
+            let cell = partition.users.entry(key);
+            let mut state = cell.lock().await;
+            state.watch(number, watched.generation);
+            statuses.push(state.user_status(&watched.user_id));
+        }
+        Ok(statuses)
+    }
+
+    /// Gateway `gateway_id` holds no subscriber of these users any more (under the generations
+    /// given: a newer Watch of the same user stays).
+    pub async fn unwatch(
+        &self,
+        gateway_id: &str,
+        app_id: &str,
+        users: &[WatchedUser],
+    ) -> Result<(), RegistryError> {
+        self.check_watch(gateway_id, app_id, users)?;
+        let number = self.gateways.number(gateway_id);
+        for watched in users {
+            // A partition served elsewhere now: its owner learnt the gateway's interest afresh.
+            let Ok((_, _, partition)) = self.served(&UserKey::new(app_id, &watched.user_id)) else {
+                continue;
+            };
+            if let Some(cell) = partition.users.get_user(app_id, &watched.user_id) {
+                cell.lock().await.unwatch(number, watched.generation);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_watch(
+        &self,
+        gateway_id: &str,
+        app_id: &str,
+        users: &[WatchedUser],
+    ) -> Result<(), RegistryError> {
+        check_id("gateway_id", gateway_id)?;
+        check_id("app_id", app_id)?;
+        if users.is_empty() || users.len() > MAX_IDS_PER_QUERY {
+            return Err(RegistryError::BadRequest(format!("users must hold 1 to {MAX_IDS_PER_QUERY} ids")));
+        }
+        for watched in users {
+            check_id("user_id", &watched.user_id)?;
+        }
+        if self.apps.get(app_id).is_none() {
+            return Err(RegistryError::UnknownApp(app_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// A gateway (re-)attached with the users it watches: their interest is recorded for the
+    /// partitions served here, and their current status is pushed, so that its subscribers
+    /// converge whatever they missed (a registry restart, a take-over, a broken link).
+    pub async fn rewatch(&self, gateway_id: &str, watching: &[WatchedApp]) {
+        let number = self.gateways.number(gateway_id);
+        for app in watching {
+            for watched in &app.users {
+                let key = UserKey::new(&app.app_id, &watched.user_id);
+                let Ok((_, _, partition)) = self.served(&key) else { continue };
+                let cell = partition.users.entry(key);
+                let mut state = cell.lock().await;
+                state.watch(number, watched.generation);
+                let push = StatusPush {
+                    app_id: app.app_id.clone(),
+                    status: Some(state.user_status(&watched.user_id)),
+                    generation: watched.generation,
+                };
+                self.gateways.push(number, push);
+            }
+        }
+    }
+
     /// Devices stored as online on `gateway_id`, in the partitions served here.
     async fn online_sessions_on(&self, gateway_id: &str) -> Result<Vec<SessionRef>, RegistryError> {
         Ok(store::online_sessions_on(&self.pool, gateway_id, &self.ownership.serving()).await?)
@@ -491,6 +648,23 @@ impl Registry {
         }
         Ok(expired)
     }
+}
+
+/// Pushes the user's status to the gateways that watch it if what they see changed; forgets the
+/// interest of gateways that are gone.
+fn push_if_changed(gateways: &Gateways, user: &UserKey, state: &mut UserState, seen: &Visible) {
+    if state.visible() == *seen {
+        return;
+    }
+    let status = state.user_status(&user.user_id);
+    state.watchers.retain(|watcher| {
+        let push = StatusPush {
+            app_id: user.app_id.clone(),
+            status: Some(status.clone()),
+            generation: watcher.generation,
+        };
+        gateways.push(watcher.gateway, push) != Pushed::Gone
+    });
 }
 
 /// Shared handle used by the gRPC services and the sweeper.

@@ -180,11 +180,12 @@ where
 
     sqlx::query(
         "INSERT INTO presence_events (feed_id, app_id, seq, event_id, user_id, user_version, event_time_ms, \
-         action, reason, device_id, platform, client_version, kicked_devices, user_status, partition, position) \
-         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us, pa, po FROM UNNEST($1::int8[], $2::text[], \
+         action, reason, device_id, platform, client_version, kicked_devices, user_status, partition, position, \
+         custom_status) \
+         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us, pa, po, cs FROM UNNEST($1::int8[], $2::text[], \
          $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
-         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[]) \
-         AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us, pa, po)",
+         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::text[]) \
+         AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us, pa, po, cs)",
     )
     .bind(events.iter().map(|e| to_i64(e.feed_id)).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.app_id.clone()).collect::<Vec<_>>())
@@ -209,6 +210,7 @@ where
     .bind(events.iter().map(|e| e.user_status().name().unwrap_or("offline")).collect::<Vec<_>>())
     .bind(to_i32s(&events.iter().map(|e| e.partition).collect::<Vec<_>>()))
     .bind(events.iter().map(|e| to_i64(e.position)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.custom_status.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
 
@@ -258,10 +260,11 @@ where
     }
 
     sqlx::query(
-        "INSERT INTO users (app_id, user_id, version, last_seen_ms, last_reason, partition) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int4[]) \
+        "INSERT INTO users (app_id, user_id, version, last_seen_ms, last_reason, partition, custom_status) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], $6::int4[], $7::text[]) \
          ON CONFLICT (app_id, user_id) DO UPDATE SET version = EXCLUDED.version, \
-         last_seen_ms = EXCLUDED.last_seen_ms, last_reason = EXCLUDED.last_reason, partition = EXCLUDED.partition",
+         last_seen_ms = EXCLUDED.last_seen_ms, last_reason = EXCLUDED.last_reason, partition = EXCLUDED.partition, \
+         custom_status = EXCLUDED.custom_status",
     )
     .bind(mutations.iter().map(|m| m.app_id.clone()).collect::<Vec<_>>())
     .bind(mutations.iter().map(|m| m.user_id.clone()).collect::<Vec<_>>())
@@ -269,6 +272,7 @@ where
     .bind(mutations.iter().map(|m| m.user.last_seen_ms.map(to_i64)).collect::<Vec<_>>())
     .bind(mutations.iter().map(|m| m.user.last_reason.and_then(EventReason::name)).collect::<Vec<_>>())
     .bind(to_i32s(&mutations.iter().map(|m| m.partition).collect::<Vec<_>>()))
+    .bind(mutations.iter().map(|m| m.user.custom_status.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
 
@@ -286,12 +290,14 @@ struct UserRow {
     version: i64,
     last_seen_ms: Option<i64>,
     last_reason: Option<String>,
+    custom_status: String,
 }
 
 /// Every user row of these partitions, as a state without devices.
 pub async fn users_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKey, UserState)>, sqlx::Error> {
     let rows: Vec<UserRow> = sqlx::query_as(
-        "SELECT app_id, user_id, version, last_seen_ms, last_reason FROM users WHERE partition = ANY($1)",
+        "SELECT app_id, user_id, version, last_seen_ms, last_reason, custom_status FROM users \
+         WHERE partition = ANY($1)",
     )
     .bind(to_i32s(partitions))
     .fetch_all(pool)
@@ -304,6 +310,8 @@ pub async fn users_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKey,
                 version: to_u64(row.version),
                 last_seen_ms: row.last_seen_ms.map(to_u64),
                 last_reason: row.last_reason.and_then(|r| EventReason::from_name(&r).ok()),
+                custom_status: row.custom_status,
+                watchers: Vec::new(),
             };
             (UserKey { app_id: row.app_id, user_id: row.user_id }, state)
         })

@@ -4,7 +4,7 @@
 use presence_common::PolicyMode;
 use presence_proto::{
     codes::KickReason,
-    v1::{DeviceStatus, EventAction, EventReason, Platform},
+    v1::{DeviceStatus, EventAction, EventDevice, EventReason, Platform, PresenceStatus},
 };
 
 use crate::{
@@ -55,19 +55,37 @@ impl Change {
         kicked: &[Device],
         now: u64,
     ) {
+        self.record_event(action, reason, device.event_device(), kicked, now);
+    }
+
+    /// [`Change::record`] with the event's device as given (none when the app backend acts).
+    fn record_event(
+        &mut self,
+        action: EventAction,
+        reason: EventReason,
+        device: EventDevice,
+        kicked: &[Device],
+        now: u64,
+    ) {
         self.next.version += 1;
         self.next.last_seen_ms = Some(now);
-        if action != EventAction::Login {
+        if matches!(action, EventAction::Logout | EventAction::Disconnect) {
             self.next.last_reason = Some(reason);
+        }
+        let user_status = status_of(&self.next.devices);
+        if user_status == PresenceStatus::Offline {
+            // A custom status lasts while the user is online or push_online.
+            self.next.custom_status.clear();
         }
         self.events.push(NewEvent {
             user_version: self.next.version,
             event_time_ms: now,
             action,
             reason,
-            device: device.event_device(),
+            device,
             kicked_devices: kicked.iter().map(Device::kicked).collect(),
-            user_status: status_of(&self.next.devices),
+            user_status,
+            custom_status: self.next.custom_status.clone(),
         });
     }
 
@@ -92,6 +110,7 @@ impl Change {
                 version: self.next.version,
                 last_seen_ms: self.next.last_seen_ms,
                 last_reason: self.next.last_reason,
+                custom_status: self.next.custom_status.clone(),
             },
         }
     }
@@ -133,6 +152,31 @@ pub fn login(state: &UserState, policy: &PolicyMode, new: Device, now: u64) -> C
     let kicked = change.forced_offline.clone();
     change.record(EventAction::Login, EventReason::Register, &new, &kicked, now);
     change
+}
+
+/// Why a custom status was not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserOffline;
+
+/// The user's custom status becomes `text` (set by `device`, or by the app backend when `None`).
+/// Only an online or push_online user has one; setting the one it has changes nothing.
+pub fn set_custom_status(
+    state: &UserState,
+    text: &str,
+    device: Option<&Device>,
+    now: u64,
+) -> Result<Option<Change>, UserOffline> {
+    if state.status() == PresenceStatus::Offline {
+        return Err(UserOffline);
+    }
+    if state.custom_status == text {
+        return Ok(None);
+    }
+    let mut change = Change::new(state);
+    change.next.custom_status = text.to_owned();
+    let device = device.map(Device::event_device).unwrap_or_default();
+    change.record_event(EventAction::Status, EventReason::CustomStatus, device, &[], now);
+    Ok(Some(change))
 }
 
 /// The session logs out: the device is gone, push or not. None if the session is not current.
@@ -302,5 +346,38 @@ mod tests {
         assert_eq!(change.next.devices.len(), 1);
         assert!(change.kicks.iter().all(|k| k.reason == KickReason::Admin));
         assert!(admin_kick(&state, &[Platform::Web], 10).is_none());
+    }
+
+    #[test]
+    fn a_custom_status_needs_an_online_user_is_an_event_and_ends_with_the_user() {
+        let offline = UserState::default();
+        assert_eq!(set_custom_status(&offline, "busy", None, 1).unwrap_err(), UserOffline);
+
+        let mut state = UserState::default();
+        state.devices.push(online("w", Platform::Web, 1));
+        let device = state.devices[0].clone();
+        let change = set_custom_status(&state, "busy", Some(&device), 5).unwrap().expect("a change");
+        let event = &change.events[0];
+        assert_eq!((event.action, event.reason), (EventAction::Status, EventReason::CustomStatus));
+        assert_eq!((event.custom_status.as_str(), event.device.device_id.as_str()), ("busy", "w"));
+        assert_eq!(change.next.custom_status, "busy");
+        assert_eq!(change.next.last_reason, None, "a status change is no disconnect");
+        assert!(set_custom_status(&change.next, "busy", None, 6).unwrap().is_none(), "unchanged");
+
+        let gone = logout(&change.next, "w", "s-w", 7).expect("current session");
+        assert_eq!(gone.next.custom_status, "", "cleared when the user goes offline");
+        assert_eq!(gone.events[0].custom_status, "");
+    }
+
+    #[test]
+    fn a_push_online_user_keeps_its_custom_status() {
+        let mut state = UserState::default();
+        let mut phone = online("p", Platform::Ios, 1);
+        phone.push_enabled = true;
+        state.devices.push(phone);
+        state.custom_status = "driving".into();
+        let change = disconnect(&state, "p", "s-p", EventReason::LinkClose, 2).expect("current session");
+        assert_eq!(change.next.status(), PresenceStatus::PushOnline);
+        assert_eq!(change.events[0].custom_status, "driving");
     }
 }

@@ -3,7 +3,7 @@
 
 use presence_proto::v1::{
     DevicePresence, DeviceStatus, EventDevice, EventReason, KickedDevice, Platform, PresenceStatus,
-    UserPresence,
+    UserPresence, UserStatus,
 };
 
 /// A device that is online or push_online. Offline devices are forgotten.
@@ -58,6 +58,28 @@ pub struct UserState {
     pub version: u64,
     pub last_seen_ms: Option<u64>,
     pub last_reason: Option<EventReason>,
+    /// Shared by the user's devices; kept while the user is online or push_online.
+    pub custom_status: String,
+    /// Gateways that hold subscribers of this user. In memory only: gateways re-assert them when
+    /// they attach.
+    pub watchers: Vec<Watcher>,
+}
+
+/// A gateway's interest in a user, under the gateway's generation of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watcher {
+    /// The gateway's number in [`crate::gateways::Gateways`].
+    pub gateway: u32,
+    pub generation: u32,
+}
+
+/// What subscribers see of a user: a change of any of it is pushed to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visible {
+    pub status: PresenceStatus,
+    /// Platforms with an online device, sorted, each once.
+    pub platforms: Vec<i32>,
+    pub custom_status: String,
 }
 
 impl UserState {
@@ -82,6 +104,45 @@ impl UserState {
             devices: if detail { self.devices.iter().map(Device::presence).collect() } else { Vec::new() },
             last_seen_ms: self.last_seen_ms,
             last_reason: self.last_reason.unwrap_or(EventReason::Unspecified) as i32,
+            custom_status: self.custom_status.clone(),
+            user_version: self.version,
+        }
+    }
+
+    pub fn visible(&self) -> Visible {
+        let mut platforms: Vec<i32> =
+            self.devices.iter().filter(|d| d.is_online()).map(|d| d.platform as i32).collect();
+        platforms.sort_unstable();
+        platforms.dedup();
+        Visible { status: self.status(), platforms, custom_status: self.custom_status.clone() }
+    }
+
+    /// The user as subscribers see it (`StatusChanged`, `SubscribeOk`).
+    pub fn user_status(&self, user_id: &str) -> UserStatus {
+        let Visible { status, platforms, custom_status } = self.visible();
+        UserStatus {
+            user_id: user_id.to_owned(),
+            status: status.name().unwrap_or("offline").to_owned(),
+            platforms,
+            custom_status,
+            user_version: self.version,
+            changed_at_ms: self.last_seen_ms.unwrap_or(0),
+        }
+    }
+
+    /// Adds or renews a gateway's interest; the generation is the gateway's latest.
+    pub fn watch(&mut self, gateway: u32, generation: u32) {
+        match self.watchers.iter_mut().find(|w| w.gateway == gateway) {
+            Some(watcher) => watcher.generation = generation,
+            None => self.watchers.push(Watcher { gateway, generation }),
+        }
+    }
+
+    /// Removes a gateway's interest if it is still of this generation (a newer Watch wins).
+    pub fn unwatch(&mut self, gateway: u32, generation: u32) {
+        self.watchers.retain(|w| !(w.gateway == gateway && w.generation == generation));
+        if self.watchers.is_empty() {
+            self.watchers = Vec::new();
         }
     }
 }
@@ -132,5 +193,32 @@ pub(crate) mod tests {
         user.devices.push(device("a", Platform::Ios, DeviceStatus::Online, 1));
         assert!(user.presence("u", false).devices.is_empty());
         assert_eq!(user.presence("u", true).devices.len(), 1);
+    }
+
+    #[test]
+    fn an_unwatch_removes_only_its_own_generation() {
+        let mut user = UserState::default();
+        user.watch(1, 10);
+        user.watch(2, 20);
+        user.watch(1, 11);
+        assert_eq!(user.watchers.len(), 2, "one interest per gateway");
+        user.unwatch(1, 10);
+        assert_eq!(user.watchers.len(), 2, "an older generation's Unwatch removes nothing");
+        user.unwatch(1, 11);
+        user.unwatch(2, 20);
+        assert!(user.watchers.is_empty() && user.watchers.capacity() == 0);
+    }
+
+    #[test]
+    fn subscribers_see_online_platforms_sorted_once() {
+        let mut user = UserState::default();
+        user.devices.push(device("a", Platform::Mac, DeviceStatus::Online, 1));
+        user.devices.push(device("b", Platform::Ios, DeviceStatus::Online, 2));
+        user.devices.push(device("c", Platform::Mac, DeviceStatus::Online, 3));
+        user.devices.push(device("d", Platform::Android, DeviceStatus::PushOnline, 4));
+        user.version = 4;
+        let status = user.user_status("u");
+        assert_eq!(status.platforms, [Platform::Ios as i32, Platform::Mac as i32]);
+        assert_eq!((status.status.as_str(), status.user_version), ("online", 4));
     }
 }

@@ -22,6 +22,12 @@ pub struct UserPresenceJson {
     /// `admin_kick`, `push_expired`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_reason: Option<String>,
+    /// The user's custom status (set by a device or by `PUT /v1/users/{user_id}/status`); absent
+    /// when none. Cleared when the user goes offline.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub custom_status: String,
+    /// The user's event counter (as `user_version` in events); 0 for a user never seen.
+    pub user_version: u64,
 }
 
 /// One device of a user.
@@ -70,6 +76,8 @@ impl UserPresenceJson {
             devices: detail.then(|| p.devices.iter().map(DevicePresenceJson::from).collect()),
             last_seen_ms: p.last_seen_ms,
             last_reason,
+            custom_status: p.custom_status.clone(),
+            user_version: p.user_version,
         }
     }
 }
@@ -94,18 +102,20 @@ mod tests {
             }],
             last_seen_ms: Some(5),
             last_reason: EventReason::LinkClose as i32,
+            custom_status: "away".into(),
+            user_version: 9,
         };
         let json = serde_json::to_value(UserPresenceJson::new(&p, true)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"user_id": "u1", "status": "push_online", "last_seen_ms": 5,
-                "last_reason": "link_close", "devices": [{"device_id": "d1", "platform": "android_pad",
+                "last_reason": "link_close", "custom_status": "away", "user_version": 9, "devices": [{"device_id": "d1", "platform": "android_pad",
                 "status": "push_online", "since_ms": 5, "client_version": "1.0", "push_enabled": true}]})
         );
         let unknown = UserPresence { user_id: "u2".into(), ..Default::default() };
         assert_eq!(
             serde_json::to_value(UserPresenceJson::new(&unknown, false)).unwrap(),
-            serde_json::json!({"user_id": "u2", "status": "offline"})
+            serde_json::json!({"user_id": "u2", "status": "offline", "user_version": 0})
         );
     }
 }

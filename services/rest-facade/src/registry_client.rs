@@ -4,10 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use presence_common::registry_router::{RegistryRouter, is_reroute};
+use presence_common::{
+    internal_auth::RegistryChannel,
+    registry_router::{RegistryRouter, is_reroute},
+};
 use presence_proto::v1::{
     KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, ReadEventsRequest,
-    event_feed_client::EventFeedClient, presence_registry_client::PresenceRegistryClient,
+    SetCustomStatusRequest, event_feed_client::EventFeedClient,
+    presence_registry_client::PresenceRegistryClient,
 };
 
 use crate::error::ApiError;
@@ -68,27 +72,56 @@ impl RegistryClient {
         user_id: &str,
         platforms: &[Platform],
     ) -> Result<Vec<KickedDevice>, ApiError> {
+        let kick = KickRequest {
+            app_id: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+            platforms: platforms.iter().map(|p| *p as i32).collect(),
+        };
+        let reply = self
+            .on_owner(app_id, user_id, |mut registry, deadline| {
+                let request = self.request(kick.clone(), deadline);
+                async move { registry.kick(request).await }
+            })
+            .await?;
+        Ok(reply.kicked_devices)
+    }
+
+    /// Sets (or, with `""`, clears) the user's custom status; returns the user's version.
+    pub async fn set_custom_status(&self, app_id: &str, user_id: &str, text: &str) -> Result<u64, ApiError> {
+        let set = SetCustomStatusRequest {
+            app_id: app_id.to_owned(),
+            user_id: user_id.to_owned(),
+            custom_status: text.to_owned(),
+            session: None,
+        };
+        let reply = self
+            .on_owner(app_id, user_id, |mut registry, deadline| {
+                let request = self.request(set.clone(), deadline);
+                async move { registry.set_custom_status(request).await }
+            })
+            .await?;
+        Ok(reply.user_version)
+    }
+
+    /// Runs `call` on the registry that owns the user; a call refused as not the owner's (the
+    /// partition map moved) goes to the new owner, until the deadline.
+    async fn on_owner<T, F, Fut>(&self, app_id: &str, user_id: &str, mut call: F) -> Result<T, ApiError>
+    where
+        F: FnMut(PresenceRegistryClient<RegistryChannel>, Instant) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
         let deadline = Instant::now() + self.timeout;
         loop {
             let attempt = match self.router.owner_of(app_id, user_id) {
                 Some(addr) => {
                     let channel = self.router.channel(&addr).map_err(|_| ApiError::Unavailable)?;
-                    let request = self.request(
-                        KickRequest {
-                            app_id: app_id.to_owned(),
-                            user_id: user_id.to_owned(),
-                            platforms: platforms.iter().map(|p| *p as i32).collect(),
-                        },
-                        deadline,
-                    );
-                    self.call(deadline, PresenceRegistryClient::new(channel).kick(request)).await
+                    self.call(deadline, call(PresenceRegistryClient::new(channel), deadline)).await
                 }
                 None if self.router.none_alive() => return Err(ApiError::Unavailable),
                 None => Err(presence_common::registry_router::reroute_status("no owner yet".into())),
             };
             match attempt {
-                Ok(reply) => return Ok(reply.kicked_devices),
-                // Not the owner any more, or gone: the map moved; ask the new owner.
+                Ok(reply) => return Ok(reply),
                 Err(status)
                     if (is_reroute(&status) || std::error::Error::source(&status).is_some())
                         && Instant::now() + REROUTE_PAUSE < deadline =>

@@ -73,7 +73,10 @@ async fn detail_lists_devices_and_unknown_users_are_offline() {
     let (status, body) =
         stack.post("/v1/presence/query", &json!({ "user_ids": ["nobody", "alice"], "detail": true })).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["results"][0], json!({ "user_id": "nobody", "status": "offline", "devices": [] }));
+    assert_eq!(
+        body["results"][0],
+        json!({ "user_id": "nobody", "status": "offline", "devices": [], "user_version": 0 })
+    );
     let alice = &body["results"][1];
     assert_eq!(alice["status"], "online");
     let mut devices: Vec<Value> = alice["devices"].as_array().unwrap().clone();
@@ -263,7 +266,10 @@ async fn an_app_never_sees_another_apps_users_or_events() {
 
     let (_, ours) =
         stack.post("/v1/presence/query", &json!({ "user_ids": ["alice", "bob"], "detail": true })).await;
-    assert_eq!(ours["results"][0], json!({ "user_id": "alice", "status": "offline", "devices": [] }));
+    assert_eq!(
+        ours["results"][0],
+        json!({ "user_id": "alice", "status": "offline", "devices": [], "user_version": 0 })
+    );
     assert_eq!(ours["results"][1]["status"], "online");
     let (_, alice) = stack.get("/v1/users/alice/presence").await;
     assert_eq!(alice["status"], "offline");
@@ -286,4 +292,50 @@ async fn an_app_never_sees_another_apps_users_or_events() {
     assert_eq!(seen_by_other["status"], "online");
     theirs.heartbeat().await.expect("their device is untouched");
     stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_custom_status_set_by_the_backend_shows_in_queries_and_the_feed_until_offline() {
+    let stack = Stack::start().await;
+    let offline = stack.put("/v1/users/kate/status", &json!({"custom_status": "busy"})).await;
+    assert_error(&offline, 409, "user_offline");
+
+    let kate = stack.login("kate", "phone", Platform::Ios).await;
+    let (status, body) = stack.put("/v1/users/kate/status", &json!({"custom_status": "busy"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["custom_status"].as_str(), body["user_version"].as_u64()), (Some("busy"), Some(2)));
+    let (_, body) = stack.post("/v1/presence/query", &json!({"user_ids": ["kate", "nobody"]})).await;
+    assert_eq!(body["results"][0]["custom_status"], "busy", "{body}");
+    assert_eq!(body["results"][0]["user_version"], 2, "{body}");
+    assert!(body["results"][1].get("custom_status").is_none(), "{body}");
+    assert_eq!(body["results"][1]["user_version"], 0, "{body}");
+
+    let long = "x".repeat(257);
+    assert_error(
+        &stack.put("/v1/users/kate/status", &json!({"custom_status": long})).await,
+        400,
+        "invalid_custom_status",
+    );
+    assert_error(&stack.put("/v1/users/kate/status", &json!({"status": "busy"})).await, 400, "invalid_body");
+
+    drop(kate);
+    let gone = stack.get_until("/v1/users/kate/presence", |b| b["status"] == "offline").await;
+    assert!(gone.get("custom_status").is_none(), "cleared when offline: {gone}");
+    let (_, feed) = stack.get("/v1/events?after_seq=0").await;
+    let actions: Vec<(&str, &str, &str)> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+                e["custom_status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("login", "register", ""), ("status", "custom_status", "busy"), ("disconnect", "link_close", "")]
+    );
 }

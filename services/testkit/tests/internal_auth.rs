@@ -4,9 +4,9 @@
 use presence_common::internal_auth::{CallerToken, InternalSecret, Role};
 use presence_proto::v1::{
     DisconnectRequest, EventReason, GatewayUplink, Hello, KickRequest, LoginRequest, LogoutRequest, Platform,
-    QueryRequest, ReadEventsRequest, SessionRef, SessionSnapshot, SubscribeRequest,
-    event_feed_client::EventFeedClient, gateway_link_client::GatewayLinkClient, gateway_uplink,
-    presence_registry_client::PresenceRegistryClient,
+    QueryRequest, ReadEventsRequest, SessionRef, SessionSnapshot, SetCustomStatusRequest, SubscribeRequest,
+    UnwatchRequest, WatchRequest, WatchedUser, event_feed_client::EventFeedClient,
+    gateway_link_client::GatewayLinkClient, gateway_uplink, presence_registry_client::PresenceRegistryClient,
 };
 use testkit::{
     System,
@@ -14,6 +14,19 @@ use testkit::{
     internal::{api_as, feed_as, link_as},
 };
 use tonic::{Code, transport::Channel};
+
+fn custom_status(session: Option<SessionRef>) -> SetCustomStatusRequest {
+    SetCustomStatusRequest {
+        app_id: "default".into(),
+        user_id: "mallory".into(),
+        custom_status: "owned".into(),
+        session,
+    }
+}
+
+fn watched() -> Vec<WatchedUser> {
+    vec![WatchedUser { user_id: "alice".into(), generation: 1 }]
+}
 
 /// Every RPC of the registry, called once (gateway calls under `gateway_id`); the status of each.
 async fn call_every_rpc<T>(
@@ -38,7 +51,11 @@ where
     let hello =
         GatewayUplink { kind: Some(gateway_uplink::Kind::Hello(Hello { gateway_id: gateway_id.into() })) };
     let snapshot = GatewayUplink {
-        kind: Some(gateway_uplink::Kind::Snapshot(SessionSnapshot { sessions: vec![], last: true })),
+        kind: Some(gateway_uplink::Kind::Snapshot(SessionSnapshot {
+            sessions: vec![],
+            last: true,
+            watching: vec![],
+        })),
     };
     vec![
         (
@@ -62,7 +79,7 @@ where
             code(
                 presence
                     .disconnect(DisconnectRequest {
-                        session: Some(session_ref),
+                        session: Some(session_ref.clone()),
                         reason: EventReason::LinkClose as i32,
                     })
                     .await
@@ -104,6 +121,37 @@ where
             ),
         ),
         ("Subscribe", code(feed.subscribe(SubscribeRequest { after_feed_id: 0 }).await.map(drop))),
+        (
+            "SetCustomStatus(device)",
+            code(presence.set_custom_status(custom_status(Some(session_ref.clone()))).await.map(drop)),
+        ),
+        ("SetCustomStatus(backend)", code(presence.set_custom_status(custom_status(None)).await.map(drop))),
+        (
+            "Watch",
+            code(
+                presence
+                    .watch(WatchRequest {
+                        gateway_id: gateway_id.into(),
+                        app_id: "default".into(),
+                        users: watched(),
+                    })
+                    .await
+                    .map(drop),
+            ),
+        ),
+        (
+            "Unwatch",
+            code(
+                presence
+                    .unwatch(UnwatchRequest {
+                        gateway_id: gateway_id.into(),
+                        app_id: "default".into(),
+                        users: watched(),
+                    })
+                    .await
+                    .map(drop),
+            ),
+        ),
         ("Attach", code(link.attach(tokio_stream::iter([hello, snapshot])).await.map(drop))),
     ]
 }
@@ -144,8 +192,12 @@ async fn each_caller_may_use_only_its_own_rpcs() {
 
     // What each role may call; everything else is PERMISSION_DENIED.
     let allowed: [(Role, &str, &[&str]); 3] = [
-        (Role::Gateway, "intruder", &["Login", "Logout", "Disconnect", "Attach"]),
-        (Role::Facade, "facade-2", &["Query", "Kick", "ReadEvents"]),
+        (
+            Role::Gateway,
+            "intruder",
+            &["Login", "Logout", "Disconnect", "Attach", "SetCustomStatus(device)", "Watch", "Unwatch"],
+        ),
+        (Role::Facade, "facade-2", &["Query", "Kick", "ReadEvents", "SetCustomStatus(backend)"]),
         (Role::Notifier, "notifier-2", &["Subscribe"]),
     ];
     for (role, id, may) in allowed {
@@ -178,7 +230,11 @@ async fn a_gateway_cannot_act_as_another() {
     let hello =
         GatewayUplink { kind: Some(gateway_uplink::Kind::Hello(Hello { gateway_id: "gw-1".into() })) };
     let empty = GatewayUplink {
-        kind: Some(gateway_uplink::Kind::Snapshot(SessionSnapshot { sessions: vec![], last: true })),
+        kind: Some(gateway_uplink::Kind::Snapshot(SessionSnapshot {
+            sessions: vec![],
+            last: true,
+            watching: vec![],
+        })),
     };
     let attached = link.attach(tokio_stream::iter([hello, empty])).await;
     assert_eq!(attached.err().map(|s| s.code()), Some(Code::PermissionDenied), "attach as gw-1");

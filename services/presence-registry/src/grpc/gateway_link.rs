@@ -4,7 +4,7 @@ use futures::Stream;
 use presence_common::internal_auth::{Caller, Role};
 use presence_proto::limits::{MAX_ID_LEN, is_valid_id};
 use presence_proto::v1::{
-    Attached, GatewayDownlink, GatewayUplink, LiveSession, gateway_downlink,
+    Attached, GatewayDownlink, GatewayUplink, LiveSession, WatchedApp, gateway_downlink,
     gateway_link_server::GatewayLink, gateway_uplink::Kind,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -51,11 +51,15 @@ impl GatewayLink for GatewayLinkService {
         caller.acts_for(&gateway_id)?;
 
         let mut live: Vec<LiveSession> = Vec::new();
+        let mut watching: Vec<WatchedApp> = Vec::new();
+        let mut watched = 0;
         loop {
             match next(&mut uplink).await? {
                 Kind::Snapshot(chunk) => {
                     live.extend(chunk.sessions);
-                    if live.len() > MAX_SNAPSHOT {
+                    watched += chunk.watching.iter().map(|app| app.users.len()).sum::<usize>();
+                    watching.extend(chunk.watching);
+                    if live.len() > MAX_SNAPSHOT || watched > MAX_SNAPSHOT {
                         return Err(Status::resource_exhausted("snapshot too large"));
                     }
                     if chunk.last {
@@ -84,6 +88,12 @@ impl GatewayLink for GatewayLinkService {
             let _ = tx.send(Ok(GatewayDownlink { kind: Some(gateway_downlink::Kind::Kick(kick)) }));
         }
         drop(tx);
+        if !watching.is_empty() {
+            let registry = self.registry.clone();
+            let gateway_id = gateway_id.clone();
+            // Current statuses follow Attached down the link; the attach does not wait for them.
+            tokio::spawn(async move { registry.rewatch(&gateway_id, &watching).await });
+        }
 
         // Renewals until the stream ends; the lease itself outlives the stream.
         let registry = self.registry.clone();

@@ -1,7 +1,8 @@
 use presence_common::internal_auth::{Caller, Role};
 use presence_proto::v1::{
     DisconnectReply, DisconnectRequest, KickReply, KickRequest, LoginReply, LoginRequest, LogoutReply,
-    LogoutRequest, Platform, QueryReply, QueryRequest, presence_registry_server::PresenceRegistry,
+    LogoutRequest, Platform, QueryReply, QueryRequest, SetCustomStatusReply, SetCustomStatusRequest,
+    UnwatchReply, UnwatchRequest, WatchReply, WatchRequest, presence_registry_server::PresenceRegistry,
 };
 use tonic::{Request, Response, Status};
 
@@ -75,5 +76,36 @@ impl PresenceRegistry for PresenceApi {
             .collect::<Result<Vec<_>, _>>()?;
         let kicked_devices = self.registry.kick(&req.app_id, &req.user_id, &platforms).await?;
         Ok(Response::new(KickReply { kicked_devices }))
+    }
+
+    async fn set_custom_status(
+        &self,
+        request: Request<SetCustomStatusRequest>,
+    ) -> Result<Response<SetCustomStatusReply>, Status> {
+        // A device's request comes through its gateway, with its session; the backend's through
+        // the facade, without.
+        let role = if request.get_ref().session.is_some() { Role::Gateway } else { Role::Facade };
+        let caller = Caller::require(&request, role)?.clone();
+        let req = request.into_inner();
+        let gateway = if role == Role::Gateway { caller.verified_id() } else { None };
+        let (user_version, changed) = self
+            .registry
+            .set_custom_status(&req.app_id, &req.user_id, &req.custom_status, req.session.as_ref(), gateway)
+            .await?;
+        Ok(Response::new(SetCustomStatusReply { user_version, changed }))
+    }
+
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<WatchReply>, Status> {
+        Caller::require_gateway(&request, &request.get_ref().gateway_id)?;
+        let req = request.into_inner();
+        let statuses = self.registry.watch(&req.gateway_id, &req.app_id, &req.users).await?;
+        Ok(Response::new(WatchReply { statuses }))
+    }
+
+    async fn unwatch(&self, request: Request<UnwatchRequest>) -> Result<Response<UnwatchReply>, Status> {
+        Caller::require_gateway(&request, &request.get_ref().gateway_id)?;
+        let req = request.into_inner();
+        self.registry.unwatch(&req.gateway_id, &req.app_id, &req.users).await?;
+        Ok(Response::new(UnwatchReply {}))
     }
 }

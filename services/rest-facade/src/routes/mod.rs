@@ -4,6 +4,7 @@
 pub mod events;
 pub mod kick;
 pub mod query;
+pub mod status;
 pub mod user;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(query::query))
         .routes(routes!(user::presence))
         .routes(routes!(kick::kick))
+        .routes(routes!(status::set_status))
         .routes(routes!(events::events))
         .split_for_parts();
     (router, openapi::complete(openapi))

@@ -116,6 +116,10 @@ impl Stack {
         into_json(self.http.post(self.url(path)).bearer_auth(key).json(body).send().await).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        into_json(self.http.put(self.url(path)).bearer_auth(KEY).json(body).send().await).await
+    }
+
     /// A device of the app `default` logged in through the gateway.
     pub async fn login(&self, user: &str, device: &str, platform: Platform) -> Client {
         self.login_to("default", SECRET, user, device, platform).await

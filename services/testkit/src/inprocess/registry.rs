@@ -86,6 +86,11 @@ impl TestRegistry {
         self.start_again().await;
     }
 
+    /// Its `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        super::get_text(self.metrics_addr(), "/metrics").await
+    }
+
     pub fn metrics_addr(&self) -> SocketAddr {
         self.instance.as_ref().expect("running").running().metrics_addr
     }
@@ -312,7 +317,11 @@ impl StubGateway {
         let msg = |kind| GatewayUplink { kind: Some(kind) };
         uplink.send(msg(gateway_uplink::Kind::Hello(Hello { gateway_id: id.into() }))).await.unwrap();
         uplink
-            .send(msg(gateway_uplink::Kind::Snapshot(SessionSnapshot { sessions, last: true })))
+            .send(msg(gateway_uplink::Kind::Snapshot(SessionSnapshot {
+                sessions,
+                last: true,
+                watching: Vec::new(),
+            })))
             .await
             .unwrap();
         let mut link = link_as(registry_url, id).await;
