@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Brings the whole system up on this machine: Postgres, registry, gateway, notifier, REST facade.
+# Brings the whole system up on this machine: Postgres, registry, gateway, notifier, REST facade,
+# and the web demo page (clients/js) when Node.js is installed.
 # REGISTRIES=3 scripts/dev.sh runs three registry processes that share the users (gRPC 7200,
 # 7201, 7202; metrics 9200, 9210, 9220). Ctrl-C stops everything cleanly. Logs: target/dev/*.log.
 set -euo pipefail
@@ -61,12 +62,25 @@ wait_http http://127.0.0.1:9100/healthz connection-gateway
 wait_http http://127.0.0.1:9300/healthz notifier
 wait_http http://127.0.0.1:8080/healthz rest-facade
 
+# The web demo (clients/js): a page per user that shows its contacts' status live over WebSocket.
+web="(needs Node.js 20 and npm)"
+if command -v npm >/dev/null; then
+  echo "== building the web client (clients/js)"
+  (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build) >"$logs/web-build.log" 2>&1 \
+    || { echo "the web client did not build; see $logs/web-build.log" >&2; exit 1; }
+  start web-demo env DEMO_LISTEN=127.0.0.1:8090 DEMO_GATEWAY_WS=ws://127.0.0.1:7101/v1/connect \
+    DEMO_TOKEN_SECRET=dev-token-secret DEMO_APP_ID=default node clients/js/demo/serve.mjs
+  wait_http http://127.0.0.1:8090/config.json web-demo
+  web="http://127.0.0.1:8090/?user=alice&contacts=bob   (and ?user=bob&contacts=alice in another tab)"
+fi
+
 token=$("$bin/presence-cli" token --user alice --secret dev-token-secret 2>/dev/null || echo "(build presence-cli)")
 cat <<INFO
 
 presence is up (database $DATABASE_URL)
   devices      tcp://127.0.0.1:7100        connection-gateway (metrics :9100)
   web devices  ws://127.0.0.1:7101/v1/connect
+  web demo     $web
   REST         http://127.0.0.1:8080       rest-facade (/openapi.json; metrics :9400)
   gRPC         http://127.0.0.1:7200       presence-registry (metrics :9200; $registries process(es), see below)
   callbacks    notifier (metrics :9300) -> http://127.0.0.1:9000/callbacks

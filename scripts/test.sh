@@ -22,6 +22,8 @@ elif command -v docker-compose >/dev/null; then
 fi
 echo "== monitoring: promtool check config/rules, alert unit tests, dashboard against the metric names"
 scripts/check-monitoring.sh
+echo "== JS client: generated code, types, unit tests, bundle (clients/js; the browser test runs below)"
+scripts/check-js.sh
 echo "== build the service binaries (the system tests in services/testkit run them as processes)"
 cargo build --workspace --bins --locked
 echo "== schemathesis (for the OpenAPI conformance test, services/testkit/tests/openapi_conformance.rs)"

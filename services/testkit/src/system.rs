@@ -82,6 +82,8 @@ pub struct System {
     pub notifier: Service,
     pub facade: Service,
     pub gateway_addr: SocketAddr,
+    /// The gateway's WebSocket listener (`ws://{gateway_ws_addr}/v1/connect`).
+    pub gateway_ws_addr: SocketAddr,
     pub facade_url: String,
     registry_url: String,
     /// What the services connect with: the test database as [`RUNTIME_ROLE`].
@@ -161,7 +163,8 @@ impl System {
         );
         notifier.wait_healthy().await;
         facade.wait_healthy().await;
-        let (gateway, gateway_addr) = spawn_gateway(&runtime_url, &registry_url, "gw-1").await;
+        let (gateway, gateway_addr, gateway_ws_addr) =
+            spawn_gateway(&runtime_url, &registry_url, "gw-1").await;
         Self {
             db,
             receiver,
@@ -170,6 +173,7 @@ impl System {
             notifier,
             facade,
             gateway_addr,
+            gateway_ws_addr,
             facade_url: format!("http://{facade_addr}"),
             registry_url,
             runtime_url,
@@ -196,7 +200,8 @@ impl System {
 
     /// Another gateway process on the same registry; returns it and its device address.
     pub async fn spawn_gateway(&self, id: &str) -> (Service, SocketAddr) {
-        spawn_gateway(&self.runtime_url, &self.registry_url, id).await
+        let (gateway, addr, _) = spawn_gateway(&self.runtime_url, &self.registry_url, id).await;
+        (gateway, addr)
     }
 
     /// Logs a device in at the first gateway.
@@ -268,8 +273,13 @@ impl System {
     }
 }
 
-async fn spawn_gateway(database_url: &str, registry_url: &str, id: &str) -> (Service, SocketAddr) {
-    let (listen, admin) = (free_port(), free_port());
+/// A gateway process; returns it, its device address and its WebSocket address.
+async fn spawn_gateway(
+    database_url: &str,
+    registry_url: &str,
+    id: &str,
+) -> (Service, SocketAddr, SocketAddr) {
+    let (listen, web, admin) = (free_port(), free_port(), free_port());
     let mut gateway = Service::spawn(
         "connection-gateway",
         id,
@@ -280,10 +290,10 @@ async fn spawn_gateway(database_url: &str, registry_url: &str, id: &str) -> (Ser
             ("GATEWAY_ID", id.to_owned()),
             ("INTERNAL_TOKEN", internal_token(Role::Gateway, id)),
             ("GATEWAY_LISTEN_ADDR", listen.to_string()),
-            ("GATEWAY_WS_LISTEN_ADDR", "off".to_owned()),
+            ("GATEWAY_WS_LISTEN_ADDR", web.to_string()),
             ("GATEWAY_METRICS_ADDR", admin.to_string()),
         ],
     );
     gateway.wait_healthy().await;
-    (gateway, listen)
+    (gateway, listen, web)
 }
