@@ -14,6 +14,7 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod session;
 mod token;
 
 /// How callbacks are signed and verified (`X-Presence-Signature`), for receivers and tests: the

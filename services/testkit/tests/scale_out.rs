@@ -236,3 +236,45 @@ async fn check_history(cluster: &Cluster, records: &[LoginRecord]) {
     // Every event reached the app backend (at least once; it dedupes by event_id).
     cluster.receiver.wait_for_ids(events.iter().map(|e| e.event_id.clone()).collect()).await;
 }
+
+/// A subscriber on one gateway follows 24 users spread over every registry's partitions. A
+/// registry is killed while the users leave: pushes of its partitions are lost with it, and the
+/// survivors' take-over (resync, re-attach, re-watch) must bring the subscriber to every user's
+/// current status anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribers_converge_after_a_registry_failover() {
+    use presence_client::session::{Session, SessionConfig, SessionEvent};
+    use presence_proto::v1::Platform;
+
+    let mut cluster = Cluster::start(3, 2).await;
+    let users: Vec<String> = (0..24).map(|i| format!("watched-{i}")).collect();
+    let mut devices = Vec::new();
+    for user in &users {
+        devices.push(cluster.login_retrying(cluster.gateways[1].1, user, "phone").await.0);
+    }
+    let login = testkit::inprocess::params("subscriber", "browser", Platform::Web);
+    let mut session = Session::start(SessionConfig::new(&cluster.gateways[0].1.to_string(), login));
+    let statuses =
+        testkit::eventually_ok("the subscription", async || session.subscribe(users.clone()).await).await;
+    assert!(statuses.iter().all(|s| s.status == "online"), "{statuses:?}");
+
+    // Kill a registry, and let every watched user leave meanwhile.
+    cluster.registries[1].service.process.kill9();
+    drop(devices);
+
+    let mut seen: HashMap<String, String> = statuses.into_iter().map(|s| (s.user_id, s.status)).collect();
+    let converged = tokio::time::timeout(Duration::from_secs(30), async {
+        while seen.values().any(|status| status != "offline") {
+            match session.next_event().await {
+                Some(SessionEvent::Status(status)) => {
+                    seen.insert(status.user_id, status.status);
+                }
+                Some(_) => {}
+                None => panic!("the session ended"),
+            }
+        }
+    })
+    .await;
+    let still: Vec<_> = seen.iter().filter(|(_, status)| *status != "offline").collect();
+    assert!(converged.is_ok(), "the subscriber did not converge; still online: {still:?}");
+}

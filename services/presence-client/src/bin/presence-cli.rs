@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use presence_client::{
     ClientError,
-    cli::{Cli, Command, connect, internal_token, receive, rest, token},
+    cli::{Cli, Command, connect, internal_token, receive, rest, token, watch},
 };
 
 #[tokio::main]
@@ -29,7 +29,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::InternalToken(args) => {
             println!("{}", internal_token::internal_token(&args).context("minting the caller token")?);
         }
-        Command::Connect(args) => return connect_command(&args).await,
+        Command::Connect(args) => {
+            let ended = connect::run(&args, ctrl_c(), |line| println!("{line}")).await;
+            return exit_code(ended, &args.gateway);
+        }
+        Command::Watch(args) => {
+            let ended = watch::run(&args, ctrl_c(), |line| println!("{line}")).await;
+            return exit_code(ended, &args.device.gateway);
+        }
         Command::Query(args) => {
             let client = rest::RestClient::new(&args.rest)?;
             let response = client.query(&args.users, args.detail).await?;
@@ -54,8 +61,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// 0 after a Ctrl-C logout; 2 when kicked; 1 when the login is refused or the connection breaks.
-async fn connect_command(args: &connect::ConnectArgs) -> anyhow::Result<ExitCode> {
-    match connect::run(args, ctrl_c(), |line| println!("{line}")).await {
+fn exit_code(ended: Result<connect::Ended, ClientError>, gateway: &str) -> anyhow::Result<ExitCode> {
+    match ended {
         Ok(connect::Ended::LoggedOut) => Ok(ExitCode::SUCCESS),
         Ok(connect::Ended::Kicked(kicked)) => {
             eprintln!("this device was forced offline: {}", connect::describe_kicked(&kicked));
@@ -73,7 +80,7 @@ async fn connect_command(args: &connect::ConnectArgs) -> anyhow::Result<ExitCode
             eprintln!("this device was forced offline: {}", connect::describe_kicked(&kicked));
             Ok(ExitCode::from(2))
         }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("connecting to {}", args.gateway))),
+        Err(err) => Err(anyhow::Error::new(err).context(format!("connecting to {gateway}"))),
     }
 }
 

@@ -69,7 +69,7 @@ impl ConnectArgs {
             .unwrap_or_else(|| format!("cli-{}-{}", hostname(), self.platform.name().unwrap_or("device")))
     }
 
-    fn login_params(&self) -> Result<LoginParams, jsonwebtoken::errors::Error> {
+    pub(crate) fn login_params(&self) -> Result<LoginParams, jsonwebtoken::errors::Error> {
         let token = match &self.token {
             Some(token) => token.clone(),
             None => super::token::token(&super::token::TokenArgs {
@@ -176,7 +176,7 @@ fn heartbeat() -> ClientFrame {
     ClientFrame { kind: Some(client_frame::Kind::Heartbeat(Heartbeat { client_time_ms })) }
 }
 
-fn describe_login_ok(ok: &LoginOk) -> String {
+pub fn describe_login_ok(ok: &LoginOk) -> String {
     let kicked = if ok.kicked_devices.is_empty() {
         "none".to_owned()
     } else {

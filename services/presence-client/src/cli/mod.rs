@@ -6,6 +6,7 @@ pub mod internal_token;
 pub mod receive;
 pub mod rest;
 pub mod token;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 use presence_proto::v1::Platform;
@@ -32,6 +33,9 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Log a device in and keep it online; prints every frame; Ctrl-C logs out.
     Connect(connect::ConnectArgs),
+    /// Subscribe to users and print their status as it changes (reconnects by itself); Ctrl-C
+    /// logs out.
+    Watch(watch::WatchArgs),
     /// Query users' presence through the REST facade.
     Query(rest::QueryArgs),
     /// Force a user's devices offline through the REST facade.
