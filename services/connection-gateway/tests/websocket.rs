@@ -220,3 +220,21 @@ async fn upgrades_are_checked_path_origin_and_headers() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn the_per_ip_connection_limit_holds_for_websocket_too() {
+    let registry = TestRegistry::start().await;
+    let gateway = TestGateway::start(&registry, "gw-ws", &[("GATEWAY_MAX_CONNECTIONS_PER_IP", "1")]).await;
+    let mut first = connect(&gateway).await;
+    login(&mut first, "uma", "browser").await;
+    // The limit counts both listeners' connections: a second one from 127.0.0.1 is refused.
+    let refused = tokio_tungstenite::connect_async(gateway.ws_url()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("a second connection was not refused with 429: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let tcp = gateway.client().await;
+    drop(tcp);
+    let metrics = gateway.metrics().await;
+    assert!(metric(&metrics, r#"gateway_connections_refused_total{reason="per_ip"}"#) >= 2.0, "{metrics}");
+}
