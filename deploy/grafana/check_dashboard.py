@@ -42,7 +42,7 @@ BUILTIN = {"up": "gauge"}
 
 # topic: (panel title pattern, metrics the panel must all use, metrics it must use one of)
 PANEL_TOPICS = {
-    "online users/devices": (r"online", set(), {"gateway_connections_open"}),
+    "online users/devices": (r"online", {"registry_online_users", "registry_online_devices"}, set()),
     "logins/s": (r"login", set(), {"gateway_logins_total", "registry_events_total"}),
     "kicks": (r"kick", set(), {"registry_kicks_sent_total", "gateway_kicks_delivered_total"}),
     "heartbeats/s": (r"heartbeat", {"gateway_heartbeats_total"}, set()),

@@ -6,6 +6,7 @@
 //! REST facade read the event feed and query state. See `docs/architecture.md`.
 
 mod config;
+mod counts;
 mod event_log;
 mod gateways;
 mod grpc;

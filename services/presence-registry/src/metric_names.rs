@@ -15,6 +15,11 @@ pub const GATEWAY_LEASES_EXPIRED: &str = "registry_gateway_leases_expired_total"
 pub const GATEWAYS_ATTACHED: &str = "registry_gateways_attached";
 /// Label `delivered`: `yes`, or `no` when the gateway was not attached.
 pub const KICKS_SENT: &str = "registry_kicks_sent_total";
+/// Users online (or push_online) in the partitions held here, every app together.
+pub const ONLINE_USERS: &str = "registry_online_users";
+pub const PUSH_ONLINE_USERS: &str = "registry_push_online_users";
+/// Label `platform`: online devices in the partitions held here.
+pub const ONLINE_DEVICES: &str = "registry_online_devices";
 /// Label `delivered`: `yes`, or `no` when the gateway was between links.
 pub const STATUS_PUSHES: &str = "registry_status_pushes_total";
 /// Changes refused because their partition's epoch had moved on (another process took it).
@@ -37,6 +42,13 @@ pub fn describe() {
         "Gateways whose lease ran out; their devices were disconnected."
     );
     describe_gauge!(GATEWAYS_ATTACHED, Unit::Count, "Gateways with an attached link now.");
+    describe_gauge!(ONLINE_USERS, Unit::Count, "Online users in the partitions held here (every app).");
+    describe_gauge!(
+        PUSH_ONLINE_USERS,
+        Unit::Count,
+        "push_online users in the partitions held here (every app)."
+    );
+    describe_gauge!(ONLINE_DEVICES, Unit::Count, "Online devices in the partitions held here, by platform.");
     describe_counter!(
         STATUS_PUSHES,
         Unit::Count,

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use presence_proto::partition::partition_of;
 
-use crate::user_table::UserTable;
+use crate::{counts::PartitionCounts, user_table::UserTable};
 
 /// One held partition.
 #[derive(Default)]
 pub struct Partition {
     pub users: UserTable,
     pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// Its users counted by app, kept with every applied change.
+    pub counts: PartitionCounts,
 }
 
 pub struct Partitions {
@@ -50,5 +52,10 @@ impl Partitions {
 
     pub fn remove(&self, partition: u32) -> Option<Arc<Partition>> {
         self.slots.get(partition as usize)?.write().take()
+    }
+
+    /// Every partition held now.
+    pub fn held(&self) -> Vec<Arc<Partition>> {
+        self.slots.iter().filter_map(|slot| slot.read().clone()).collect()
     }
 }

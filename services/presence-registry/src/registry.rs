@@ -17,6 +17,7 @@ use presence_proto::v1::{
 use sqlx::PgPool;
 
 use crate::{
+    counts::Counts,
     event_log::{EventLog, LogError},
     gateways::{Gateways, Pushed},
     metric_names as m,
@@ -162,9 +163,10 @@ impl Registry {
         let Some(change) = plan(&state)? else { return Ok(None) };
         let mutation = change.mutation(&key.app_id, &key.user_id, p, epoch);
         let (log, next) = (self.log.clone(), change.next.clone());
-        // What subscribers saw before, if there are any.
+        // What subscribers saw before, if there are any; what the app's counts gain or lose.
         let seen = (!state.watchers.is_empty()).then(|| state.visible());
-        let (gateways, user) = (self.gateways.clone(), key.clone());
+        let counted = Counts::change(&state, &change.next);
+        let (gateways, user, held) = (self.gateways.clone(), key.clone(), partition.clone());
         // Commit and apply in a task of its own: if our caller goes away (a cancelled RPC), the
         // change still reaches memory exactly when it reaches Postgres, and only then is the user
         // unlocked. Dropped midway, the next change of this user would be planned from stale
@@ -172,6 +174,7 @@ impl Registry {
         let events = tokio::spawn(async move {
             let events = log.commit(mutation).await?;
             *state = next;
+            held.counts.add(&user.app_id, &counted);
             if let Some(seen) = seen {
                 push_if_changed(&gateways, &user, &mut state, &seen);
             }
@@ -552,6 +555,30 @@ impl Registry {
                 self.gateways.push(number, push);
             }
         }
+    }
+
+    /// The app's online counts in the partitions served here, and the feed position they reflect
+    /// at least.
+    pub fn stats(&self, app_id: &str) -> Result<(Counts, u64), RegistryError> {
+        check_id("app_id", app_id)?;
+        if self.apps.get(app_id).is_none() {
+            return Err(RegistryError::UnknownApp(app_id.to_owned()));
+        }
+        let as_of_seq = self.log.last_seq(app_id);
+        let mut total = Counts::default();
+        for partition in self.partitions.held() {
+            total.add(&partition.counts.of_app(app_id));
+        }
+        Ok((total, as_of_seq))
+    }
+
+    /// Every app's counts in the partitions held here, for the gauges.
+    pub fn total_counts(&self) -> Counts {
+        let mut total = Counts::default();
+        for partition in self.partitions.held() {
+            partition.counts.add_all_to(&mut total);
+        }
+        total
     }
 
     /// Devices stored as online on `gateway_id`, in the partitions served here.

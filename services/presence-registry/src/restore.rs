@@ -10,7 +10,10 @@ use std::{collections::HashMap, sync::Arc};
 
 use presence_common::partition_lease::PartitionHolder;
 
-use crate::{partitions::Partition, registry::Registry, store, user_state::UserState, user_table::UserKey};
+use crate::{
+    counts::Counts, partitions::Partition, registry::Registry, store, user_state::UserState,
+    user_table::UserKey,
+};
 
 impl Registry {
     /// Loads `partitions` from Postgres and installs them (not yet served).
@@ -30,6 +33,7 @@ impl Registry {
         for (key, state) in states {
             let p = self.partitions.of(&key.app_id, &key.user_id);
             if let Some(partition) = loaded.get(&p) {
+                partition.counts.add(&key.app_id, &Counts::of(&state));
                 partition.users.restore(key, state);
             }
         }

@@ -10,7 +10,7 @@ use presence_common::{
 };
 use presence_proto::v1::{
     KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, ReadEventsRequest,
-    SetCustomStatusRequest, event_feed_client::EventFeedClient,
+    SetCustomStatusRequest, StatsReply, StatsRequest, event_feed_client::EventFeedClient,
     presence_registry_client::PresenceRegistryClient,
 };
 
@@ -132,6 +132,32 @@ impl RegistryClient {
                 Err(status) => return Err(ApiError::from_status(&status)),
             }
         }
+    }
+
+    /// The app's online counts: every registry counts the partitions it serves; the parts are
+    /// added up, and `as_of_seq` is the smallest part's.
+    pub async fn stats(&self, app_id: &str) -> Result<StatsReply, ApiError> {
+        let deadline = Instant::now() + self.timeout;
+        let members = self.router.members();
+        if members.is_empty() {
+            return Err(ApiError::Unavailable);
+        }
+        let mut total = StatsReply { as_of_seq: u64::MAX, ..StatsReply::default() };
+        for addr in &members {
+            let channel = self.router.channel(addr).map_err(|_| ApiError::Unavailable)?;
+            let request = self.request(StatsRequest { app_id: app_id.to_owned() }, deadline);
+            let part = self
+                .call(deadline, PresenceRegistryClient::new(channel).stats(request))
+                .await
+                .map_err(|status| ApiError::from_status(&status))?;
+            total.online_users += part.online_users;
+            total.push_online_users += part.push_online_users;
+            for (platform, devices) in part.online_devices {
+                *total.online_devices.entry(platform).or_default() += devices;
+            }
+            total.as_of_seq = total.as_of_seq.min(part.as_of_seq);
+        }
+        Ok(total)
     }
 
     /// A page of the app's feed; every registry reads it from Postgres.

@@ -339,3 +339,33 @@ async fn a_custom_status_set_by_the_backend_shows_in_queries_and_the_feed_until_
         [("login", "register", ""), ("status", "custom_status", "busy"), ("disconnect", "link_close", "")]
     );
 }
+
+#[tokio::test]
+async fn stats_count_the_apps_online_users_and_devices_as_they_change() {
+    let stack = Stack::start().await;
+    let (status, empty) = stack.get("/v1/stats").await;
+    assert_eq!(status, 200, "{empty}");
+    assert_eq!(
+        empty,
+        json!({"online_users": 0, "push_online_users": 0, "online_devices": {}, "as_of_seq": 0})
+    );
+
+    let _ios = stack.login("lia", "l-ios", Platform::Ios).await;
+    let web = stack.login("lia", "l-web", Platform::Web).await;
+    let _max = stack.login("max", "m-ios", Platform::Ios).await;
+    // Another app's users are not ours.
+    let _theirs = stack.login_to("other", OTHER_SECRET, "nia", "n-ios", Platform::Ios).await;
+    let counts =
+        stack.get_until("/v1/stats", |b| b["online_users"] == 2 && b["online_devices"]["ios"] == 2).await;
+    assert_eq!(counts["online_devices"], json!({"ios": 2, "web": 1}), "{counts}");
+    assert!(counts["as_of_seq"].as_u64().unwrap() >= 3, "{counts}");
+
+    drop(web);
+    let counts = stack.get_until("/v1/stats", |b| b["online_devices"].get("web").is_none()).await;
+    assert_eq!(
+        (counts["online_users"].as_u64(), counts["online_devices"]["ios"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let (_, theirs) = stack.get_as("key-other", "/v1/stats").await;
+    assert_eq!(theirs["online_users"], 1, "{theirs}");
+}

@@ -4,8 +4,8 @@
 use presence_common::internal_auth::{CallerToken, InternalSecret, Role};
 use presence_proto::v1::{
     DisconnectRequest, EventReason, GatewayUplink, Hello, KickRequest, LoginRequest, LogoutRequest, Platform,
-    QueryRequest, ReadEventsRequest, SessionRef, SessionSnapshot, SetCustomStatusRequest, SubscribeRequest,
-    UnwatchRequest, WatchRequest, WatchedUser, event_feed_client::EventFeedClient,
+    QueryRequest, ReadEventsRequest, SessionRef, SessionSnapshot, SetCustomStatusRequest, StatsRequest,
+    SubscribeRequest, UnwatchRequest, WatchRequest, WatchedUser, event_feed_client::EventFeedClient,
     gateway_link_client::GatewayLinkClient, gateway_uplink, presence_registry_client::PresenceRegistryClient,
 };
 use testkit::{
@@ -126,6 +126,7 @@ where
             code(presence.set_custom_status(custom_status(Some(session_ref.clone()))).await.map(drop)),
         ),
         ("SetCustomStatus(backend)", code(presence.set_custom_status(custom_status(None)).await.map(drop))),
+        ("Stats", code(presence.stats(StatsRequest { app_id: "default".into() }).await.map(drop))),
         (
             "Watch",
             code(
@@ -197,7 +198,7 @@ async fn each_caller_may_use_only_its_own_rpcs() {
             "intruder",
             &["Login", "Logout", "Disconnect", "Attach", "SetCustomStatus(device)", "Watch", "Unwatch"],
         ),
-        (Role::Facade, "facade-2", &["Query", "Kick", "ReadEvents", "SetCustomStatus(backend)"]),
+        (Role::Facade, "facade-2", &["Query", "Kick", "ReadEvents", "SetCustomStatus(backend)", "Stats"]),
         (Role::Notifier, "notifier-2", &["Subscribe"]),
     ];
     for (role, id, may) in allowed {

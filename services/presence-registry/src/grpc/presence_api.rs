@@ -2,7 +2,8 @@ use presence_common::internal_auth::{Caller, Role};
 use presence_proto::v1::{
     DisconnectReply, DisconnectRequest, KickReply, KickRequest, LoginReply, LoginRequest, LogoutReply,
     LogoutRequest, Platform, QueryReply, QueryRequest, SetCustomStatusReply, SetCustomStatusRequest,
-    UnwatchReply, UnwatchRequest, WatchReply, WatchRequest, presence_registry_server::PresenceRegistry,
+    StatsReply, StatsRequest, UnwatchReply, UnwatchRequest, WatchReply, WatchRequest,
+    presence_registry_server::PresenceRegistry,
 };
 use tonic::{Request, Response, Status};
 
@@ -100,6 +101,21 @@ impl PresenceRegistry for PresenceApi {
         let req = request.into_inner();
         let statuses = self.registry.watch(&req.gateway_id, &req.app_id, &req.users).await?;
         Ok(Response::new(WatchReply { statuses }))
+    }
+
+    async fn stats(&self, request: Request<StatsRequest>) -> Result<Response<StatsReply>, Status> {
+        Caller::require(&request, Role::Facade)?;
+        let (counts, as_of_seq) = self.registry.stats(&request.into_inner().app_id)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(Response::new(StatsReply {
+            online_users: count(counts.online_users),
+            push_online_users: count(counts.push_online_users),
+            online_devices: counts
+                .devices_by_platform()
+                .map(|(name, n)| (name.to_owned(), count(n)))
+                .collect(),
+            as_of_seq,
+        }))
     }
 
     async fn unwatch(&self, request: Request<UnwatchRequest>) -> Result<Response<UnwatchReply>, Status> {

@@ -4,6 +4,7 @@
 pub mod events;
 pub mod kick;
 pub mod query;
+pub mod stats;
 pub mod status;
 pub mod user;
 
@@ -71,6 +72,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(user::presence))
         .routes(routes!(kick::kick))
         .routes(routes!(status::set_status))
+        .routes(routes!(stats::stats))
         .routes(routes!(events::events))
         .split_for_parts();
     (router, openapi::complete(openapi))
