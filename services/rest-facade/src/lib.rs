@@ -72,7 +72,7 @@ pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFa
     // Fail now on bad TLS settings rather than at the first call.
     config.registry_tls.endpoint(&config.registry_url)?;
     let router = RegistryRouter::start(
-        pool,
+        pool.clone(),
         config.registry_tls.clone(),
         token,
         config.registry_url.clone(),
@@ -83,7 +83,7 @@ pub async fn start(config: FacadeConfig, shutdown: Shutdown) -> Result<RunningFa
 
     let (listener, http_addr) = presence_common::net::bind(config.listen_addr).await?;
     let (metrics_listener, metrics_addr) = presence_common::net::bind(config.metrics_addr).await?;
-    let router = routes::router(AppState { apps, registry }, config.max_body_bytes);
+    let router = routes::router(AppState { apps, registry, pool }, config.max_body_bytes);
     let http = tokio::spawn(presence_common::http::serve_with(
         listener,
         router,

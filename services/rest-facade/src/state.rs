@@ -1,4 +1,5 @@
 use presence_common::AppDirectory;
+use sqlx::PgPool;
 
 use crate::registry_client::RegistryClient;
 
@@ -7,4 +8,6 @@ use crate::registry_client::RegistryClient;
 pub struct AppState {
     pub apps: AppDirectory,
     pub registry: RegistryClient,
+    /// The facade reads the apps and the notifiers' dead letters.
+    pub pool: PgPool,
 }

@@ -369,3 +369,67 @@ async fn stats_count_the_apps_online_users_and_devices_as_they_change() {
     let (_, theirs) = stack.get_as("key-other", "/v1/stats").await;
     assert_eq!(theirs["online_users"], 1, "{theirs}");
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_per_app_only() {
+    let stack = Stack::start().await;
+    let event = |id: &str, app: &str, user: &str| {
+        json!({"event_id": id, "seq": 1, "user_version": 1, "app_id": app, "event_time_ms": 1_700_000_000_000u64,
+            "action": "login", "reason": "register", "user_id": user,
+            "device": {"device_id": "d", "platform": "ios", "client_version": "1"},
+            "kicked_devices": [], "user_status": "online"})
+    };
+    let ours = ["0190f3a2-7c41-7d2e-9b1a-3c5e8f2a4b01", "0190f3a2-7c41-7d2e-9b1a-3c5e8f2a4b02"];
+    let theirs = "0190f3a2-7c41-7d2e-9b1a-3c5e8f2a4b03";
+    for (i, (id, app)) in [(ours[0], "default"), (ours[1], "default"), (theirs, "other")].iter().enumerate() {
+        let body = event(id, app, "ann").to_string().replace('\'', "''");
+        stack
+            .registry
+            .sql(&format!(
+                "INSERT INTO callback_dead_letters (event_id, feed_id, app_id, user_id, body, attempts, last_error, \
+                 first_attempt_at, dead_at) VALUES ('{id}', {i}, '{app}', 'ann', '{body}', 8, 'HTTP 500', now(), \
+                 now() + interval '{i} seconds')"
+            ))
+            .await;
+    }
+    let (status, listed) = stack.get("/v1/callbacks/dead-letters?limit=10").await;
+    assert_eq!(status, 200, "{listed}");
+    let letters = listed["dead_letters"].as_array().unwrap();
+    let ids: Vec<&str> = letters.iter().map(|l| l["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ours, "only ours, oldest first");
+    assert_eq!(
+        (letters[0]["attempts"].as_u64(), letters[0]["last_error"].as_str()),
+        (Some(8), Some("HTTP 500"))
+    );
+    assert!(letters[0]["dead_at_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(letters[0]["user_id"], "ann");
+
+    // Another app's id replays nothing of it.
+    let (_, replayed) =
+        stack.post("/v1/callbacks/dead-letters/replay", &json!({"event_ids": [ours[1], theirs]})).await;
+    assert_eq!(replayed["replay_requested"], 1, "{replayed}");
+    let (_, listed) = stack.get("/v1/callbacks/dead-letters").await;
+    let flags: Vec<bool> = listed["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["replay_requested"].as_bool().unwrap())
+        .collect();
+    assert_eq!(flags, [false, true]);
+    let (_, all) = stack.post("/v1/callbacks/dead-letters/replay", &Value::Null).await;
+    assert_eq!(all["replay_requested"], 2, "{all}");
+    let (_, seen_by_other) = stack.get_as("key-other", "/v1/callbacks/dead-letters").await;
+    assert_eq!(seen_by_other["dead_letters"][0]["replay_requested"], false, "{seen_by_other}");
+
+    assert_error(
+        &stack.post("/v1/callbacks/dead-letters/replay", &json!({"event_ids": []})).await,
+        400,
+        "no_event_ids",
+    );
+    assert_error(
+        &stack.post("/v1/callbacks/dead-letters/replay", &json!({"event_ids": ["nope"]})).await,
+        400,
+        "invalid_event_id",
+    );
+    assert_error(&stack.get("/v1/callbacks/dead-letters?limit=0").await, 400, "invalid_limit");
+}

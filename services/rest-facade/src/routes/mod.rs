@@ -1,6 +1,7 @@
 //! The router: the `/v1` API (documented by utoipa as it is routed), `/openapi.json`, the admin
 //! endpoints, and the JSON 404/405 fallbacks, under one set of layers.
 
+pub mod dead_letters;
 pub mod events;
 pub mod kick;
 pub mod query;
@@ -74,6 +75,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(status::set_status))
         .routes(routes!(stats::stats))
         .routes(routes!(events::events))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::replay))
         .split_for_parts();
     (router, openapi::complete(openapi))
 }
