@@ -433,3 +433,51 @@ async fn dead_letters_are_listed_and_replayed_per_app_only() {
     );
     assert_error(&stack.get("/v1/callbacks/dead-letters?limit=0").await, 400, "invalid_limit");
 }
+
+#[tokio::test]
+async fn tencent_im_query_online_status_answers_in_tencent_shapes() {
+    let stack = Stack::start().await;
+    let _ios = stack.login("user1", "u1-ios", Platform::Ios).await;
+    let _web = stack.login("user1", "u1-web", Platform::Web).await;
+    let url = |query: &str| stack.url(&format!("/v4/openim/query_online_status?{query}"));
+    // Tencent IM's documented request, with our API key as the usersig.
+    let sample = json!({"To_Account": ["user1", "user2"], "IsNeedDetail": 1});
+    let query = "sdkappid=default&identifier=admin&usersig=key-default&random=99999999&contenttype=json";
+    let (status, body) = into_json(stack.http.post(url(query)).json(&sample).send().await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["ActionStatus"].as_str(), body["ErrorCode"].as_i64()), (Some("OK"), Some(0)), "{body}");
+    let results = body["QueryResult"].as_array().unwrap();
+    assert_eq!(results[0]["To_Account"], "user1");
+    assert_eq!(results[0]["State"], "Online");
+    let mut platforms: Vec<&str> =
+        results[0]["Detail"].as_array().unwrap().iter().map(|d| d["Platform"].as_str().unwrap()).collect();
+    platforms.sort_unstable();
+    assert_eq!(platforms, ["IPhone", "Web"]);
+    assert_eq!(results[1], json!({"To_Account": "user2", "State": "Offline", "Detail": []}));
+    assert_eq!(body["ErrorList"], json!([]));
+
+    // Without detail, with the usual Bearer key.
+    let plain = json!({"To_Account": ["user1"]});
+    let (_, body) =
+        into_json(stack.http.post(url("contenttype=json")).bearer_auth(KEY).json(&plain).send().await).await;
+    assert_eq!(body["QueryResult"], json!([{"To_Account": "user1", "State": "Online"}]), "{body}");
+
+    // Errors come in the same envelope.
+    let (status, body) =
+        into_json(stack.http.post(url("sdkappid=other&usersig=key-default")).json(&plain).send().await).await;
+    assert_eq!(
+        (status, body["ActionStatus"].as_str(), body["ErrorCode"].as_i64()),
+        (401, Some("FAIL"), Some(70003))
+    );
+    let (status, body) =
+        into_json(stack.http.post(url("usersig=key-default")).body("not json").send().await).await;
+    assert_eq!((status, body["ErrorCode"].as_i64()), (400, Some(90001)), "{body}");
+    let (status, body) =
+        into_json(stack.http.post(url("usersig=key-default")).json(&json!({"To_Account": []})).send().await)
+            .await;
+    assert_eq!((status, body["ErrorCode"].as_i64()), (400, Some(90002)), "{body}");
+    // An app sees only its own users: user1 is offline for the other app.
+    let (_, theirs) =
+        into_json(stack.http.post(url("sdkappid=other&usersig=key-other")).json(&plain).send().await).await;
+    assert_eq!(theirs["QueryResult"][0]["State"], "Offline", "{theirs}");
+}

@@ -182,13 +182,14 @@ async fn openapi_health_and_metrics() {
         ("/v1/stats", "get"),
         ("/v1/callbacks/dead-letters", "get"),
         ("/v1/callbacks/dead-letters/replay", "post"),
+        ("/v4/openim/query_online_status", "post"),
         ("/v1/events", "get"),
         ("/openapi.json", "get"),
         ("/healthz", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }
-    assert_eq!(paths.len(), 10, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 11, "{:?}", paths.keys().collect::<Vec<_>>());
     // Every user id in the document carries the one id rule (no control characters).
     for path in ["/v1/users/{user_id}/presence", "/v1/users/{user_id}/kick", "/v1/users/{user_id}/status"] {
         let method = paths[path].as_object().and_then(|m| m.values().next()).expect("an operation");

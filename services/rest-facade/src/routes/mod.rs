@@ -7,6 +7,7 @@ pub mod kick;
 pub mod query;
 pub mod stats;
 pub mod status;
+pub mod tencent_im;
 pub mod user;
 
 use std::sync::Arc;
@@ -74,6 +75,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(kick::kick))
         .routes(routes!(status::set_status))
         .routes(routes!(stats::stats))
+        .routes(routes!(tencent_im::query_online_status))
         .routes(routes!(events::events))
         .routes(routes!(dead_letters::list))
         .routes(routes!(dead_letters::replay))
