@@ -15,6 +15,7 @@ use crate::{
     auth::CallerApp,
     error::{ApiError, ErrorResponse},
     extract::{ApiQuery, OptionalJson},
+    routes::check_limit,
     state::AppState,
 };
 
@@ -113,12 +114,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<DeadLettersParams>,
 ) -> Result<Json<DeadLettersResponse>, ApiError> {
-    if !(1..=MAX_LIMIT).contains(&params.limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {MAX_LIMIT}, got {}", params.limit),
-        ));
-    }
+    check_limit(params.limit, MAX_LIMIT)?;
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT body, attempts, last_error, (extract(epoch FROM dead_at) * 1000)::int8 AS dead_at_ms, \
          replay_requested FROM callback_dead_letters WHERE app_id = $1 ORDER BY dead_at, event_id LIMIT $2",

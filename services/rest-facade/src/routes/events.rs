@@ -9,6 +9,7 @@ use crate::{
     auth::CallerApp,
     error::{ApiError, ErrorResponse},
     extract::ApiQuery,
+    routes::check_limit,
     state::AppState,
 };
 
@@ -60,12 +61,7 @@ pub async fn events(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Json<EventsResponse>, ApiError> {
-    if !(1..=MAX_LIMIT).contains(&params.limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {MAX_LIMIT}, got {}", params.limit),
-        ));
-    }
+    check_limit(params.limit, MAX_LIMIT)?;
     if params.after_seq > MAX_AFTER_SEQ {
         return Err(ApiError::bad_request(
             "invalid_query",

@@ -67,6 +67,15 @@ pub(crate) fn check_user_id(user_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A page size of 1 to `max`, else `invalid_limit`.
+pub(crate) fn check_limit(limit: u32, max: u32) -> Result<(), ApiError> {
+    if (1..=max).contains(&limit) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("invalid_limit", format!("limit must be 1 to {max}, got {limit}")))
+    }
+}
+
 /// The `/v1` routes and the OpenAPI document describing exactly them.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let (router, openapi) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
