@@ -53,6 +53,18 @@ pub struct AppConfig {
     pub push_online_ttl: Duration,
     /// `apps.max_token_lifetime_s`: the longest a login token may be valid for.
     pub max_token_lifetime: Duration,
+    /// `apps.callback_format`: the shape of the app's callbacks.
+    pub callback_format: CallbackFormat,
+}
+
+/// How an app's callbacks are shaped (`apps.callback_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CallbackFormat {
+    /// The presence event JSON (docs/http-api.md, "Presence events").
+    #[default]
+    Presence,
+    /// Tencent IM's `State.StateChange` callback, for apps that migrate from it.
+    TencentIm,
 }
 
 impl std::fmt::Debug for AppConfig {
@@ -143,6 +155,7 @@ struct AppRow {
     login_policy: String,
     push_online_ttl_s: i64,
     max_token_lifetime_s: i64,
+    callback_format: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -178,7 +191,7 @@ impl AppDirectory {
     pub async fn reload(&self) -> Result<(), DirectoryError> {
         let rows: Vec<AppRow> = sqlx::query_as(
             "SELECT app_id, token_secret, api_key_sha256, callback_url, callback_secret, \
-             login_policy, push_online_ttl_s, max_token_lifetime_s FROM apps",
+             login_policy, push_online_ttl_s, max_token_lifetime_s, callback_format FROM apps",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -225,6 +238,12 @@ impl AppDirectory {
                     max_token_lifetime: Duration::from_secs(
                         u64::try_from(row.max_token_lifetime_s).unwrap_or(1),
                     ),
+                    // The column's CHECK admits these two only.
+                    callback_format: if row.callback_format == "tencent_im" {
+                        CallbackFormat::TencentIm
+                    } else {
+                        CallbackFormat::Presence
+                    },
                 }
             })
             .collect::<Vec<_>>();
@@ -309,6 +328,7 @@ mod tests {
             policy: PolicyMode::SingleDevice,
             push_online_ttl: Duration::from_secs(1),
             max_token_lifetime: Duration::from_secs(604_800),
+            callback_format: CallbackFormat::Presence,
         }
     }
 

@@ -18,6 +18,6 @@ pub mod telemetry;
 pub mod time;
 pub mod tls;
 
-pub use app_directory::{AppConfig, AppDirectory, GroupSpec, PolicyMode};
+pub use app_directory::{AppConfig, AppDirectory, CallbackFormat, GroupSpec, PolicyMode};
 pub use error::ErrorCode;
 pub use shutdown::Shutdown;

@@ -1,14 +1,37 @@
 use std::time::{Duration, Instant};
 
-use presence_common::AppDirectory;
+use bytes::Bytes;
+use presence_common::{AppDirectory, CallbackFormat};
 use presence_proto::callback_signature::{self, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use presence_proto::json::PresenceEventJson;
 use reqwest::header::CONTENT_TYPE;
 use secrecy::ExposeSecret;
 
-use crate::{callback::Callback, metric_names};
+use crate::{callback::Callback, metric_names, tencent_im};
 
 /// Receivers' answers are not read beyond this: we only need the status.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// The URL and body of a callback in the app's format. Callbacks are kept (and dead-lettered)
+/// as presence events; another format is rendered from that at each attempt.
+fn shaped(
+    format: CallbackFormat,
+    app_id: &str,
+    url: &str,
+    event: &Bytes,
+) -> Result<(reqwest::Url, Bytes), String> {
+    let mut url = reqwest::Url::parse(url).map_err(|err| format!("callback_url is not a URL: {err}"))?;
+    match format {
+        CallbackFormat::Presence => Ok((url, event.clone())),
+        CallbackFormat::TencentIm => {
+            let event: PresenceEventJson =
+                serde_json::from_slice(event).map_err(|err| format!("not an event to render: {err}"))?;
+            let rendered = tencent_im::render(app_id, &event).map_err(|err| err.to_string())?;
+            url.query_pairs_mut().extend_pairs(rendered.query);
+            Ok((url, Bytes::from(rendered.body)))
+        }
+    }
+}
 
 /// The result of one attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,8 +71,12 @@ impl CallbackDelivery {
         let Some(secret) = app.callback_secret.as_ref().map(ExposeSecret::expose_secret) else {
             return Attempt::Failed("the app has a callback_url but no callback_secret".to_owned());
         };
+        let (url, body) = match shaped(app.callback_format, &app.app_id, url, &callback.body) {
+            Ok(shaped) => shaped,
+            Err(err) => return Attempt::Failed(err),
+        };
         let timestamp = presence_common::time::now_ms().to_string();
-        let signature = callback_signature::sign(secret, &timestamp, &callback.body);
+        let signature = callback_signature::sign(secret, &timestamp, &body);
         let started = Instant::now();
         let sent = self
             .client
@@ -58,7 +85,7 @@ impl CallbackDelivery {
             .header(EVENT_ID_HEADER, &callback.event_id)
             .header(TIMESTAMP_HEADER, &timestamp)
             .header(SIGNATURE_HEADER, signature)
-            .body(callback.body.clone())
+            .body(body)
             .send()
             .await;
         let outcome = match sent {

@@ -20,6 +20,7 @@ mod metric_names;
 mod partition_store;
 mod reader;
 mod retry;
+mod tencent_im;
 mod watermark;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

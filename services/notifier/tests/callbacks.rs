@@ -297,3 +297,41 @@ async fn notifiers_joining_and_leaving_hand_partitions_over_without_loss_or_reor
     assert_eq!(metric(&metrics, "notifier_partitions_owned"), partitions as f64, "{metrics}");
     drop(clients);
 }
+
+#[tokio::test]
+async fn an_app_in_tencent_im_format_gets_state_change_callbacks() {
+    let receiver = Receiver::default();
+    let (registry, gateway) = system(&receiver.start().await).await;
+    registry.sql("UPDATE apps SET callback_format = 'tencent_im' WHERE app_id = 'default'").await;
+    let _notifier = TestNotifier::start(&registry, &[]).await;
+
+    let (_phone, _) = gateway.login("alice", "phone", Platform::Ios).await;
+    // The default policy: the tablet's login forces the phone offline.
+    let (tablet, _) = gateway.login("alice", "tablet", Platform::Android).await;
+    drop(tablet);
+    registry.wait_online("alice", &[]).await;
+    let events = registry.events().await;
+    eventually("three callbacks", async || receiver.accepted().len() >= events.len()).await;
+
+    let got = receiver.accepted();
+    let infos: Vec<(&str, &str)> = got
+        .iter()
+        .map(|g| (g.json["Info"]["Action"].as_str().unwrap(), g.json["Info"]["Reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(infos, [("Login", "Register"), ("Login", "Register"), ("Disconnect", "LinkClose")]);
+    for (event, got) in events.iter().zip(&got) {
+        assert_eq!(got.event_id_header, event.event_id, "our headers go along");
+        assert!(callback_signature::verify("cb-default", &got.timestamp, &got.body, &got.signature));
+        assert_eq!(got.json["CallbackCommand"], "State.StateChange");
+        assert_eq!(got.json["Info"]["To_Account"], "alice");
+        assert_eq!(got.json["EventTime"].as_u64(), Some(event.event_time_ms));
+        assert!(
+            got.query.starts_with("SdkAppid=default&CallbackCommand=State.StateChange&contenttype=json"),
+            "{}",
+            got.query
+        );
+    }
+    assert!(got[0].query.ends_with("OptPlatform=iOS"), "{}", got[0].query);
+    assert_eq!(got[1].json["KickedDevice"], serde_json::json!([{"Platform": "iOS"}]));
+    assert!(got[2].query.ends_with("OptPlatform=Android"), "{}", got[2].query);
+}

@@ -10,7 +10,14 @@ use std::{
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{RawQuery, State},
+    http::HeaderMap,
+    http::StatusCode,
+    routing::post,
+};
 use presence_proto::v1::PresenceEvent;
 
 use crate::eventually_ok;
@@ -23,6 +30,8 @@ pub struct Received {
     pub signature: String,
     pub body: Bytes,
     pub json: serde_json::Value,
+    /// The callback URL's query string (empty when none).
+    pub query: String,
 }
 
 impl Received {
@@ -48,7 +57,12 @@ pub struct Receiver {
     pub max_in_flight: Arc<AtomicUsize>,
 }
 
-async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(rx): State<Receiver>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     rx.attempts.fetch_add(1, Ordering::SeqCst);
     let now = rx.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     rx.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -69,6 +83,7 @@ async fn receive(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) ->
         signature: header("x-presence-signature"),
         body,
         json,
+        query: query.unwrap_or_default(),
     });
     StatusCode::NO_CONTENT
 }
