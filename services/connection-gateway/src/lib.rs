@@ -441,14 +441,15 @@ mod tests {
     }
 
     /// What every idle plain connection's task holds, as spawned (TLS connections are another
-    /// task type). At this size tokio's task cell (32-byte header, this future and ~70 bytes
-    /// more, aligned to 128) is 1152 bytes; before `Handled` and the sync `serve` it was 1536.
+    /// task type). tokio's task cell is a 32-byte header, this future and ~70 bytes more, aligned
+    /// to 128: under ~925 bytes it is 1024. It was 1536 before `Handled` and the sync `serve`,
+    /// then 1152 until the transport's buffers moved into one box (`Spill`).
     #[test]
     fn an_idle_connection_task_is_small() {
         let size = future_size(connection::serve::<StreamTransport<TcpStream>, ConnectionSlots>);
         eprintln!("connection future: {size} bytes");
         // Debug builds lay the future out a little larger; release is what runs.
-        let limit = if cfg!(debug_assertions) { 1056 } else { 1000 };
+        let limit = if cfg!(debug_assertions) { 900 } else { 880 };
         assert!(size <= limit, "connection future is {size} bytes");
     }
 

@@ -110,15 +110,29 @@ thread_local! {
 pub struct StreamTransport<S, F = LengthPrefixed> {
     io: S,
     framing: F,
-    /// The start of a unit not complete yet; empty, without allocation, between units.
-    partial: BytesMut,
-    /// Bytes the socket has not taken; empty, without allocation, while the device reads.
-    unsent: BytesMut,
-    unsent_frames: usize,
+    /// Bytes kept between calls; `None` while there are none, which is nearly always.
+    spill: Option<Box<Spill>>,
     /// A layer under us (TLS) may hold written bytes until flushed.
     flush_due: bool,
     /// The device said it closes: nothing more is read.
     peer_closed: bool,
+}
+
+/// What an idle connection does not hold: boxed, so that the task of every connection is a
+/// pointer smaller than two buffers.
+#[derive(Default)]
+struct Spill {
+    /// The start of a unit not complete yet.
+    partial: BytesMut,
+    /// Bytes the socket has not taken.
+    unsent: BytesMut,
+    unsent_frames: usize,
+}
+
+impl Spill {
+    fn is_empty(&self) -> bool {
+        self.partial.is_empty() && self.unsent.is_empty()
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + Unpin> StreamTransport<S> {
@@ -130,34 +144,43 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin> StreamTransport<S> {
 impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> StreamTransport<S, F> {
     /// A transport whose first bytes, already read (e.g. behind a WebSocket handshake), are `read`.
     pub fn framed(io: S, framing: F, read: BytesMut) -> Self {
-        Self {
-            io,
-            framing,
-            partial: read,
-            unsent: BytesMut::new(),
-            unsent_frames: 0,
-            flush_due: false,
-            peer_closed: false,
+        let spill = (!read.is_empty()).then(|| Box::new(Spill { partial: read, ..Spill::default() }));
+        Self { io, framing, spill, flush_due: false, peer_closed: false }
+    }
+
+    fn spill(&mut self) -> &mut Spill {
+        self.spill.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the spill once it holds nothing.
+    fn release_spill(&mut self) {
+        if self.spill.as_ref().is_some_and(|spill| spill.is_empty()) {
+            self.spill = None;
         }
     }
 
-    /// A unit already complete in `partial`.
+    fn has_partial(&self) -> bool {
+        self.spill.as_ref().is_some_and(|spill| !spill.partial.is_empty())
+    }
+
+    /// A unit already complete in the kept bytes.
     fn buffered_unit(&mut self) -> Result<Option<Unit>, FrameError> {
-        if self.partial.is_empty() {
+        let Some(spill) = self.spill.as_mut().filter(|spill| !spill.partial.is_empty()) else {
             return Ok(None);
+        };
+        let Some((unit, used)) = self.framing.decode(&spill.partial)? else { return Ok(None) };
+        spill.partial.advance(used);
+        if spill.partial.is_empty() {
+            spill.partial = BytesMut::new();
         }
-        let Some((unit, used)) = self.framing.decode(&self.partial)? else { return Ok(None) };
-        self.partial.advance(used);
-        if self.partial.is_empty() {
-            self.partial = BytesMut::new();
-        }
+        self.release_spill();
         Ok(Some(unit))
     }
 
     /// Takes `read` (fresh bytes): returns its first unit if complete and keeps the rest.
     fn take_read(&mut self, read: &[u8]) -> Result<Option<Unit>, FrameError> {
-        if !self.partial.is_empty() {
-            self.partial.extend_from_slice(read);
+        if self.has_partial() {
+            self.spill().partial.extend_from_slice(read);
             return self.buffered_unit();
         }
         // The common case, a whole frame in one read: decoded in place, nothing kept.
@@ -168,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> StreamTransport<S, F>
         let rest = &read[used..];
         if !rest.is_empty() {
             // Its header is checked by the next decode, before any more is read.
-            self.partial.extend_from_slice(rest);
+            self.spill().partial.extend_from_slice(rest);
         }
         Ok(unit)
     }
@@ -187,7 +210,10 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> StreamTransport<S, F>
             }
             Unit::Close => {
                 self.peer_closed = true;
-                self.partial = BytesMut::new();
+                if let Some(spill) = self.spill.as_mut() {
+                    spill.partial = BytesMut::new();
+                }
+                self.release_spill();
                 None
             }
         }
@@ -212,15 +238,16 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> StreamTransport<S, F>
     /// Writes one framed unit, or queues it behind what waits already.
     fn write_or_queue(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.flush_due = true;
-        if !self.unsent.is_empty() {
-            self.unsent.extend_from_slice(bytes);
-            self.unsent_frames += 1;
+        if let Some(spill) = self.spill.as_mut().filter(|spill| !spill.unsent.is_empty()) {
+            spill.unsent.extend_from_slice(bytes);
+            spill.unsent_frames += 1;
             return Ok(());
         }
         let written = self.write_now(bytes)?;
         if written < bytes.len() {
-            self.unsent.extend_from_slice(&bytes[written..]);
-            self.unsent_frames = 1;
+            let spill = self.spill();
+            spill.unsent.extend_from_slice(&bytes[written..]);
+            spill.unsent_frames = 1;
         }
         Ok(())
     }
@@ -264,20 +291,23 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin, F: Framing> FrameTransport for St
     }
 
     fn queued_frames(&self) -> usize {
-        self.unsent_frames
+        self.spill.as_ref().map_or(0, |spill| spill.unsent_frames)
     }
 
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.unsent.is_empty() {
-            match ready!(Pin::new(&mut self.io).poll_write(cx, &self.unsent))? {
-                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                n => self.unsent.advance(n),
+        if let Some(spill) = self.spill.as_mut() {
+            while !spill.unsent.is_empty() {
+                match ready!(Pin::new(&mut self.io).poll_write(cx, &spill.unsent))? {
+                    0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    n => spill.unsent.advance(n),
+                }
+            }
+            if spill.unsent_frames > 0 {
+                spill.unsent = BytesMut::new();
+                spill.unsent_frames = 0;
             }
         }
-        if self.unsent_frames > 0 {
-            self.unsent = BytesMut::new();
-            self.unsent_frames = 0;
-        }
+        self.release_spill();
         if self.flush_due {
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
             self.flush_due = false;
@@ -334,7 +364,7 @@ mod tests {
                 times.push(h.client_time_ms);
             }
             assert_eq!(times, [0, 1, 2, 3, 4], "pieces of {split} bytes");
-            assert_eq!(transport.partial.capacity(), 0, "a buffer kept after the last frame");
+            assert!(transport.spill.is_none(), "a buffer kept after the last frame");
         }
     }
 
@@ -371,7 +401,7 @@ mod tests {
         });
         std::future::poll_fn(|cx| transport.poll_flush(cx)).await.unwrap();
         assert_eq!(transport.queued_frames(), 0);
-        assert_eq!(transport.unsent.capacity(), 0, "a buffer kept after the flush");
+        assert!(transport.spill.is_none(), "a buffer kept after the flush");
         reader.await.unwrap();
     }
 }
