@@ -193,3 +193,59 @@ bench_mosquitto() {
 
 # pct CPU_SECONDS WINDOW_SECONDS: percent of one core.
 pct() { printf '%.2f' "$(echo "scale=4; 100 * $1 / $2" | bc)"; }
+
+# Other work on the machine (another build or test suite on the same cores) changes every
+# figure. These tell a quiet run from a disturbed one.
+# bench_cpu_mark VAR [PID...]: stores in VAR a mark: "<unix s> <busy ticks of the machine> <ticks
+# of our own processes> <ticks of this shell's waited-for children>". Own = the load generators
+# this shell waited for (`times`), the services it started, Mosquitto, Postgres backends of the
+# bench database, and PIDs with all their descendants (a load generator still running in the
+# background). Busy = user + nice + system of all cores (/proc/stat). Call it directly, not in
+# $(...): `times` must run in this shell. A busy loop on one of 2 cores reads as ~50 % other work.
+bench_cpu_mark() {
+  local var=$1 hz children own=0 pid stat extra=() queue; shift
+  queue=("$@")
+  while ((${#queue[@]})); do
+    extra+=("${queue[0]}"); queue=("${queue[@]:1}" $(pgrep -P "${queue[0]}" || true))
+  done
+  hz=$(getconf CLK_TCK)
+  times >"$OUT/.times"
+  children=$(tail -n 1 "$OUT/.times" | awk -v hz="$hz" '{
+    s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); s += p[1] * 60 + p[2] } printf "%d", s * hz }')
+  for pid in "${BENCH_PIDS[@]}" "${extra[@]}" $(pgrep -x mosquitto) $(pgrep -f "postgres: .*presence_bench" || true); do
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    own=$((own + $(echo "${stat##*) }" | awk '{print $12 + $13 + $14 + $15}')))
+  done
+  printf -v "$var" '%s %s %s %s' "$(date +%s.%N)" "$(awk '/^cpu / {print $2 + $3 + $4}' /proc/stat)" "$((own + children))" "$children"
+}
+
+# bench_other_pct MARK0 MARK1: other work's CPU between two marks, in percent of the machine.
+bench_other_pct() {
+  python3 -c "import sys
+t0, b0, o0 = map(float, sys.argv[1].split()[:3]); t1, b1, o1 = map(float, sys.argv[2].split()[:3])
+print(f'{max(0.0, 100 * ((b1 - b0) - (o1 - o0)) / float(sys.argv[3]) / max(t1 - t0, 1e-9) / float(sys.argv[4])):.1f}')" \
+    "$1" "$2" "$(getconf CLK_TCK)" "$(nproc)"
+}
+
+# bench_children_s MARK0 MARK1: CPU seconds of the foreground children (a load generator run to
+# its end) between two marks.
+bench_children_s() {
+  python3 -c "import sys; print(f'{(float(sys.argv[2].split()[3]) - float(sys.argv[1].split()[3])) / float(sys.argv[3]):.2f}')" \
+    "$1" "$2" "$(getconf CLK_TCK)"
+}
+
+# bench_wait_quiet: with QUIET_WAIT_S > 0, waits (at most that long) until the whole machine is
+# less than QUIET_PCT (20) percent busy over 2 s; says how busy it was when it went on.
+bench_wait_quiet() {
+  local waited=0 a b pct
+  ((${QUIET_WAIT_S:-0} > 0)) || return 0
+  while :; do
+    a=$(awk '/^cpu / {print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6}' /proc/stat); sleep 2; waited=$((waited + 2))
+    b=$(awk '/^cpu / {print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6}' /proc/stat)
+    pct=$(python3 -c "import sys; a = list(map(int, sys.argv[1].split())); b = list(map(int, sys.argv[2].split()))
+print(round(100 * (b[0] - a[0]) / max(b[1] - a[1], 1)))" "$a" "$b")
+    if ((pct < ${QUIET_PCT:-20})) || ((waited >= QUIET_WAIT_S)); then
+      echo "   machine ${pct}% busy after ${waited}s of waiting for quiet" >&2; return 0
+    fi
+  done
+}

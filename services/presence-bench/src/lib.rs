@@ -2,5 +2,6 @@
 //! addresses and processes, and the peers our figures are compared with.
 
 pub mod connect;
+pub mod device;
 pub mod stats;
 pub mod wire;

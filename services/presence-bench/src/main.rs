@@ -19,12 +19,15 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use presence_bench::connect::{connect_from, source_addr};
-use tokio::{net::TcpStream, sync::Semaphore};
+use presence_bench::{
+    connect::{connect_from, source_addr},
+    device::{Transport, ws_upgrade},
+};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    modes::{Device, Mode},
+    modes::{Conn, Device, Mode},
     report::{ShardReport, Summary},
 };
 
@@ -40,6 +43,10 @@ pub struct Args {
     /// Where to connect; must be a loopback address.
     #[arg(long, default_value = "127.0.0.1:7100")]
     target: SocketAddr,
+    /// tcp, or ws: presence over WebSocket (`ws://TARGET/v1/connect`, one frame per binary
+    /// message; the gateway's WebSocket port is 7101). Presence mode only.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
     /// Devices in the first wave (one per user).
     #[arg(long, default_value_t = 1000)]
     devices: usize,
@@ -102,6 +109,9 @@ fn main() -> anyhow::Result<()> {
     if !args.target.ip().is_loopback() {
         bail!("refusing a non-loopback target {}: load goes to 127.0.0.0/8 only", args.target);
     }
+    if args.transport == Transport::Ws && args.mode != Mode::Presence {
+        bail!("--transport ws needs --mode presence");
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     if let Some(shard) = &args.shard {
         let (index, count) = parse_shard(shard)?;
@@ -113,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         if args.processes == 0 { args.devices.div_ceil(DEVICES_PER_PROCESS).max(1) } else { args.processes };
     let reports =
         if processes == 1 { vec![runtime.block_on(run_shard(&args, 0, 1))] } else { run_shards(processes)? };
-    let mut summary = Summary::merge(&args.mode.to_string(), args.devices, reports);
+    let mut summary = Summary::merge(&args.mode.to_string(), args.transport, args.devices, reports);
     if args.expect_timeout_s <= 0.0 {
         summary.timeouts = None;
     }
@@ -301,23 +311,22 @@ async fn wave(
     held
 }
 
-/// TCP connect from the device's source address, then the mode's handshake.
-async fn handshake(args: &Args, device: &Device) -> Result<(TcpStream, Instant), String> {
+/// TCP connect from the device's source address (and the WebSocket upgrade), then the mode's
+/// handshake.
+async fn handshake(args: &Args, device: &Device) -> Result<(Conn, Instant), String> {
     let source = source_addr(device.index, args.source_ips);
-    let mut stream = connect_from(source, args.target).await.map_err(|e| format!("connect: {}", e.kind()))?;
+    let stream = connect_from(source, args.target).await.map_err(|e| format!("connect: {}", e.kind()))?;
+    let mut conn = match args.transport {
+        Transport::Tcp => Conn::Tcp(stream),
+        Transport::Ws => Conn::Ws(Box::new(ws_upgrade(stream, args.target).await?)),
+    };
     let login_sent = Instant::now();
-    args.mode.handshake(&mut stream, device).await?;
-    Ok((stream, login_sent))
+    args.mode.handshake(&mut conn, device).await?;
+    Ok((conn, login_sent))
 }
 
 /// Keeps `stream` open: heartbeats while asked to, notes when the peer closes it.
-fn hold(
-    args: &Args,
-    device: Device,
-    stream: TcpStream,
-    login_sent: Instant,
-    stop: CancellationToken,
-) -> Held {
+fn hold(args: &Args, device: Device, conn: Conn, login_sent: Instant, stop: CancellationToken) -> Held {
     let closed_at = Arc::new(OnceLock::new());
     let last_sent_us = Arc::new(AtomicU64::new(0));
     let (closed, sent) = (closed_at.clone(), last_sent_us.clone());
@@ -326,7 +335,7 @@ fn hold(
     let interval = (args.heartbeat_s > 0 && !silent).then(|| Duration::from_secs(args.heartbeat_s));
     tokio::spawn(async move {
         let on_sent = || sent.store(login_sent.elapsed().as_micros() as u64, Ordering::Relaxed);
-        if mode.hold(stream, interval, stop, on_sent).await {
+        if mode.hold(conn, interval, stop, on_sent).await {
             let _ = closed.set(Instant::now());
         }
     });

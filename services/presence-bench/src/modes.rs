@@ -3,11 +3,17 @@
 
 use std::time::Duration;
 
-use presence_bench::wire::{MQTT_PINGREQ, mqtt_handshake, read_frame, write_frame};
+use futures::SinkExt;
+use presence_bench::{
+    device::{WsStream, heartbeat_body, login_answer, login_frame, ws_next_binary},
+    wire::{MQTT_PINGREQ, mqtt_handshake, read_frame, write_frame},
+};
+use prost::Message as _;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::Args;
@@ -68,9 +74,25 @@ impl Device {
     }
 }
 
+/// A device's connection: a plain TCP socket, or a WebSocket on one (`--transport ws`, presence
+/// mode only).
+pub enum Conn {
+    Tcp(TcpStream),
+    Ws(Box<WsStream>),
+}
+
 impl Mode {
     /// Brings a connected socket to "logged in".
-    pub async fn handshake(self, stream: &mut TcpStream, device: &Device) -> Result<(), String> {
+    pub async fn handshake(self, conn: &mut Conn, device: &Device) -> Result<(), String> {
+        let stream = match conn {
+            Conn::Tcp(stream) => stream,
+            Conn::Ws(ws) => {
+                return match self {
+                    Mode::Presence => presence_login_ws(ws, device).await,
+                    Mode::Raw | Mode::Mqtt => Err("only presence speaks WebSocket".into()),
+                };
+            }
+        };
         match self {
             Mode::Raw => {
                 write_frame(stream, device.device_id.as_bytes()).await.map_err(|e| e.to_string())?;
@@ -88,11 +110,15 @@ impl Mode {
     /// heartbeat written). True if the peer closed it.
     pub async fn hold(
         self,
-        mut stream: TcpStream,
+        conn: Conn,
         interval: Option<Duration>,
         stop: CancellationToken,
         on_sent: impl Fn(),
     ) -> bool {
+        let mut stream = match conn {
+            Conn::Tcp(stream) => stream,
+            Conn::Ws(ws) => return hold_ws(*ws, interval, stop, on_sent).await,
+        };
         let mut buf = [0u8; 512];
         let mut tick = interval.map(tokio::time::interval);
         if let Some(t) = tick.as_mut() {
@@ -131,33 +157,58 @@ impl Mode {
 
 /// A `Login` frame, then `LoginOk` (or the `LoginError` code).
 async fn presence_login(stream: &mut TcpStream, device: &Device) -> Result<(), String> {
-    use presence_proto::v1::{ClientFrame, Login, Platform, ServerFrame, client_frame, server_frame};
-    use prost::Message;
-    let login = ClientFrame {
-        kind: Some(client_frame::Kind::Login(Login {
-            app_id: device.app_id.clone(),
-            user_id: device.user_id.clone(),
-            platform: Platform::Ios as i32,
-            device_id: device.device_id.clone(),
-            token: device.token.clone(),
-            client_version: "loadgen".into(),
-            push_enabled: false,
-        })),
-    };
+    let login = login_frame(&device.app_id, &device.user_id, &device.device_id, &device.token);
     write_frame(stream, &login.encode_to_vec()).await.map_err(|e| e.to_string())?;
     let body = read_frame(stream, presence_proto::MAX_FRAME_LEN).await.map_err(|e| e.to_string())?;
-    match ServerFrame::decode(body.as_slice()).map_err(|e| e.to_string())?.kind {
-        Some(server_frame::Kind::LoginOk(_)) => Ok(()),
-        Some(server_frame::Kind::LoginError(e)) => Err(format!("login_error: {}", e.code)),
-        other => Err(format!("unexpected first frame: {other:?}")),
+    login_answer(&body).map(drop)
+}
+
+/// The same over a WebSocket: one binary message each way.
+async fn presence_login_ws(ws: &mut WsStream, device: &Device) -> Result<(), String> {
+    let login = login_frame(&device.app_id, &device.user_id, &device.device_id, &device.token);
+    ws.send(Message::Binary(login.encode_to_vec().into())).await.map_err(|e| format!("send: {e}"))?;
+    let body = ws_next_binary(ws).await.ok_or("closed before LoginOk")?;
+    login_answer(&body).map(drop)
+}
+
+/// [`Mode::hold`] over a WebSocket: heartbeats are binary messages; a Close frame, the end of
+/// the stream or an error is the peer closing it.
+async fn hold_ws(
+    mut ws: WsStream,
+    interval: Option<Duration>,
+    stop: CancellationToken,
+    on_sent: impl Fn(),
+) -> bool {
+    let mut tick = interval.map(tokio::time::interval);
+    if let Some(t) = tick.as_mut() {
+        t.reset();
+    }
+    loop {
+        let beat = async {
+            match tick.as_mut() {
+                Some(t) => {
+                    t.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => return false,
+            message = ws_next_binary(&mut ws) => if message.is_none() {
+                return true;
+            },
+            () = beat => {
+                if ws.send(Message::Binary(heartbeat_body().into())).await.is_err() {
+                    return true;
+                }
+                on_sent();
+            }
+        }
     }
 }
 
 fn presence_heartbeat() -> Vec<u8> {
-    use presence_proto::v1::{ClientFrame, Heartbeat, client_frame};
-    use prost::Message;
-    let frame = ClientFrame { kind: Some(client_frame::Kind::Heartbeat(Heartbeat { client_time_ms: 0 })) };
-    let body = frame.encode_to_vec();
+    let body = heartbeat_body();
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(&body);
     out

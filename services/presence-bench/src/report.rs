@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use presence_bench::stats::{Percentiles, percentiles};
+use presence_bench::{
+    device::Transport,
+    stats::{Percentiles, percentiles},
+};
 use serde::{Deserialize, Serialize};
 
 /// Raw measurements of one process.
@@ -40,6 +43,8 @@ impl ShardReport {
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub mode: String,
+    /// tcp or ws (presence over WebSocket).
+    pub transport: Transport,
     pub devices: usize,
     pub processes: usize,
     pub connected: usize,
@@ -72,7 +77,7 @@ pub struct Timeouts {
 }
 
 impl Summary {
-    pub fn merge(mode: &str, devices: usize, reports: Vec<ShardReport>) -> Self {
+    pub fn merge(mode: &str, transport: Transport, devices: usize, reports: Vec<ShardReport>) -> Self {
         let processes = reports.len();
         let mut errors = BTreeMap::new();
         let (mut connect_us, mut kick_us) = (Vec::new(), Vec::new());
@@ -98,6 +103,7 @@ impl Summary {
         timeouts.late = percentiles(&mut late_us);
         Self {
             mode: mode.to_owned(),
+            transport,
             devices,
             processes,
             connected,
@@ -130,8 +136,9 @@ impl Summary {
             )
         });
         format!(
-            "{} x{} in {} process(es): {} connected, {:.0}/s over {:.2}s, errors {:?}\n{}\n{}{timeouts}",
+            "{} over {} x{} in {} process(es): {} connected, {:.0}/s over {:.2}s, errors {:?}\n{}\n{}{timeouts}",
             self.mode,
+            self.transport,
             self.devices,
             self.processes,
             self.connected,
