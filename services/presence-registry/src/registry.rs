@@ -510,6 +510,9 @@ impl Registry {
             };
             if let Some(cell) = partition.users.get_user(app_id, &watched.user_id) {
                 cell.lock().await.unwatch(number, watched.generation);
+                drop(cell);
+                // A user known only because it was watched leaves with its last watcher.
+                partition.users.remove_if_unused(app_id, &watched.user_id);
             }
         }
         Ok(())

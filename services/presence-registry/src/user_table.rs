@@ -65,9 +65,44 @@ impl UserTable {
         self.app_users(app_id)?.get(user_id).map(|cell| cell.clone())
     }
 
+    /// Forgets a user whose entry holds nothing, e.g. one that was only watched and never logged
+    /// in: a device could otherwise grow the table with every id it subscribes to. Only when no
+    /// one else holds the cell (the map's shard lock keeps anyone from taking it meanwhile).
+    pub fn remove_if_unused(&self, app_id: &str, user_id: &str) -> bool {
+        let Some(users) = self.app_users(app_id) else { return false };
+        users
+            .remove_if(user_id, |_, cell| {
+                Arc::strong_count(cell) == 1
+                    && cell.try_lock().is_ok_and(|state| *state == UserState::default())
+            })
+            .is_some()
+    }
+
     /// Installs state read at start-up.
     pub fn restore(&self, key: UserKey, state: UserState) {
         self.app_users_or_insert(&key.app_id)
             .insert(CompactString::from(key.user_id), Arc::new(Mutex::new(state)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unused_entry_is_forgotten_and_a_used_one_is_not() {
+        let table = UserTable::default();
+        drop(table.entry(UserKey::new("app", "ghost")));
+        assert!(table.remove_if_unused("app", "ghost"));
+        assert!(table.get_user("app", "ghost").is_none());
+
+        let held = table.entry(UserKey::new("app", "held"));
+        assert!(!table.remove_if_unused("app", "held"), "someone holds the cell");
+        drop(held);
+        let known = table.entry(UserKey::new("app", "known"));
+        known.lock().await.version = 3;
+        drop(known);
+        assert!(!table.remove_if_unused("app", "known"), "a user with history stays");
+        assert!(!table.remove_if_unused("other", "ghost"));
     }
 }
