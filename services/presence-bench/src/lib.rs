@@ -3,5 +3,6 @@
 
 pub mod connect;
 pub mod device;
+pub mod shards;
 pub mod stats;
 pub mod wire;

@@ -121,8 +121,11 @@ fn main() -> anyhow::Result<()> {
     }
     let processes =
         if args.processes == 0 { args.devices.div_ceil(DEVICES_PER_PROCESS).max(1) } else { args.processes };
-    let reports =
-        if processes == 1 { vec![runtime.block_on(run_shard(&args, 0, 1))] } else { run_shards(processes)? };
+    let reports = if processes == 1 {
+        vec![runtime.block_on(run_shard(&args, 0, 1))]
+    } else {
+        presence_bench::shards::run_shards::<ShardReport>(processes)?
+    };
     let mut summary = Summary::merge(&args.mode.to_string(), args.transport, args.devices, reports);
     if args.expect_timeout_s <= 0.0 {
         summary.timeouts = None;
@@ -135,29 +138,6 @@ fn main() -> anyhow::Result<()> {
 fn parse_shard(shard: &str) -> anyhow::Result<(usize, usize)> {
     let (i, n) = shard.split_once('/').context("--shard I/N")?;
     Ok((i.parse()?, n.parse()?))
-}
-
-/// Re-executes this binary once per shard and collects their reports.
-fn run_shards(count: usize) -> anyhow::Result<Vec<ShardReport>> {
-    let exe = std::env::current_exe()?;
-    let passed: Vec<String> = std::env::args().skip(1).collect();
-    let children: Vec<_> = (0..count)
-        .map(|i| {
-            std::process::Command::new(&exe)
-                .args(&passed)
-                .arg("--shard")
-                .arg(format!("{i}/{count}"))
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
-    children
-        .into_iter()
-        .map(|child| {
-            let out = child.wait_with_output()?;
-            serde_json::from_slice(&out.stdout).context("shard report")
-        })
-        .collect()
 }
 
 /// A connection kept open after its handshake.

@@ -120,19 +120,9 @@ impl Mode {
             Conn::Ws(ws) => return hold_ws(*ws, interval, stop, on_sent).await,
         };
         let mut buf = [0u8; 512];
-        let mut tick = interval.map(tokio::time::interval);
-        if let Some(t) = tick.as_mut() {
-            t.reset();
-        }
+        let mut tick = beat_timer(interval);
         loop {
-            let beat = async {
-                match tick.as_mut() {
-                    Some(t) => {
-                        t.tick().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
+            let beat = next_beat(&mut tick);
             tokio::select! {
                 () = stop.cancelled() => return false,
                 read = stream.read(&mut buf) => match read {
@@ -179,19 +169,9 @@ async fn hold_ws(
     stop: CancellationToken,
     on_sent: impl Fn(),
 ) -> bool {
-    let mut tick = interval.map(tokio::time::interval);
-    if let Some(t) = tick.as_mut() {
-        t.reset();
-    }
+    let mut tick = beat_timer(interval);
     loop {
-        let beat = async {
-            match tick.as_mut() {
-                Some(t) => {
-                    t.tick().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let beat = next_beat(&mut tick);
         tokio::select! {
             () = stop.cancelled() => return false,
             message = ws_next_binary(&mut ws) => if message.is_none() {
@@ -212,4 +192,23 @@ fn presence_heartbeat() -> Vec<u8> {
     let mut out = (body.len() as u32).to_be_bytes().to_vec();
     out.extend_from_slice(&body);
     out
+}
+
+/// A heartbeat timer whose first beat is one interval from now; `None` without heartbeats.
+fn beat_timer(interval: Option<std::time::Duration>) -> Option<tokio::time::Interval> {
+    let mut tick = interval.map(tokio::time::interval);
+    if let Some(t) = tick.as_mut() {
+        t.reset();
+    }
+    tick
+}
+
+/// The next heartbeat; never, without heartbeats.
+async fn next_beat(tick: &mut Option<tokio::time::Interval>) {
+    match tick.as_mut() {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

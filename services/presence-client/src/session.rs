@@ -4,7 +4,7 @@
 //! newer than the one held is dropped), so the application sees each user's status only grow.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), presence_client::ClientError> {
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use presence_client::{LoginParams, mint_token, session::{Session, SessionConfig, SessionEvent}};
 //! use presence_proto::v1::Platform;
 //! let token = mint_token("secret", "alice", None, std::time::Duration::from_secs(3600))?;

@@ -174,34 +174,11 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.processes
     };
-    let reports = run_shards(processes)?;
+    let reports = presence_bench::shards::run_shards::<ShardReport>(processes)?;
     let summary = Summary::merge(&args, reports);
     eprintln!("{}", summary.line());
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
-}
-
-/// Re-executes this binary once per shard and collects their reports.
-fn run_shards(count: usize) -> anyhow::Result<Vec<ShardReport>> {
-    let exe = std::env::current_exe()?;
-    let passed: Vec<String> = std::env::args().skip(1).collect();
-    let children: Vec<_> = (0..count)
-        .map(|i| {
-            std::process::Command::new(&exe)
-                .args(&passed)
-                .arg("--shard")
-                .arg(format!("{i}/{count}"))
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
-    children
-        .into_iter()
-        .map(|child| {
-            let out = child.wait_with_output()?;
-            serde_json::from_slice(&out.stdout).context("shard report")
-        })
-        .collect()
 }
 
 fn unix_us() -> u64 {
