@@ -483,12 +483,8 @@ impl Registry {
         let number = self.gateways.number(gateway_id);
         let mut statuses = Vec::with_capacity(users.len());
         for watched in users {
-            let key = UserKey::new(app_id, &watched.user_id);
-            let (_, _, partition) = self.served(&key)?;
-            let cell = partition.users.entry(key);
-            let mut state = cell.lock().await;
-            state.watch(number, watched.generation);
-            statuses.push(state.user_status(&watched.user_id));
+            let (_, _, partition) = self.served(&UserKey::new(app_id, &watched.user_id))?;
+            statuses.push(watch_in(&partition, app_id, watched, number).await);
         }
         Ok(statuses)
     }
@@ -545,14 +541,13 @@ impl Registry {
         let number = self.gateways.number(gateway_id);
         for app in watching {
             for watched in &app.users {
-                let key = UserKey::new(&app.app_id, &watched.user_id);
-                let Ok((_, _, partition)) = self.served(&key) else { continue };
-                let cell = partition.users.entry(key);
-                let mut state = cell.lock().await;
-                state.watch(number, watched.generation);
+                let Ok((_, _, partition)) = self.served(&UserKey::new(&app.app_id, &watched.user_id)) else {
+                    continue;
+                };
+                let status = watch_in(&partition, &app.app_id, watched, number).await;
                 let push = StatusPush {
                     app_id: app.app_id.clone(),
-                    status: Some(state.user_status(&watched.user_id)),
+                    status: Some(status),
                     generation: watched.generation,
                 };
                 self.gateways.push(number, push);
@@ -678,6 +673,15 @@ impl Registry {
         }
         Ok(expired)
     }
+}
+
+/// Records gateway `number`'s interest in a user of `partition` (an entry is made for a user never
+/// seen, so that its first login is pushed) and returns the user's current status.
+async fn watch_in(partition: &Partition, app_id: &str, watched: &WatchedUser, number: u32) -> UserStatus {
+    let cell = partition.users.entry(UserKey::new(app_id, &watched.user_id));
+    let mut state = cell.lock().await;
+    state.watch(number, watched.generation);
+    state.user_status(&watched.user_id)
 }
 
 /// Pushes the user's status to the gateways that watch it if what they see changed; forgets the

@@ -22,7 +22,7 @@ impl CallerApp {
 }
 
 /// The key of an `Authorization` header value: scheme `Bearer` (any case), then the key.
-fn bearer_key(value: &str) -> Option<&str> {
+pub(crate) fn bearer_key(value: &str) -> Option<&str> {
     let (scheme, key) = value.trim().split_once(' ')?;
     let key = key.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)

@@ -127,14 +127,13 @@ impl<T: FrameTransport> Conn<T> {
         let interests = self.ctx.subscriptions.add(app_id, session.id, &wanted);
         match subscriptions::watch(&self.ctx.registries, &self.ctx.gateway_id, app_id, interests).await {
             Ok(statuses) => {
-                let mut by_user: HashMap<String, UserStatus> =
+                let by_user: HashMap<String, UserStatus> =
                     statuses.into_iter().map(|s| (s.user_id.clone(), s)).collect();
                 let statuses = request
                     .user_ids
                     .iter()
                     .map(|id| by_user.get(id).cloned().unwrap_or_else(|| offline(id)))
                     .collect();
-                by_user.clear();
                 Ok(server_frame::Kind::SubscribeOk(SubscribeOk { request_id: request.request_id, statuses }))
             }
             Err(status) => {

@@ -18,7 +18,7 @@ use presence_proto::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{auth::bearer_key, error::ApiError, state::AppState};
 
 /// Tencent IM's error codes, as its clients check them.
 mod code {
@@ -145,12 +145,7 @@ fn tencent_status(presence: &UserPresence, detail: bool) -> TencentStatus {
 
 /// The app of the request's key: `usersig` (with `sdkappid` naming that app) or Bearer.
 fn caller(state: &AppState, params: &TencentParams, headers: &HeaderMap) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer_key);
     let key = params.usersig.as_deref().or(bearer).filter(|k| !k.is_empty())?;
     let app = state.apps.find_by_api_key(key)?;
     match &params.sdkappid {
