@@ -20,6 +20,7 @@ mod sweeper;
 mod transition;
 mod user_state;
 mod user_table;
+mod watchers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

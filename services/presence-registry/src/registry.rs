@@ -26,6 +26,7 @@ use crate::{
     transition::{self, Change},
     user_state::{Device, UserState, Visible},
     user_table::{UserCell, UserKey},
+    watchers::Watcher,
 };
 use presence_common::{partition_lease::Ownership, registry_router::RegistryRouter};
 
@@ -504,11 +505,9 @@ impl Registry {
             let Ok((_, _, partition)) = self.served(&UserKey::new(app_id, &watched.user_id)) else {
                 continue;
             };
-            if let Some(cell) = partition.users.get_user(app_id, &watched.user_id) {
-                cell.lock().await.unwatch(number, watched.generation);
-                drop(cell);
-                // A user known only because it was watched leaves with its last watcher.
-                partition.users.remove_if_unused(app_id, &watched.user_id);
+            let watcher = Watcher { gateway: number, generation: watched.generation };
+            if let Some(cell) = partition.users.unwatch(app_id, &watched.user_id, watcher) {
+                cell.lock().await.watchers.unwatch(watcher);
             }
         }
         Ok(())
@@ -675,13 +674,18 @@ impl Registry {
     }
 }
 
-/// Records gateway `number`'s interest in a user of `partition` (an entry is made for a user never
-/// seen, so that its first login is pushed) and returns the user's current status.
+/// Records gateway `number`'s interest in a user of `partition` (kept aside for a user never seen,
+/// so that its first login is pushed) and returns the user's current status.
 async fn watch_in(partition: &Partition, app_id: &str, watched: &WatchedUser, number: u32) -> UserStatus {
-    let cell = partition.users.entry(UserKey::new(app_id, &watched.user_id));
-    let mut state = cell.lock().await;
-    state.watch(number, watched.generation);
-    state.user_status(&watched.user_id)
+    let watcher = Watcher { gateway: number, generation: watched.generation };
+    match partition.users.watch(app_id, &watched.user_id, watcher) {
+        Some(cell) => {
+            let mut state = cell.lock().await;
+            state.watchers.watch(watcher);
+            state.user_status(&watched.user_id)
+        }
+        None => UserState::default().user_status(&watched.user_id),
+    }
 }
 
 /// Pushes the user's status to the gateways that watch it if what they see changed; forgets the

@@ -311,7 +311,7 @@ pub async fn users_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKey,
                 last_seen_ms: row.last_seen_ms.map(to_u64),
                 last_reason: row.last_reason.and_then(|r| EventReason::from_name(&r).ok()),
                 custom_status: row.custom_status,
-                watchers: Vec::new(),
+                watchers: Default::default(),
             };
             (UserKey { app_id: row.app_id, user_id: row.user_id }, state)
         })

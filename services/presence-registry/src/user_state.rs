@@ -6,6 +6,8 @@ use presence_proto::v1::{
     UserPresence, UserStatus,
 };
 
+use crate::watchers::Watchers;
+
 /// A device that is online or push_online. Offline devices are forgotten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -62,15 +64,7 @@ pub struct UserState {
     pub custom_status: String,
     /// Gateways that hold subscribers of this user. In memory only: gateways re-assert them when
     /// they attach.
-    pub watchers: Vec<Watcher>,
-}
-
-/// A gateway's interest in a user, under the gateway's generation of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Watcher {
-    /// The gateway's number in [`crate::gateways::Gateways`].
-    pub gateway: u32,
-    pub generation: u32,
+    pub watchers: Watchers,
 }
 
 /// What subscribers see of a user: a change of any of it is pushed to them.
@@ -129,22 +123,6 @@ impl UserState {
             changed_at_ms: self.last_seen_ms.unwrap_or(0),
         }
     }
-
-    /// Adds or renews a gateway's interest; the generation is the gateway's latest.
-    pub fn watch(&mut self, gateway: u32, generation: u32) {
-        match self.watchers.iter_mut().find(|w| w.gateway == gateway) {
-            Some(watcher) => watcher.generation = generation,
-            None => self.watchers.push(Watcher { gateway, generation }),
-        }
-    }
-
-    /// Removes a gateway's interest if it is still of this generation (a newer Watch wins).
-    pub fn unwatch(&mut self, gateway: u32, generation: u32) {
-        self.watchers.retain(|w| !(w.gateway == gateway && w.generation == generation));
-        if self.watchers.is_empty() {
-            self.watchers = Vec::new();
-        }
-    }
 }
 
 /// The user status a set of devices amounts to.
@@ -193,20 +171,6 @@ pub(crate) mod tests {
         user.devices.push(device("a", Platform::Ios, DeviceStatus::Online, 1));
         assert!(user.presence("u", false).devices.is_empty());
         assert_eq!(user.presence("u", true).devices.len(), 1);
-    }
-
-    #[test]
-    fn an_unwatch_removes_only_its_own_generation() {
-        let mut user = UserState::default();
-        user.watch(1, 10);
-        user.watch(2, 20);
-        user.watch(1, 11);
-        assert_eq!(user.watchers.len(), 2, "one interest per gateway");
-        user.unwatch(1, 10);
-        assert_eq!(user.watchers.len(), 2, "an older generation's Unwatch removes nothing");
-        user.unwatch(1, 11);
-        user.unwatch(2, 20);
-        assert!(user.watchers.is_empty() && user.watchers.capacity() == 0);
     }
 
     #[test]

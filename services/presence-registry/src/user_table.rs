@@ -7,11 +7,14 @@
 use std::{collections::HashMap, sync::Arc};
 
 use compact_str::CompactString;
-use dashmap::DashMap;
+use dashmap::{DashMap, mapref::entry::Entry};
 use parking_lot::RwLock;
 use tokio::sync::Mutex;
 
-use crate::user_state::UserState;
+use crate::{
+    user_state::UserState,
+    watchers::{Watcher, Watchers},
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UserKey {
@@ -27,9 +30,16 @@ impl UserKey {
 
 pub type UserCell = Arc<Mutex<UserState>>;
 
-/// One app's users, keyed by user id alone. Ids up to 24 bytes are stored inline in the table,
+/// One app's users, keyed by user id alone. Ids up to 24 bytes are stored inline in the maps,
 /// so a lookup compares keys without chasing a pointer (a cache miss per user of a batch query).
-pub type AppUsers = DashMap<CompactString, UserCell>;
+#[derive(Default)]
+pub struct AppUsers {
+    cells: DashMap<CompactString, UserCell>,
+    /// Watched users the registry holds no state for (never seen): only their watchers, without a
+    /// cell and its lock (about 50 bytes against 270), until a first change moves them into one.
+    /// Devices can subscribe to any id, so most of these may never log in.
+    watched_only: DashMap<CompactString, Watchers>,
+}
 
 /// Two levels (app, then user) so that a batch query finds its app once and then looks users up
 /// by `&str` without building a key; the outer map is tiny and read-mostly.
@@ -40,7 +50,7 @@ pub struct UserTable {
 
 impl UserTable {
     /// The app's users, if any of them is known.
-    pub fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
+    fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
         self.apps.read().get(app_id).cloned()
     }
 
@@ -51,9 +61,16 @@ impl UserTable {
         self.apps.write().entry(app_id.into()).or_default().clone()
     }
 
-    /// The user's cell, created empty on first use (a login).
+    /// The user's cell, created on first use (a login); a watched user's interests move into it.
     pub fn entry(&self, key: UserKey) -> UserCell {
-        self.app_users_or_insert(&key.app_id).entry(CompactString::from(key.user_id)).or_default().clone()
+        let users = self.app_users_or_insert(&key.app_id);
+        let id = CompactString::from(key.user_id);
+        // Lock order: a `cells` shard, then a `watched_only` shard (as in `watch` and `unwatch`).
+        let cell = users.cells.entry(id.clone()).or_insert_with(|| {
+            let watchers = users.watched_only.remove(&id).map(|(_, watchers)| watchers);
+            Arc::new(Mutex::new(UserState { watchers: watchers.unwrap_or_default(), ..UserState::default() }))
+        });
+        cell.clone()
     }
 
     /// The user's cell if the registry knows the user.
@@ -62,25 +79,43 @@ impl UserTable {
     }
 
     pub fn get_user(&self, app_id: &str, user_id: &str) -> Option<UserCell> {
-        self.app_users(app_id)?.get(user_id).map(|cell| cell.clone())
+        self.app_users(app_id)?.cells.get(user_id).map(|cell| cell.clone())
     }
 
-    /// Forgets a user whose entry holds nothing, e.g. one that was only watched and never logged
-    /// in: a device could otherwise grow the table with every id it subscribes to. Only when no
-    /// one else holds the cell (the map's shard lock keeps anyone from taking it meanwhile).
-    pub fn remove_if_unused(&self, app_id: &str, user_id: &str) -> bool {
-        let Some(users) = self.app_users(app_id) else { return false };
-        users
-            .remove_if(user_id, |_, cell| {
-                Arc::strong_count(cell) == 1
-                    && cell.try_lock().is_ok_and(|state| *state == UserState::default())
-            })
-            .is_some()
+    /// Records `watcher` for a user without a cell, or returns the user's cell so that the caller
+    /// records it under the user's lock. Holding the cell's shard meanwhile keeps a first login
+    /// from making the cell between the look-up and the record.
+    pub fn watch(&self, app_id: &str, user_id: &str, watcher: Watcher) -> Option<UserCell> {
+        let users = self.app_users_or_insert(app_id);
+        match users.cells.entry(CompactString::from(user_id)) {
+            Entry::Occupied(cell) => Some(cell.get().clone()),
+            Entry::Vacant(vacant) => {
+                users.watched_only.entry(vacant.key().clone()).or_default().watch(watcher);
+                None
+            }
+        }
+    }
+
+    /// Removes `watcher` from a user without a cell (forgetting the user with its last watcher),
+    /// or returns the user's cell so that the caller removes it under the user's lock.
+    pub fn unwatch(&self, app_id: &str, user_id: &str, watcher: Watcher) -> Option<UserCell> {
+        let users = self.app_users(app_id)?;
+        match users.cells.entry(CompactString::from(user_id)) {
+            Entry::Occupied(cell) => Some(cell.get().clone()),
+            Entry::Vacant(vacant) => {
+                users.watched_only.remove_if_mut(vacant.key(), |_, watchers| {
+                    watchers.unwatch(watcher);
+                    watchers.is_empty()
+                });
+                None
+            }
+        }
     }
 
     /// Installs state read at start-up.
     pub fn restore(&self, key: UserKey, state: UserState) {
         self.app_users_or_insert(&key.app_id)
+            .cells
             .insert(CompactString::from(key.user_id), Arc::new(Mutex::new(state)));
     }
 }
@@ -89,20 +124,41 @@ impl UserTable {
 mod tests {
     use super::*;
 
+    const GW1: Watcher = Watcher { gateway: 1, generation: 7 };
+    const GW2: Watcher = Watcher { gateway: 2, generation: 9 };
+
     #[tokio::test]
-    async fn an_unused_entry_is_forgotten_and_a_used_one_is_not() {
+    async fn a_never_seen_user_is_watched_without_a_cell_until_its_first_login() {
         let table = UserTable::default();
-        drop(table.entry(UserKey::new("app", "ghost")));
-        assert!(table.remove_if_unused("app", "ghost"));
+        assert!(table.watch("app", "ghost", GW1).is_none(), "no cell for a user never seen");
+        assert!(table.watch("app", "ghost", GW2).is_none());
         assert!(table.get_user("app", "ghost").is_none());
 
-        let held = table.entry(UserKey::new("app", "held"));
-        assert!(!table.remove_if_unused("app", "held"), "someone holds the cell");
-        drop(held);
-        let known = table.entry(UserKey::new("app", "known"));
-        known.lock().await.version = 3;
-        drop(known);
-        assert!(!table.remove_if_unused("app", "known"), "a user with history stays");
-        assert!(!table.remove_if_unused("other", "ghost"));
+        let cell = table.entry(UserKey::new("app", "ghost"));
+        let mut both = Watchers::default();
+        both.watch(GW1);
+        both.watch(GW2);
+        assert_eq!(cell.lock().await.watchers, both, "the first login takes the interests along");
+        let users = table.app_users("app").expect("app known");
+        assert!(users.watched_only.is_empty(), "and nothing stays aside");
+
+        let again = table.watch("app", "ghost", GW1).expect("a known user is watched in its cell");
+        assert!(Arc::ptr_eq(&again, &cell));
+        assert!(table.unwatch("app", "ghost", GW1).is_some_and(|c| Arc::ptr_eq(&c, &cell)));
+    }
+
+    #[test]
+    fn the_last_unwatch_forgets_a_user_never_seen() {
+        let table = UserTable::default();
+        assert!(table.unwatch("app", "nobody", GW1).is_none(), "an unknown app or user is fine");
+        table.watch("app", "ghost", GW1);
+        table.watch("app", "ghost", GW2);
+        let users = table.app_users("app").expect("app known");
+        table.unwatch("app", "ghost", Watcher { generation: 6, ..GW1 });
+        table.unwatch("app", "ghost", GW2);
+        assert_eq!(users.watched_only.len(), 1, "an older generation's Unwatch removes nothing");
+        table.unwatch("app", "ghost", GW1);
+        assert!(users.watched_only.is_empty());
+        assert!(users.cells.is_empty(), "watching never made a cell");
     }
 }
