@@ -55,6 +55,9 @@ pub struct AppConfig {
     pub max_token_lifetime: Duration,
     /// `apps.callback_format`: the shape of the app's callbacks.
     pub callback_format: CallbackFormat,
+    /// `apps.disconnect_grace_ms`: how long a lost link is held before it is reported (zero:
+    /// at once).
+    pub disconnect_grace: Duration,
 }
 
 /// How an app's callbacks are shaped (`apps.callback_format`).
@@ -78,6 +81,7 @@ impl std::fmt::Debug for AppConfig {
             .field("callback_secret", &self.callback_secret)
             .field("policy", &self.policy)
             .field("push_online_ttl", &self.push_online_ttl)
+            .field("disconnect_grace", &self.disconnect_grace)
             .finish()
     }
 }
@@ -156,6 +160,7 @@ struct AppRow {
     push_online_ttl_s: i64,
     max_token_lifetime_s: i64,
     callback_format: String,
+    disconnect_grace_ms: i32,
 }
 
 #[derive(sqlx::FromRow)]
@@ -191,7 +196,7 @@ impl AppDirectory {
     pub async fn reload(&self) -> Result<(), DirectoryError> {
         let rows: Vec<AppRow> = sqlx::query_as(
             "SELECT app_id, token_secret, api_key_sha256, callback_url, callback_secret, \
-             login_policy, push_online_ttl_s, max_token_lifetime_s, callback_format FROM apps",
+             login_policy, push_online_ttl_s, max_token_lifetime_s, callback_format, disconnect_grace_ms FROM apps",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -244,6 +249,9 @@ impl AppDirectory {
                     } else {
                         CallbackFormat::Presence
                     },
+                    disconnect_grace: Duration::from_millis(
+                        u64::try_from(row.disconnect_grace_ms).unwrap_or(0),
+                    ),
                 }
             })
             .collect::<Vec<_>>();
@@ -329,6 +337,7 @@ mod tests {
             push_online_ttl: Duration::from_secs(1),
             max_token_lifetime: Duration::from_secs(604_800),
             callback_format: CallbackFormat::Presence,
+            disconnect_grace: Duration::ZERO,
         }
     }
 

@@ -9,6 +9,7 @@ mod config;
 mod counts;
 mod event_log;
 mod gateways;
+mod grace_timer;
 mod grpc;
 mod login_policy;
 pub mod metric_names;
@@ -137,6 +138,7 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
              registries serve will fail (set it to the CA of the registries' certificates)"
         );
     }
+    let (graces, holds) = grace_timer::GraceTimer::new();
     let registry = Arc::new(Registry {
         partitions: Partitions::new(partition_count),
         peers,
@@ -145,7 +147,9 @@ pub async fn start(config: RegistryConfig, shutdown: Shutdown) -> Result<Running
         gateways: Arc::new(gateways),
         apps,
         pool: pool.clone(),
+        graces,
     });
+    tokio::spawn(grace_timer::run(registry.clone(), holds, shutdown.clone()));
 
     let mut leases = PartitionLeases {
         pool,

@@ -22,6 +22,9 @@ pub const PUSH_ONLINE_USERS: &str = "registry_push_online_users";
 pub const ONLINE_DEVICES: &str = "registry_online_devices";
 /// Label `delivered`: `yes`, or `no` when the gateway was between links.
 pub const STATUS_PUSHES: &str = "registry_status_pushes_total";
+/// Label `outcome`: `held` (a lost link put on hold), `reported` (its grace ended), or
+/// `came_back` (the device logged in again within the grace: no event).
+pub const FLAP_DAMPING: &str = "registry_flap_damping_total";
 /// Changes refused because their partition's epoch had moved on (another process took it).
 pub const COMMITS_FENCED: &str = "registry_commits_fenced_total";
 
@@ -56,6 +59,11 @@ pub fn describe() {
     );
     describe_counter!(KICKS_SENT, Unit::Count, "Kicks sent to gateways, by delivered (yes, no).");
     LEASE_METRICS.describe("registry", "Stop, drain and release of one partition.");
+    describe_counter!(
+        FLAP_DAMPING,
+        Unit::Count,
+        "Disconnects held for the app's grace, by outcome (held, reported, came_back)."
+    );
     describe_counter!(COMMITS_FENCED, Unit::Count, "Changes refused because their partition changed owner.");
 }
 

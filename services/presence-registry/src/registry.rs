@@ -1,7 +1,11 @@
 //! The registry's operations. Each runs a [`transition`] under the user's lock, makes it durable,
 //! applies it in memory, then sends the kicks it implies.
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 
@@ -20,6 +24,7 @@ use crate::{
     counts::Counts,
     event_log::{EventLog, LogError},
     gateways::{Gateways, Pushed},
+    grace_timer::GraceTimer,
     metric_names as m,
     partitions::{Partition, Partitions},
     store,
@@ -99,6 +104,7 @@ pub struct Registry {
     pub(crate) gateways: Arc<Gateways>,
     pub(crate) apps: AppDirectory,
     pub(crate) pool: PgPool,
+    pub(crate) graces: GraceTimer,
 }
 
 fn check_id(what: &str, value: &str) -> Result<(), RegistryError> {
@@ -163,7 +169,7 @@ impl Registry {
         let mut state = cell.lock_owned().await;
         let Some(change) = plan(&state)? else { return Ok(None) };
         let mutation = change.mutation(&key.app_id, &key.user_id, p, epoch);
-        let (log, next) = (self.log.clone(), change.next.clone());
+        let (log, next, memory_only) = (self.log.clone(), change.next.clone(), change.writes_nothing());
         // What subscribers saw before, if there are any; what the app's counts gain or lose.
         let seen = (!state.watchers.is_empty()).then(|| state.visible());
         let counted = Counts::change(&state, &change.next);
@@ -173,7 +179,7 @@ impl Registry {
         // unlocked. Dropped midway, the next change of this user would be planned from stale
         // state and collide with this one. Pushes go out before the unlock: in version order.
         let events = tokio::spawn(async move {
-            let events = log.commit(mutation).await?;
+            let events = if memory_only { Vec::new() } else { log.commit(mutation).await? };
             *state = next;
             held.counts.add(&user.app_id, &counted);
             if let Some(seen) = seen {
@@ -248,6 +254,7 @@ impl Registry {
             push_enabled: session.push_enabled,
             peer_addr: session.peer_addr.clone(),
             disconnected_at_ms: None,
+            lost: None,
         };
         let key = UserKey::new(&session.app_id, &session.user_id);
         // A gateway retries a login whose answer it lost (its registry died, or handed the user's
@@ -271,7 +278,11 @@ impl Registry {
         }
         let (change, mut events) =
             outcome.ok_or_else(|| RegistryError::BadRequest("login had no effect".into()))?;
-        let event = events.pop().ok_or_else(|| RegistryError::BadRequest("login had no event".into()))?;
+        let Some(event) = events.pop() else {
+            // The device came back within its grace: no event (flap damping).
+            metrics::counter!(m::FLAP_DAMPING, "outcome" => "came_back").increment(1);
+            return Ok(LoginOutcome { kicked: Vec::new(), seq: 0, user_version: change.next.version });
+        };
         Ok(LoginOutcome {
             kicked: change.forced_offline.iter().map(Device::kicked).collect(),
             seq: event.seq,
@@ -294,7 +305,8 @@ impl Registry {
         Ok(done.is_some())
     }
 
-    /// True if the session was current and is now disconnected.
+    /// True if the session was current and is now disconnected: reported, or held for the app's
+    /// `disconnect_grace_ms` (flap damping) when its gateway lost the link.
     pub async fn disconnect(
         &self,
         session: &SessionRef,
@@ -305,14 +317,47 @@ impl Registry {
         if !matches!(reason, EventReason::LinkClose | EventReason::Timeout) {
             return Err(RegistryError::BadRequest("disconnect reason must be link_close or timeout".into()));
         }
+        let grace = match gateway {
+            Some(_) => self.apps.get(&session.app_id).map_or(Duration::ZERO, |app| app.disconnect_grace),
+            // The registry's own findings (a re-attached gateway's snapshot, an expired lease)
+            // come after the fact, e.g. after a restart that dropped the holds: report at once.
+            None => Duration::ZERO,
+        };
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
         let done = self
             .change_known_user(key, |state| {
                 held_by(state, session, gateway)?;
-                Ok(transition::disconnect(state, &session.device_id, &session.session_id, reason, now))
+                Ok(transition::disconnect(
+                    state,
+                    &session.device_id,
+                    &session.session_id,
+                    reason,
+                    now,
+                    grace_ms,
+                ))
             })
             .await?;
+        if done.is_some() && grace_ms > 0 {
+            metrics::counter!(m::FLAP_DAMPING, "outcome" => "held").increment(1);
+            self.graces.hold(session.clone(), grace);
+        }
+        Ok(done.is_some())
+    }
+
+    /// The grace of a held disconnect ended: reported now unless the device came back. True if
+    /// it was reported.
+    pub async fn end_grace(&self, session: &SessionRef) -> Result<bool, RegistryError> {
+        let key = UserKey::new(&session.app_id, &session.user_id);
+        let done = self
+            .change_known_user(key, |state| {
+                Ok(transition::end_grace(state, &session.device_id, &session.session_id))
+            })
+            .await?;
+        if done.is_some() {
+            metrics::counter!(m::FLAP_DAMPING, "outcome" => "reported").increment(1);
+        }
         Ok(done.is_some())
     }
 

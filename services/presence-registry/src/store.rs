@@ -357,6 +357,7 @@ pub async fn devices_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKe
                 push_enabled: row.push_enabled,
                 peer_addr: row.peer_addr,
                 disconnected_at_ms: row.disconnected_at_ms.map(to_u64),
+                lost: None,
             };
             (UserKey { app_id: row.app_id, user_id: row.user_id }, device)
         })

@@ -22,11 +22,28 @@ pub struct Device {
     pub push_enabled: bool,
     pub peer_addr: String,
     pub disconnected_at_ms: Option<u64>,
+    /// Set while the device's disconnect is held (flap damping): it still shows online, but its
+    /// session is gone. In memory only: nothing is held across a restart.
+    pub lost: Option<LostLink>,
+}
+
+/// When and why a held device's link was lost: its disconnect is reported with these when the
+/// app's grace ends, unless the device logs in again first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostLink {
+    pub at_ms: u64,
+    pub reason: EventReason,
 }
 
 impl Device {
+    /// Shows online: connected, or its lost link is held.
     pub fn is_online(&self) -> bool {
         self.status == DeviceStatus::Online
+    }
+
+    /// Online with a live session on its gateway.
+    pub fn is_connected(&self) -> bool {
+        self.is_online() && self.lost.is_none()
     }
 
     pub fn kicked(&self) -> KickedDevice {
@@ -88,7 +105,7 @@ impl UserState {
 
     /// The device if `session_id` is its current, connected session.
     pub fn online_session(&self, device_id: &str, session_id: &str) -> Option<&Device> {
-        self.device(device_id).filter(|d| d.session_id == session_id && d.is_online())
+        self.device(device_id).filter(|d| d.session_id == session_id && d.is_connected())
     }
 
     pub fn presence(&self, user_id: &str, detail: bool) -> UserPresence {
@@ -152,6 +169,7 @@ pub(crate) mod tests {
             push_enabled: status == DeviceStatus::PushOnline,
             peer_addr: "127.0.0.1:1".into(),
             disconnected_at_ms: None,
+            lost: None,
         }
     }
 
