@@ -48,10 +48,33 @@ pub struct NotifierConfig {
     /// Default 3600 s.
     #[serde(rename = "notifier_max_age_s", default = "default_max_age")]
     pub max_age_s: u64,
-    /// Events held in memory (received, not yet delivered); beyond it reading pauses.
-    /// Default 200000.
+    /// Events held in memory (received, not yet delivered), all apps together; beyond it new
+    /// events stay in Postgres until there is room. Default 200000.
     #[serde(rename = "notifier_max_pending", default = "default_max_pending")]
     pub max_pending: usize,
+    /// Events of one app held in memory; beyond it the app's further events stay in Postgres
+    /// (read again once it is down to half), so a dead or slow receiver holds at most this.
+    /// Default 10000.
+    #[serde(rename = "notifier_max_pending_per_app", default = "default_max_pending_per_app")]
+    pub max_pending_per_app: usize,
+    /// Consecutive receiver failures (no answer, 5xx, 408, 429) that open an app's circuit:
+    /// its callbacks are then held, and one probe at a time tests the receiver. Default 10.
+    #[serde(rename = "notifier_circuit_failures", default = "default_circuit_failures")]
+    pub circuit_failures: u32,
+    /// First wait of an open circuit before its probe; doubles per failed probe. Default 100 ms.
+    #[serde(rename = "notifier_circuit_probe_initial_ms", default = "default_probe_initial")]
+    pub circuit_probe_initial_ms: u64,
+    /// Longest wait between probes: held callbacks go at most this long after the receiver is
+    /// back. Default 2000 ms.
+    #[serde(rename = "notifier_circuit_probe_max_ms", default = "default_probe_max")]
+    pub circuit_probe_max_ms: u64,
+    /// Comma-separated app ids that get their own `app` label in the metrics (empty: the first
+    /// `NOTIFIER_METRIC_APPS_MAX` apps seen). Other apps share `app="_other"`. Default empty.
+    #[serde(rename = "notifier_metric_apps", default)]
+    pub metric_apps: String,
+    /// Apps labelled by id when `NOTIFIER_METRIC_APPS` is empty. Default 50.
+    #[serde(rename = "notifier_metric_apps_max", default = "default_metric_apps_max")]
+    pub metric_apps_max: usize,
     /// How often the partitions' cursors are written and dead letters are checked for replay. Default 500 ms.
     #[serde(rename = "notifier_flush_interval_ms", default = "default_flush_interval")]
     pub flush_interval_ms: u64,
@@ -95,6 +118,21 @@ fn default_max_age() -> u64 {
 }
 fn default_max_pending() -> usize {
     200_000
+}
+fn default_max_pending_per_app() -> usize {
+    10_000
+}
+fn default_circuit_failures() -> u32 {
+    10
+}
+fn default_probe_initial() -> u64 {
+    100
+}
+fn default_probe_max() -> u64 {
+    2000
+}
+fn default_metric_apps_max() -> usize {
+    50
 }
 fn default_flush_interval() -> u64 {
     500

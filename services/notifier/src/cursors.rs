@@ -1,6 +1,13 @@
 //! The partitions this notifier holds, each with its own cursor: what was read, what is settled
 //! (its [`Watermark`]) and what is saved.
 //!
+//! An app with no room in memory (see [`crate::budget`]) is *parked* in a partition: from its
+//! first event that found no room, its events there are passed over by the main read and stay
+//! in Postgres; the partition's cursor stays below that event. Once the app has room, its events
+//! are read again from there (`feed::read_parked`) until they reach the main read: then it is
+//! no longer parked. So a dead app costs a number per partition in memory, not its backlog, and
+//! the other apps of the partition are read on.
+//!
 //! A hold is identified by the partition's epoch: callbacks carry the epoch they were read under,
 //! so work of a hold that ended (the partition was lost, or handed over and taken again) never
 //! touches the hold that replaced it. Every delivery attempt holds an [`AttemptGuard`]: a
@@ -26,6 +33,34 @@ struct Held {
     reading: bool,
     /// Delivery attempts under way (see [`AttemptGuard`]).
     attempts: usize,
+    /// Parked apps: the position of each one's first event not read into memory, and the event
+    /// time of the oldest such event known (for the lag).
+    parked: HashMap<String, Parked>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    from: u64,
+    event_time_ms: u64,
+}
+
+impl Held {
+    /// Every event up to this is settled: below the oldest in flight and below every parked
+    /// app's first event left in Postgres.
+    fn durable(&self) -> u64 {
+        let parked = self.parked.values().map(|p| p.from.saturating_sub(1)).min();
+        parked.map_or(self.watermark.durable(), |p| p.min(self.watermark.durable()))
+    }
+}
+
+/// A parked app's events of one partition to read again: `from..=upto` (`upto` is the main read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRead {
+    pub partition: u32,
+    pub epoch: i64,
+    pub app_id: String,
+    pub from: u64,
+    pub upto: u64,
 }
 
 /// A partition's cursor that moved past its saved value.
@@ -69,6 +104,7 @@ impl Cursors {
             saved: delivered,
             reading: true,
             attempts: 0,
+            parked: HashMap::new(),
         };
         self.held.lock().insert(partition, held);
     }
@@ -167,8 +203,8 @@ impl Cursors {
             .held
             .lock()
             .iter()
-            .filter(|(_, h)| h.watermark.durable() > h.saved)
-            .map(|(p, h)| Unsaved { partition: *p, epoch: h.epoch, durable: h.watermark.durable() })
+            .filter(|(_, h)| h.durable() > h.saved)
+            .map(|(p, h)| Unsaved { partition: *p, epoch: h.epoch, durable: h.durable() })
             .collect();
         unsaved.sort_unstable_by_key(|u| u.partition);
         unsaved
@@ -178,11 +214,7 @@ impl Cursors {
     pub fn unsaved_of(&self, partition: u32) -> Option<Unsaved> {
         let held = self.held.lock();
         let h = held.get(&partition)?;
-        (h.watermark.durable() > h.saved).then(|| Unsaved {
-            partition,
-            epoch: h.epoch,
-            durable: h.watermark.durable(),
-        })
+        (h.durable() > h.saved).then(|| Unsaved { partition, epoch: h.epoch, durable: h.durable() })
     }
 
     /// A cursor was saved under its hold's epoch.
@@ -192,12 +224,90 @@ impl Cursors {
         }
     }
 
-    /// Events in flight over every partition, and the event time of the oldest.
+    /// Events in flight over every partition (in memory; parked ones are not counted), and the
+    /// event time of the oldest unsettled one (parked ones included).
     pub fn pending(&self) -> (usize, Option<u64>) {
         let held = self.held.lock();
         let count = held.values().map(|h| h.watermark.in_flight()).sum();
-        let oldest = held.values().filter_map(|h| h.watermark.oldest_event_time_ms()).min();
+        let oldest = held
+            .values()
+            .flat_map(|h| {
+                h.watermark
+                    .oldest_event_time_ms()
+                    .into_iter()
+                    .chain(h.parked.values().map(|p| p.event_time_ms))
+            })
+            .min();
         (count, oldest)
+    }
+
+    /// Whether `app_id`'s events of `partition` are left in Postgres for now.
+    pub fn is_parked(&self, partition: u32, app_id: &str) -> bool {
+        self.held.lock().get(&partition).is_some_and(|h| h.parked.contains_key(app_id))
+    }
+
+    /// An event read under `epoch` is left in Postgres: its app has no room. Parks the app in
+    /// the partition from this event on (if not parked already); the main read goes on past it.
+    pub fn park(&self, partition: u32, epoch: i64, app_id: &str, position: u64, event_time_ms: u64) {
+        let mut held = self.held.lock();
+        let Some(h) = held.get_mut(&partition) else { return };
+        if h.epoch != epoch || !h.reading || position <= h.read {
+            return;
+        }
+        h.read = position;
+        h.watermark.passed(position);
+        h.parked.entry(app_id.to_owned()).or_insert(Parked { from: position, event_time_ms });
+    }
+
+    /// The parked apps' events to read again, for the partitions read now (as [`Self::to_read`]).
+    pub fn parked_to_read(&self, ownership: &Ownership) -> Vec<ParkedRead> {
+        let mut reads: Vec<ParkedRead> = self
+            .held
+            .lock()
+            .iter()
+            .filter(|(p, h)| h.reading && ownership.serving_epoch(**p) == Some(h.epoch))
+            .flat_map(|(p, h)| {
+                h.parked.iter().map(|(app_id, parked)| ParkedRead {
+                    partition: *p,
+                    epoch: h.epoch,
+                    app_id: app_id.clone(),
+                    from: parked.from,
+                    upto: h.read,
+                })
+            })
+            .collect();
+        reads.sort_unstable_by(|a, b| (a.partition, &a.app_id).cmp(&(b.partition, &b.app_id)));
+        reads
+    }
+
+    /// A parked app's event, read again, enters the notifier (in position order). False when it
+    /// must not be delivered (as [`Self::received`]).
+    pub fn received_again(
+        &self,
+        partition: u32,
+        epoch: i64,
+        app_id: &str,
+        position: u64,
+        event_time_ms: u64,
+    ) -> bool {
+        let mut held = self.held.lock();
+        let Some(h) = held.get_mut(&partition) else { return false };
+        if h.epoch != epoch || !h.reading || position > h.read {
+            return false;
+        }
+        let Some(parked) = h.parked.get_mut(app_id).filter(|p| p.from <= position) else { return false };
+        // The watermark's in-flight entry now keeps the cursor below this one.
+        *parked = Parked { from: position + 1, event_time_ms };
+        h.watermark.received(position, event_time_ms);
+        true
+    }
+
+    /// Every event of a parked app up to the main read is in memory (or settled): it is read with
+    /// the others again.
+    pub fn unpark(&self, partition: u32, epoch: i64, app_id: &str, upto: u64) {
+        if let Some(h) = self.held.lock().get_mut(&partition).filter(|h| h.epoch == epoch && h.read == upto) {
+            h.parked.remove(app_id);
+        }
     }
 }
 
@@ -297,5 +407,36 @@ mod tests {
         attempt.await.unwrap();
         assert_eq!(cursors.unsaved_of(0).map(|u| u.durable), Some(1), "2 was never attempted");
         drop(other);
+    }
+
+    #[test]
+    fn a_parked_app_keeps_the_cursor_below_its_first_event_left_in_postgres() {
+        let cursors = Cursors::default();
+        cursors.hold(0, 1, 0);
+        let ownership = Ownership::default();
+        assert!(cursors.received(0, 1, 1, 10));
+        cursors.park(0, 1, "b", 2, 20);
+        assert!(cursors.is_parked(0, "b"));
+        assert!(cursors.received(0, 1, 3, 30), "other apps are read on");
+        cursors.park(0, 1, "b", 4, 40);
+        cursors.settled(feed(0, 1, 1));
+        cursors.settled(feed(0, 1, 3));
+        assert_eq!(cursors.unsaved_of(0).map(|u| u.durable), Some(1), "below b's first parked event");
+        assert_eq!(cursors.pending(), (0, Some(20)), "its age counts in the lag");
+
+        assert!(!cursors.received_again(0, 1, "c", 2, 20), "c is not parked");
+        assert!(!cursors.received_again(0, 1, "b", 5, 50), "beyond the main read");
+        assert!(cursors.received_again(0, 1, "b", 2, 20));
+        assert!(!cursors.received_again(0, 1, "b", 2, 20), "read again twice");
+        cursors.settled(feed(0, 1, 2));
+        assert_eq!(cursors.unsaved_of(0).map(|u| u.durable), Some(2), "b's next may be 3 for all it knows");
+        cursors.unpark(0, 1, "b", 3);
+        assert!(cursors.is_parked(0, "b"), "not caught up with the main read (4)");
+        assert!(cursors.received_again(0, 1, "b", 4, 40));
+        cursors.unpark(0, 1, "b", 4);
+        assert!(!cursors.is_parked(0, "b"));
+        assert!(cursors.parked_to_read(&ownership).is_empty());
+        cursors.settled(feed(0, 1, 4));
+        assert_eq!(cursors.unsaved_of(0).map(|u| u.durable), Some(4));
     }
 }

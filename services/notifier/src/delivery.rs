@@ -39,7 +39,33 @@ pub enum Attempt {
     Delivered,
     /// The app has no callback URL (or no longer exists): nothing to deliver.
     NoReceiver,
-    Failed(String),
+    Failed(Failure),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub error: String,
+    /// The receiver is down, overloaded or unreachable (no answer, 5xx, 408, 429): the app's
+    /// circuit counts it. Otherwise (another 4xx, a callback we cannot build) it is about this
+    /// event, retried on its own.
+    pub blames_receiver: bool,
+}
+
+impl Failure {
+    fn receiver(error: String) -> Attempt {
+        Attempt::Failed(Self { error, blames_receiver: true })
+    }
+
+    fn event(error: String) -> Attempt {
+        Attempt::Failed(Self { error, blames_receiver: false })
+    }
+}
+
+/// Whether a non-2xx answer says the receiver as a whole is failing rather than this event.
+pub fn status_blames_receiver(status: reqwest::StatusCode) -> bool {
+    status.is_server_error()
+        || status == reqwest::StatusCode::REQUEST_TIMEOUT
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
 }
 
 /// Signs and POSTs callbacks, reading each app's URL and secret live from the directory so that
@@ -63,17 +89,18 @@ impl CallbackDelivery {
         Ok(Self { client, apps, timeout })
     }
 
-    pub async fn attempt(&self, callback: &Callback) -> Attempt {
+    /// One attempt; its duration is recorded under `app_label` (see `crate::app_labels`).
+    pub async fn attempt(&self, callback: &Callback, app_label: &str) -> Attempt {
         let Some(app) = self.apps.get(&callback.app_id) else { return Attempt::NoReceiver };
         let Some(url) = app.callback_url.as_deref().filter(|url| !url.is_empty()) else {
             return Attempt::NoReceiver;
         };
         let Some(secret) = app.callback_secret.as_ref().map(ExposeSecret::expose_secret) else {
-            return Attempt::Failed("the app has a callback_url but no callback_secret".to_owned());
+            return Failure::event("the app has a callback_url but no callback_secret".to_owned());
         };
         let (url, body) = match shaped(app.callback_format, &app.app_id, url, &callback.body) {
             Ok(shaped) => shaped,
-            Err(err) => return Attempt::Failed(err),
+            Err(err) => return Failure::event(err),
         };
         let timestamp = presence_common::time::now_ms().to_string();
         let signature = callback_signature::sign(secret, &timestamp, &body);
@@ -101,15 +128,34 @@ impl CallbackDelivery {
                 }
                 if status.is_success() {
                     Attempt::Delivered
+                } else if status_blames_receiver(status) {
+                    Failure::receiver(format!("HTTP {status}"))
                 } else {
-                    Attempt::Failed(format!("HTTP {status}"))
+                    Failure::event(format!("HTTP {status}"))
                 }
             }
-            Err(err) if err.is_timeout() => Attempt::Failed(format!("no answer within {:?}", self.timeout)),
-            Err(err) => Attempt::Failed(presence_common::error::chain(&err)),
+            Err(err) if err.is_timeout() => Failure::receiver(format!("no answer within {:?}", self.timeout)),
+            Err(err) => Failure::receiver(presence_common::error::chain(&err)),
         };
-        metrics::histogram!(metric_names::LATENCY, "app" => callback.app_id.clone())
+        metrics::histogram!(metric_names::LATENCY, "app" => app_label.to_owned())
             .record(started.elapsed().as_secs_f64());
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn a_receiver_that_is_down_or_overloaded_is_told_from_a_refused_event() {
+        for status in [500, 502, 503, 504, 408, 429] {
+            assert!(status_blames_receiver(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
+        for status in [400, 401, 403, 404, 410, 413, 422, 301] {
+            assert!(!status_blames_receiver(StatusCode::from_u16(status).unwrap()), "{status}");
+        }
     }
 }

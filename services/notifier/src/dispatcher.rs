@@ -1,16 +1,19 @@
 use std::{
     collections::{HashMap, VecDeque, hash_map::Entry},
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use parking_lot::Mutex;
 use presence_common::backoff::Backoff;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::{
     Shutdown,
+    app_labels::AppLabels,
+    budget::Ticket,
     callback::{Callback, Origin},
+    circuit::{Admit, AppCircuit, CircuitPolicy, Phase},
     cursors::{AttemptGuard, Cursors},
     dead_letters::{Burial, DeadLetters},
     delivery::{Attempt, CallbackDelivery},
@@ -27,11 +30,12 @@ type UserKey = (String, String);
 /// A queued callback and its share of the in-memory budget.
 struct Queued {
     callback: Callback,
-    _budget: Option<OwnedSemaphorePermit>,
+    _budget: Option<Ticket>,
 }
 
 /// Per-user queues, each drained by one task: a user's events go out one after another, in feed
-/// order, while different users' go out concurrently (bounded per app). A user's queue and task
+/// order, while different users' go out concurrently (bounded per app), each app behind its own
+/// circuit breaker (see [`crate::circuit`]). A user's queue and task
 /// exist only while it has something to deliver. A callback whose partition is no longer held
 /// under the epoch it was read in is dropped unsent: the partition's next owner sends it.
 #[derive(Clone)]
@@ -41,8 +45,10 @@ pub struct Dispatcher {
 
 struct Inner {
     queues: Mutex<HashMap<UserKey, VecDeque<Queued>>>,
-    app_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    apps: Mutex<HashMap<String, Arc<AppState>>>,
     concurrency_per_app: usize,
+    circuit: CircuitPolicy,
+    labels: Arc<AppLabels>,
     delivery: CallbackDelivery,
     retry: RetryPolicy,
     dead_letters: DeadLetters,
@@ -60,9 +66,77 @@ enum Outcome {
     Stopped,
 }
 
+/// What the dispatcher keeps per app.
+struct AppState {
+    /// Requests in flight (different users only: one user is sequential).
+    slots: Semaphore,
+    circuit: Arc<AppCircuit>,
+    /// Its `app` metric label.
+    label: String,
+}
+
+impl AppState {
+    /// Records an outcome in the app's circuit, and its opening or closing in the metrics.
+    fn record(&self, outcome: impl FnOnce(&mut crate::circuit::Circuit, std::time::Instant) -> bool) {
+        let Some((before, after)) = self.circuit.record(outcome) else { return };
+        let open = metrics::gauge!(metric_names::CIRCUIT_OPEN, "app" => self.label.clone());
+        match (before, after) {
+            (Phase::Closed, _) => {
+                open.increment(1.0);
+                metrics::counter!(metric_names::CIRCUIT_OPENED, "app" => self.label.clone()).increment(1);
+                tracing::warn!(
+                    app = self.label,
+                    "the app's receiver is failing: its callbacks are held, one probe at a time"
+                );
+            }
+            (_, Phase::Closed) => {
+                open.decrement(1.0);
+                tracing::info!(app = self.label, "the app's receiver answers again: its held callbacks go");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The probe's outcome is recorded, or else (its partition went elsewhere, shutdown) the probe
+/// is given up when this drops, so that another can go.
+struct ProbeGuard<'a> {
+    app: &'a AppState,
+    armed: bool,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.app.record(|c, now| {
+                c.probe_abandoned(now);
+                false
+            });
+        }
+    }
+}
+
+fn disarm(probe: &mut Option<ProbeGuard<'_>>) {
+    if let Some(p) = probe {
+        p.armed = false;
+    }
+}
+
+/// The last error of an event dead-lettered without an attempt of its own.
+const HELD_TOO_LONG: &str = "held while the app's receiver was failing, for longer than NOTIFIER_MAX_AGE_S";
+
+async fn sleep_until_if(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub struct DispatcherParts {
     pub delivery: CallbackDelivery,
     pub retry: RetryPolicy,
+    pub circuit: CircuitPolicy,
+    pub labels: Arc<AppLabels>,
     pub dead_letters: DeadLetters,
     pub cursors: Arc<Cursors>,
     pub concurrency_per_app: usize,
@@ -74,8 +148,10 @@ impl Dispatcher {
         Self {
             inner: Arc::new(Inner {
                 queues: Mutex::default(),
-                app_slots: Mutex::default(),
+                apps: Mutex::default(),
                 concurrency_per_app: parts.concurrency_per_app.max(1),
+                circuit: parts.circuit,
+                labels: parts.labels,
                 delivery: parts.delivery,
                 retry: parts.retry,
                 dead_letters: parts.dead_letters,
@@ -86,7 +162,7 @@ impl Dispatcher {
     }
 
     /// Queues `callback` behind its user's earlier ones. `budget` is released once it is settled.
-    pub fn enqueue(&self, callback: Callback, budget: Option<OwnedSemaphorePermit>) {
+    pub fn enqueue(&self, callback: Callback, budget: Option<Ticket>) {
         let key = (callback.app_id.clone(), callback.user_id.clone());
         let queued = Queued { callback, _budget: budget };
         let start_worker = match self.inner.queues.lock().entry(key.clone()) {
@@ -131,26 +207,90 @@ impl Dispatcher {
         }
     }
 
-    fn app_slots(&self, app_id: &str) -> Arc<Semaphore> {
+    /// `app_id`'s delivery slots, circuit and metric label, made on first use.
+    fn app(&self, app_id: &str) -> Arc<AppState> {
         self.inner
-            .app_slots
+            .apps
             .lock()
             .entry(app_id.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.inner.concurrency_per_app)))
+            .or_insert_with(|| {
+                Arc::new(AppState {
+                    slots: Semaphore::new(self.inner.concurrency_per_app),
+                    circuit: AppCircuit::new(self.inner.circuit),
+                    label: self.inner.labels.label(app_id),
+                })
+            })
             .clone()
     }
 
-    /// Delivers, retrying with backoff, until delivered, skipped or dead-lettered, until its
-    /// partition's hold ends, or until shutdown.
+    /// Delivers, retrying, until delivered, skipped or dead-lettered, until its partition's hold
+    /// ends, or until shutdown. While the app's circuit is open it waits, attempting nothing
+    /// (unless it is the probe), with no per-user backoff; a failure about this event alone is
+    /// retried with the user's own backoff.
+    ///
+    /// Dead-lettering: failed attempts count toward `max_attempts` except failed probes (they
+    /// say the receiver is down, not that this event is bad), so an outage alone never
+    /// dead-letters; `max_age` counts from the first failure or the first wait at an open
+    /// circuit, whichever came first, and bounds both.
     async fn settle(&self, callback: &Callback) -> Outcome {
-        let app = callback.app_id.clone();
-        let slots = self.app_slots(&app);
+        let app = self.app(&callback.app_id);
+        let label = app.label.as_str();
         let shutdown = &self.inner.shutdown;
+        let retry = &self.inner.retry;
         let mut failures = 0u32;
-        let mut first_failure: Option<(Instant, SystemTime)> = None;
+        // Drives the user's own backoff; starts over after a wait at the circuit.
+        let mut backoff_failures = 0u32;
+        let mut trouble: Option<(tokio::time::Instant, SystemTime)> = None;
+        let mut last_error = String::new();
         loop {
+            let expires = trouble.and_then(|(since, _)| retry.max_age.map(|age| since + age));
+            if expires.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                let Some(guard) = self.inner.cursors.begin_attempt(callback.origin) else {
+                    return Outcome::Abandoned;
+                };
+                let first_at = trouble.map_or_else(SystemTime::now, |(_, at)| at);
+                let error = if last_error.is_empty() { HELD_TOO_LONG } else { last_error.as_str() };
+                return self.bury(callback, label, failures, error, first_at, guard).await;
+            }
+            let Ok(slot) = app.slots.acquire().await else { return Outcome::Stopped };
+            let changed = app.circuit.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let probe = match app.circuit.admit() {
+                Admit::Send => false,
+                Admit::Probe => true,
+                wait => {
+                    drop(slot);
+                    let now = tokio::time::Instant::now();
+                    let since = trouble.get_or_insert_with(|| (now, SystemTime::now())).0;
+                    backoff_failures = 0;
+                    let probe_at = match wait {
+                        Admit::WaitUntil(at) => Some(tokio::time::Instant::from_std(at)),
+                        _ => None,
+                    };
+                    let expires = retry.max_age.map(|age| since + age);
+                    let until = match (probe_at, expires) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    let held = metrics::gauge!(metric_names::HELD, "app" => app.label.clone());
+                    held.increment(1.0);
+                    let stopped = tokio::select! {
+                        () = shutdown.cancelled() => true,
+                        () = changed => false,
+                        () = sleep_until_if(until) => false,
+                    };
+                    held.decrement(1.0);
+                    if stopped {
+                        return Outcome::Stopped;
+                    }
+                    continue;
+                }
+            };
+            // Released (another may probe at once) unless the probe's outcome is recorded.
+            let mut probing = probe.then(|| ProbeGuard { app: &app, armed: true });
             let (attempt, guard) = {
-                let Ok(_slot) = slots.acquire().await else { return Outcome::Stopped };
+                let _slot = slot;
                 // Asked once a slot is ours (waiting for it may take a while). The guard is held
                 // until the outcome is recorded: a hand-over of the partition waits for it.
                 let Some(guard) = self.inner.cursors.begin_attempt(callback.origin) else {
@@ -158,12 +298,14 @@ impl Dispatcher {
                 };
                 tokio::select! {
                     () = shutdown.cancelled() => return Outcome::Stopped,
-                    attempt = self.inner.delivery.attempt(callback) => (attempt, guard),
+                    attempt = self.inner.delivery.attempt(callback, label) => (attempt, guard),
                 }
             };
-            let error = match attempt {
+            let failure = match attempt {
                 Attempt::Delivered => {
-                    metrics::counter!(metric_names::DELIVERED, "app" => app).increment(1);
+                    app.record(|c, _| c.succeeded());
+                    disarm(&mut probing);
+                    metrics::counter!(metric_names::DELIVERED, "app" => app.label.clone()).increment(1);
                     let outcome = match callback.origin {
                         Origin::Replay { .. } => {
                             self.persist(|| self.inner.dead_letters.forget(&callback.event_id)).await
@@ -173,45 +315,88 @@ impl Dispatcher {
                     return self.record(callback, outcome, guard);
                 }
                 Attempt::NoReceiver => {
+                    if probe {
+                        // Nothing to send to any more: let everything through (to be skipped).
+                        app.record(|c, _| c.succeeded());
+                        disarm(&mut probing);
+                    }
                     metrics::counter!(metric_names::SKIPPED).increment(1);
                     return self.record(callback, Outcome::Settled, guard);
                 }
-                Attempt::Failed(error) => error,
+                Attempt::Failed(failure) => failure,
             };
-            failures += 1;
-            let (since, first_attempt_at) =
-                *first_failure.get_or_insert_with(|| (Instant::now(), SystemTime::now()));
-            if self.inner.retry.gives_up(failures, since.elapsed()) {
-                tracing::warn!(
-                    app,
-                    user = callback.user_id,
-                    event_id = callback.event_id,
-                    failures,
-                    error,
-                    "callback dead-lettered"
-                );
-                metrics::counter!(metric_names::DEAD_LETTERED, "app" => app).increment(1);
-                let burial = || {
-                    self.inner.dead_letters.bury(Burial {
-                        callback,
-                        attempts: failures,
-                        last_error: &error,
-                        first_attempt_at,
-                    })
-                };
-                let outcome = self.persist(burial).await;
-                return self.record(callback, outcome, guard);
+            if failure.blames_receiver {
+                app.record(|c, now| c.failed(now, probe));
+            } else {
+                app.record(|c, _| c.succeeded());
+            }
+            disarm(&mut probing);
+            // A failed probe says the receiver is down, not that this event is bad.
+            if !(probe && failure.blames_receiver) {
+                failures += 1;
+            }
+            backoff_failures += 1;
+            last_error = failure.error;
+            let (since, first_at) =
+                *trouble.get_or_insert_with(|| (tokio::time::Instant::now(), SystemTime::now()));
+            if retry.gives_up(failures, since.elapsed()) {
+                return self.bury(callback, label, failures, &last_error, first_at, guard).await;
             }
             drop(guard);
-            if failures == 1 {
-                tracing::info!(app, event_id = callback.event_id, error, "callback failed; retrying");
+            if failures == 1 && !probe {
+                tracing::info!(
+                    app = callback.app_id,
+                    event_id = callback.event_id,
+                    error = last_error,
+                    "callback failed; retrying"
+                );
             }
-            metrics::counter!(metric_names::RETRIED, "app" => app.clone()).increment(1);
+            metrics::counter!(metric_names::RETRIED, "app" => app.label.clone()).increment(1);
+            let changed = app.circuit.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if app.circuit.phase() != Phase::Closed {
+                // Waits at the circuit (next round), not on a backoff of its own.
+                continue;
+            }
+            // A change of the circuit (it opened, or an outage ended) ends this user's backoff.
             tokio::select! {
                 () = shutdown.cancelled() => return Outcome::Stopped,
-                () = tokio::time::sleep(self.inner.retry.delay(failures)) => {}
+                () = changed => {}
+                () = tokio::time::sleep(retry.delay(backoff_failures)) => {}
             }
         }
+    }
+
+    /// Dead-letters `callback` and settles it once that is durable.
+    async fn bury(
+        &self,
+        callback: &Callback,
+        label: &str,
+        failures: u32,
+        error: &str,
+        first_attempt_at: SystemTime,
+        guard: AttemptGuard<'_>,
+    ) -> Outcome {
+        tracing::warn!(
+            app = callback.app_id,
+            user = callback.user_id,
+            event_id = callback.event_id,
+            failures,
+            error,
+            "callback dead-lettered"
+        );
+        metrics::counter!(metric_names::DEAD_LETTERED, "app" => label.to_owned()).increment(1);
+        let burial = || {
+            self.inner.dead_letters.bury(Burial {
+                callback,
+                attempts: failures,
+                last_error: error,
+                first_attempt_at,
+            })
+        };
+        let outcome = self.persist(burial).await;
+        self.record(callback, outcome, guard)
     }
 
     /// A settled feed event may move its partition's cursor; recorded before the attempt's guard

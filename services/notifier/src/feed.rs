@@ -5,6 +5,8 @@ use presence_common::event_rows::{EVENT_COLUMNS, EventRow};
 use presence_proto::v1::PresenceEvent;
 use sqlx::PgPool;
 
+use crate::cursors::ParkedRead;
+
 /// Each partition's share of a page is at least this, so that a partition with a backlog is not
 /// read a handful of events per query when many partitions are held.
 const MIN_PER_PARTITION: u32 = 16;
@@ -34,6 +36,36 @@ pub async fn read(
     .bind(cursors.iter().map(|(p, _)| i32::try_from(*p).unwrap_or(i32::MAX)).collect::<Vec<_>>())
     .bind(cursors.iter().map(|(_, after)| i64::try_from(*after).unwrap_or(i64::MAX)).collect::<Vec<_>>())
     .bind(i64::from(per_partition_limit(page, cursors.len())))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(EventRow::into_event).collect())
+}
+
+/// Events of parked apps to read again: for each [`ParkedRead`], its app's events of its
+/// partition in `from..=upto`, in position order, at most `limits[i]` of them; in one query, sorted
+/// by partition, app, then position.
+pub async fn read_parked(
+    pool: &PgPool,
+    reads: &[ParkedRead],
+    limits: &[u32],
+) -> Result<Vec<PresenceEvent>, sqlx::Error> {
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let to_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM UNNEST($1::int4[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+             AS c(part, app, first, upto, lim) \
+         CROSS JOIN LATERAL (SELECT * FROM presence_events p \
+             WHERE p.partition = c.part AND p.position >= c.first AND p.position <= c.upto \
+                 AND p.app_id = c.app ORDER BY p.position LIMIT c.lim) e \
+         ORDER BY e.partition, e.app_id, e.position"
+    ))
+    .bind(reads.iter().map(|r| i32::try_from(r.partition).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.app_id.clone()).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| to_i64(r.from)).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| to_i64(r.upto)).collect::<Vec<_>>())
+    .bind(limits.iter().map(|l| i64::from(*l)).collect::<Vec<_>>())
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(EventRow::into_event).collect())
@@ -117,5 +149,27 @@ mod tests {
         assert_eq!(positions(&events, 1), (11..=30).collect::<Vec<_>>());
         let alone = read(&db.pool, &[(0, 45)], 40).await.unwrap();
         assert_eq!(positions(&alone, 0), [46, 47, 48, 49, 50]);
+    }
+
+    #[tokio::test]
+    async fn reads_a_parked_apps_events_between_its_first_and_the_main_read() {
+        let db = testkit::fresh_database().await;
+        insert(&db.pool, 0, "alice", 20, 0).await;
+        sqlx::query("UPDATE presence_events SET app_id = 'other' WHERE position % 2 = 0")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let parked =
+            |app: &str, from, upto| ParkedRead { partition: 0, epoch: 1, app_id: app.into(), from, upto };
+
+        let events = read_parked(&db.pool, &[parked("default", 5, 15), parked("other", 3, 9)], &[100, 2])
+            .await
+            .unwrap();
+        let of = |app: &str| -> Vec<u64> {
+            events.iter().filter(|e| e.app_id == app).map(|e| e.position).collect()
+        };
+        assert_eq!(of("default"), [5, 7, 9, 11, 13, 15], "its own events, from..=upto");
+        assert_eq!(of("other"), [4, 6], "at most its limit");
+        assert!(read_parked(&db.pool, &[], &[]).await.unwrap().is_empty());
     }
 }

@@ -4,11 +4,16 @@
 //! [`presence_common::partition_lease`]). Each reads its partitions' events straight from
 //! Postgres, each partition from its own durable cursor, queues them per user (one user's events
 //! in order, different users concurrently, bounded per app), signs and POSTs them as http-api.md
-//! specifies, retries with backoff, and dead-letters what fails for too long. A cursor only
+//! specifies, retries with backoff, and dead-letters what fails for too long. Apps are isolated:
+//! each has a bounded share of memory (its further events wait in Postgres) and a circuit breaker
+//! that holds its callbacks while its receiver fails. A cursor only
 //! passes events that are delivered or dead-lettered, so a restart or a failover loses nothing;
 //! receivers dedupe by `event_id`. See `docs/architecture.md`.
 
+mod app_labels;
+mod budget;
 mod callback;
+mod circuit;
 mod config;
 mod cursors;
 mod dead_letters;
@@ -30,15 +35,15 @@ use presence_common::{
     partition_lease::{Group, LeaseTiming, Member, Ownership, PartitionLeases},
 };
 use sqlx::PgPool;
-use tokio::{
-    sync::{Notify, Semaphore},
-    task::JoinHandle,
-};
+use tokio::{sync::Notify, task::JoinHandle};
 
 pub use config::NotifierConfig;
 pub use presence_common::Shutdown;
 
 use crate::{
+    app_labels::AppLabels,
+    budget::Budget,
+    circuit::CircuitPolicy,
     cursors::Cursors,
     dead_letters::DeadLetters,
     delivery::CallbackDelivery,
@@ -106,6 +111,7 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
     // Delivery stops only once the partitions are handed over (their callbacks settle then);
     // the lease loop itself stops on `shutdown`.
     let delivering = Shutdown::new();
+    let labels = Arc::new(AppLabels::new(&config.metric_apps, config.metric_apps_max));
     let dispatcher = Dispatcher::new(DispatcherParts {
         delivery: CallbackDelivery::new(
             apps.clone(),
@@ -117,6 +123,14 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
             max_attempts: config.max_attempts,
             max_age: (config.max_age_s > 0).then(|| Duration::from_secs(config.max_age_s)),
         },
+        circuit: CircuitPolicy {
+            failures_to_open: config.circuit_failures.max(1),
+            probe_initial: Duration::from_millis(config.circuit_probe_initial_ms.max(1)),
+            probe_max: Duration::from_millis(
+                config.circuit_probe_max_ms.max(config.circuit_probe_initial_ms).max(1),
+            ),
+        },
+        labels: labels.clone(),
         dead_letters: dead_letters.clone(),
         cursors: cursors.clone(),
         concurrency_per_app: config.concurrency_per_app,
@@ -155,7 +169,7 @@ pub async fn start(config: NotifierConfig, shutdown: Shutdown) -> Result<Running
             dispatcher: dispatcher.clone(),
             cursors: cursors.clone(),
             ownership,
-            budget: Arc::new(Semaphore::new(config.max_pending.max(1))),
+            budget: Budget::new(config.max_pending_per_app, config.max_pending, labels),
             poll_interval: Duration::from_millis(config.poll_interval_ms.max(1)),
             wake,
             shutdown: shutdown.clone(),

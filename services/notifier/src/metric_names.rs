@@ -1,4 +1,7 @@
 //! Metric names, in one place so dashboards and code agree, and their HELP texts.
+//!
+//! The `app` label is bounded (see `crate::app_labels`): apps beyond the allow-list or the first
+//! `NOTIFIER_METRIC_APPS_MAX` share `app="_other"`, so per-app gauges there are sums.
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -18,6 +21,14 @@ pub const PENDING: &str = "notifier_pending_events";
 pub const LAG: &str = "notifier_lag_seconds";
 /// Queued callbacks dropped unsent because their partition went to another notifier.
 pub const ABANDONED: &str = "notifier_callbacks_abandoned_total";
+/// Events read into memory and not yet settled, by `app` (bounded by `NOTIFIER_MAX_PENDING_PER_APP`).
+pub const APP_PENDING: &str = "notifier_app_pending_events";
+/// Users' next callbacks waiting for their app's circuit to let them go, by `app`.
+pub const HELD: &str = "notifier_callbacks_held";
+/// Apps whose receiver circuit is open or half-open, by `app` (0 or 1; a count for `_other`).
+pub const CIRCUIT_OPEN: &str = "notifier_circuit_open";
+/// Times an app's circuit opened, by `app`.
+pub const CIRCUIT_OPENED: &str = "notifier_circuit_opened_total";
 
 /// Registers every metric's HELP text with the installed recorder; called once at start.
 pub fn describe() {
@@ -37,6 +48,14 @@ pub fn describe() {
         Unit::Count,
         "Queued callbacks dropped unsent because their partition went to another notifier."
     );
+    describe_gauge!(APP_PENDING, Unit::Count, "Events read into memory and not yet settled, by app.");
+    describe_gauge!(HELD, Unit::Count, "Users' next callbacks waiting for their app's circuit, by app.");
+    describe_gauge!(
+        CIRCUIT_OPEN,
+        Unit::Count,
+        "Apps whose receiver circuit is open or half-open (callbacks held, one probe at a time), by app."
+    );
+    describe_counter!(CIRCUIT_OPENED, Unit::Count, "Times an app's receiver circuit opened, by app.");
     LEASE_METRICS.describe(
         "notifier",
         "Stop reading, settle in-flight callbacks, save the cursor and release one partition.",

@@ -17,9 +17,16 @@ impl Watermark {
         Self { in_flight: BTreeMap::new(), received: position }
     }
 
-    /// An event entered the notifier (positions arrive in increasing order).
+    /// An event entered the notifier (in increasing order, except events of a parked app read
+    /// again, which are above the durable cursor all the same).
     pub fn received(&mut self, position: u64, event_time_ms: u64) {
         self.in_flight.insert(position, event_time_ms);
+        self.received = self.received.max(position);
+    }
+
+    /// An event read but kept out of memory (its app is parked, see `crate::cursors`): the
+    /// caller keeps the cursor below it.
+    pub fn passed(&mut self, position: u64) {
         self.received = self.received.max(position);
     }
 

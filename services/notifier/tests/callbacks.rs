@@ -4,11 +4,11 @@
 
 use std::{collections::HashSet, sync::atomic::Ordering, time::Duration};
 
-use presence_client::Client;
+use presence_client::{Client, LoginParams};
 use presence_proto::{callback_signature, json::PresenceEventJson, v1::Platform};
 use testkit::{
     Receiver, eventually,
-    inprocess::{TestGateway, TestNotifier, TestRegistry, metric},
+    inprocess::{TestGateway, TestNotifier, TestRegistry, metric, token_for},
 };
 
 /// A registry and a gateway, with app `default` calling back `url`.
@@ -108,28 +108,172 @@ async fn one_users_events_arrive_in_order_while_users_go_concurrently() {
     assert!((2..=8).contains(&max), "users delivered concurrently within the app's bound: {max} in flight");
 }
 
+/// The notifier's `series` on its `/metrics` page, once it equals `value`.
+async fn wait_metric(notifier: &TestNotifier, series: &str, value: f64) {
+    eventually(series, async || metric(&notifier.metrics().await, series) == value).await;
+}
+
 #[tokio::test]
-async fn a_failing_receiver_gets_everything_once_it_recovers() {
+async fn a_dead_receiver_opens_the_circuit_one_probe_at_a_time_then_everything_goes_in_order() {
     let receiver = Receiver::default();
     receiver.failing.store(true, Ordering::SeqCst);
+    // Requests overlap at the receiver if more than one is sent at once.
+    receiver.delay_ms.store(20, Ordering::SeqCst);
     let (registry, gateway) = system(&receiver.start().await).await;
-    let notifier = TestNotifier::start(&registry, &[]).await;
+    let notifier = TestNotifier::start(
+        &registry,
+        &[
+            ("NOTIFIER_CONCURRENCY_PER_APP", "8"),
+            ("NOTIFIER_CIRCUIT_FAILURES", "3"),
+            ("NOTIFIER_CIRCUIT_PROBE_INITIAL_MS", "10"),
+            ("NOTIFIER_CIRCUIT_PROBE_MAX_MS", "40"),
+            // Failed probes do not count: the outage alone dead-letters nothing.
+            ("NOTIFIER_MAX_ATTEMPTS", "3"),
+        ],
+    )
+    .await;
 
     let _clients = logins(&gateway, "u", 10, 3).await;
     let events = registry.events().await;
-    eventually("retries", async || receiver.attempts.load(Ordering::SeqCst) > 60).await;
+    wait_metric(&notifier, r#"notifier_circuit_open{app="default"}"#, 1.0).await;
+    // Every user's next callback waits at the circuit, but the probe's: nothing else is in flight.
+    eventually("users held", async || {
+        metric(&notifier.metrics().await, r#"notifier_callbacks_held{app="default"}"#) >= 9.0
+    })
+    .await;
+    receiver.max_in_flight.store(0, Ordering::SeqCst);
+    let before = receiver.attempts.load(Ordering::SeqCst);
+    // 30 probes over 10 users: with probes counted, some user would pass 3 attempts.
+    eventually("probes", async || receiver.attempts.load(Ordering::SeqCst) >= before + 30).await;
+    assert_eq!(receiver.max_in_flight.load(Ordering::SeqCst), 1, "one probe at a time while down");
     assert!(receiver.accepted().is_empty());
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM callback_dead_letters")
+        .fetch_one(&registry.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "an outage does not use up attempts");
 
     receiver.failing.store(false, Ordering::SeqCst);
     receiver.wait_for_all(&events).await;
     for (user, versions) in receiver.versions_by_user() {
-        assert_eq!(versions, [1, 2, 3], "{user}");
+        assert_eq!(versions, [1, 2, 3], "{user}: no gap, in order");
     }
-    // One retry per failed attempt (none given up on), one delivery per event.
     let metrics = notifier.metrics().await;
+    assert_eq!(metric(&metrics, r#"notifier_circuit_open{app="default"}"#), 0.0, "{metrics}");
+    assert!(metric(&metrics, r#"notifier_circuit_opened_total{app="default"}"#) >= 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"notifier_callbacks_held{app="default"}"#), 0.0, "{metrics}");
+    // One retry per failed attempt (none given up on), one delivery per event.
     let failed = (receiver.attempts.load(Ordering::SeqCst) - receiver.accepted().len()) as f64;
     assert_eq!(metric(&metrics, r#"notifier_callback_retries_total{app="default"}"#), failed, "{metrics}");
     assert_eq!(metric(&metrics, r#"notifier_callbacks_delivered_total{app="default"}"#), 30.0, "{metrics}");
+}
+
+#[tokio::test]
+async fn a_dead_apps_callbacks_wait_in_postgres_while_another_apps_are_all_delivered() {
+    let live = Receiver::default();
+    let dead = Receiver::default();
+    dead.failing.store(true, Ordering::SeqCst);
+    let registry = TestRegistry::start().await;
+    registry.db.add_app("other", "other-secret").await;
+    registry
+        .sql(&format!("UPDATE apps SET callback_url = '{}' WHERE app_id = 'default'", dead.start().await))
+        .await;
+    registry
+        .sql(&format!("UPDATE apps SET callback_url = '{}' WHERE app_id = 'other'", live.start().await))
+        .await;
+    let gateway = TestGateway::start(&registry, "gw-1", &[]).await;
+    // Memory for 4 events of an app, 12 in all: before, the dead app's events filled the budget
+    // and reading stopped for every app.
+    let notifier = TestNotifier::start(
+        &registry,
+        &[
+            ("NOTIFIER_MAX_PENDING_PER_APP", "4"),
+            ("NOTIFIER_MAX_PENDING", "12"),
+            ("NOTIFIER_CIRCUIT_FAILURES", "2"),
+            ("NOTIFIER_CIRCUIT_PROBE_MAX_MS", "50"),
+        ],
+    )
+    .await;
+
+    // Interleaved in the feed: the dead app's events come first in each round.
+    let mut clients = Vec::new();
+    for round in 0..3 {
+        for user in 0..10 {
+            let device = format!("d{}", round % 2);
+            clients.push(gateway.login(&format!("u{user}"), &device, Platform::Ios).await.0);
+            let params = LoginParams {
+                app_id: "other".into(),
+                client_version: "1.0.0".into(),
+                ..LoginParams::new(
+                    &format!("o{user}"),
+                    &device,
+                    Platform::Android,
+                    token_for("other-secret", &format!("o{user}"), Some("other")),
+                )
+            };
+            clients.push(gateway.login_with(params).await.0);
+        }
+    }
+    let live_events = registry.events_of("other").await;
+    assert_eq!(live_events.len(), 30);
+    live.wait_for_all(&live_events).await;
+    for (user, versions) in live.versions_by_user() {
+        assert_eq!(versions, [1, 2, 3], "{user}");
+    }
+    let metrics = notifier.metrics().await;
+    assert_eq!(metric(&metrics, r#"notifier_circuit_open{app="default"}"#), 1.0, "{metrics}");
+    assert_eq!(metric(&metrics, r#"notifier_circuit_open{app="other"}"#), 0.0, "{metrics}");
+    let held = metric(&metrics, r#"notifier_app_pending_events{app="default"}"#);
+    assert!((1.0..=4.0).contains(&held), "the dead app holds at most its share in memory: {held}");
+    assert!(live.accepted().iter().all(|got| got.json["app_id"] == "other"));
+
+    // Back: its backlog is read again from Postgres and delivered, in order, nothing lost.
+    dead.failing.store(false, Ordering::SeqCst);
+    let dead_events = registry.events().await;
+    assert_eq!(dead_events.len(), 30);
+    dead.wait_for_all(&dead_events).await;
+    for (user, versions) in dead.versions_by_user() {
+        assert_eq!(versions, [1, 2, 3], "{user}: no gap, in order");
+    }
+    eventually("every cursor at the end of its feed", async || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM presence_events e JOIN notifier_partitions n USING (partition) \
+             WHERE e.position > n.delivered",
+        )
+        .fetch_one(&registry.db.pool)
+        .await
+        .unwrap()
+            == 0
+    })
+    .await;
+    drop(clients);
+}
+
+#[tokio::test]
+async fn held_callbacks_are_dead_lettered_after_the_max_age_not_after_attempts() {
+    let receiver = Receiver::default();
+    receiver.failing.store(true, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    let _notifier = TestNotifier::start(
+        &registry,
+        &[("NOTIFIER_CIRCUIT_FAILURES", "1"), ("NOTIFIER_MAX_ATTEMPTS", "1000"), ("NOTIFIER_MAX_AGE_S", "1")],
+    )
+    .await;
+
+    let _clients = logins(&gateway, "u", 3, 1).await;
+    eventually("three dead letters", async || {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM callback_dead_letters")
+            .fetch_one(&registry.db.pool)
+            .await
+            .unwrap()
+            == 3
+    })
+    .await;
+    let errors: Vec<String> = sqlx::query_scalar("SELECT last_error FROM callback_dead_letters")
+        .fetch_all(&registry.db.pool)
+        .await
+        .unwrap();
+    assert!(errors.iter().all(|e| e.contains("500") || e.contains("held")), "{errors:?}");
 }
 
 #[tokio::test]
@@ -169,7 +313,13 @@ async fn failing_events_are_dead_lettered_and_replayed_by_sql() {
     let receiver = Receiver::default();
     receiver.failing.store(true, Ordering::SeqCst);
     let (registry, gateway) = system(&receiver.start().await).await;
-    let _notifier = TestNotifier::start(&registry, &[("NOTIFIER_MAX_ATTEMPTS", "3")]).await;
+    // Attempts count while the app's circuit is closed; kept closed here (a circuit opened by a
+    // dead receiver is the test above).
+    let _notifier = TestNotifier::start(
+        &registry,
+        &[("NOTIFIER_MAX_ATTEMPTS", "3"), ("NOTIFIER_CIRCUIT_FAILURES", "1000")],
+    )
+    .await;
 
     let _clients = logins(&gateway, "u", 2, 1).await;
     let events = registry.events().await;

@@ -125,10 +125,16 @@ async fn a_receiver_failing_under_load_gets_every_event_after_it_recovers() {
     let system = System::start().await;
     system.receiver.failing.store(true, Ordering::SeqCst);
     let _clients = log_in_users(&system, "u", 100).await;
-    eventually("retries", async || system.receiver.attempts.load(Ordering::SeqCst) > 200).await;
+    // The app's circuit opens after 10 failures in a row: then one probe at a time.
+    eventually("failed attempts", async || system.receiver.attempts.load(Ordering::SeqCst) > 10).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // Proving that nothing gets through takes a while of nothing getting through.
+    let before = system.receiver.attempts.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(system.receiver.accepted().is_empty());
+    let probes = system.receiver.attempts.load(Ordering::SeqCst) - before;
+    // Without the circuit, 100 users would each retry every 50 to 500 ms: hundreds of attempts.
+    assert!(probes <= 20, "{probes} attempts in 2 s while the circuit is open: it should only probe");
 
     system.receiver.failing.store(false, Ordering::SeqCst);
     let events = system.events().await;
