@@ -108,6 +108,8 @@ mod tests {
             }],
             user_status: v1::PresenceStatus::Online as i32,
             custom_status: String::new(),
+            // Internal: never in the JSON (the callback carries it as a header).
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
         };
         let json = serde_json::to_value(PresenceEventJson::from(&event)).expect("serialisable");
         assert_eq!(

@@ -9,7 +9,7 @@ use presence_proto::v1::{
 pub const EVENT_COLUMNS: &str = "feed_id, app_id, seq, event_id::text AS event_id, user_id, user_version, \
      event_time_ms, action, reason, device_id, platform, client_version, \
      kicked_devices::text AS kicked_devices, user_status, coalesce(partition, 0) AS partition, \
-     coalesce(position, 0) AS position, custom_status";
+     coalesce(position, 0) AS position, custom_status, coalesce(traceparent, '') AS traceparent";
 
 /// One row of `presence_events`, selected with [`EVENT_COLUMNS`].
 #[derive(sqlx::FromRow)]
@@ -31,6 +31,7 @@ pub struct EventRow {
     partition: i32,
     position: i64,
     custom_status: String,
+    traceparent: String,
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -76,6 +77,7 @@ impl EventRow {
             partition: u32::try_from(self.partition).unwrap_or(0),
             position: to_u64(self.position),
             custom_status: self.custom_status,
+            traceparent: self.traceparent,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod time;
 pub mod tls;
+pub mod trace_context;
 
 pub use app_directory::{AppConfig, AppDirectory, CallbackFormat, GroupSpec, PolicyMode};
 pub use error::ErrorCode;

@@ -1,7 +1,9 @@
 //! One place that sets up tracing and metrics for a process.
 //!
 //! - `RUST_LOG` filters (default `info`); `LOG_FORMAT=json` switches to JSON lines.
-//! - `OTEL_EXPORTER_OTLP_ENDPOINT` set: spans are also exported over OTLP/gRPC.
+//! - `OTEL_EXPORTER_OTLP_ENDPOINT` set: spans at `info` and above are also exported over
+//!   OTLP/gRPC, whatever `RUST_LOG` says (the usual `OTEL_*` variables apply, e.g.
+//!   `OTEL_BSP_SCHEDULE_DELAY`); a login is one trace (see [`crate::trace_context`]).
 //! - Metrics go to one process-wide Prometheus recorder, rendered by [`render_metrics`]; a thread
 //!   that has entered a [`MetricsRegistry`] records into that instead (tests that run several
 //!   services in one process give each its own, so each `/metrics` shows its own service only).
@@ -14,7 +16,9 @@ use std::{
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use opentelemetry::trace::TracerProvider as _;
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 /// Flushes exported spans when dropped; keep it alive in `main`.
 #[must_use = "dropping the guard stops span export"]
@@ -43,10 +47,15 @@ pub fn init(service: &'static str) -> TelemetryGuard {
         tracing_subscriber::fmt::layer().boxed()
     };
 
-    let provider = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").and_then(|_| otlp_provider(service));
-    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    let provider = std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .filter(|endpoint| !endpoint.is_empty())
+        .and_then(|_| otlp_provider(service));
+    // Spans are exported at `info` whatever `RUST_LOG` says: quieter logs keep their traces.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(service)).with_filter(LevelFilter::INFO)
+    });
 
-    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
     let _ = metrics_handle();
     TelemetryGuard { provider }
 }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use presence_common::internal_auth::RegistryChannel;
-use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms};
+use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms, trace_context};
 use presence_proto::{
     codes::{ErrorFrameCode, LoginErrorCode},
     framing::FrameError,
@@ -28,6 +28,7 @@ use presence_proto::{
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tonic::Code;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 mod requests;
@@ -429,6 +430,8 @@ impl<T: FrameTransport> Conn<T> {
         };
         let deadline = Instant::now() + REGISTRY_TIMEOUT;
         let (app_id, user_id) = (handle.app_id.as_str(), handle.user_id.as_str());
+        // The root of the login's trace: the registry's and the notifier's spans join it.
+        let span = tracing::info_span!("gateway.login", app_id, user_id, session_id = %session_id);
         let reply = loop {
             let Some(mut registry) = self.ctx.registries.owner_of(app_id, user_id, true, deadline).await
             else {
@@ -437,7 +440,9 @@ impl<T: FrameTransport> Conn<T> {
                 self.ctx.sessions.remove(&session_id);
                 return Err(self.refuse(LoginErrorCode::Unavailable, "registry unavailable, retry later"));
             };
-            match tokio::time::timeout_at(deadline, registry.login(request.clone())).await {
+            let call =
+                registry.login(trace_context::with_trace(request.clone(), &span)).instrument(span.clone());
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(reply)) => break reply.into_inner(),
                 // Not the owner (any more), or the owner went away: re-read the map and try the
                 // owner. A login the old owner did commit is recognised by its session id.

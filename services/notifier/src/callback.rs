@@ -11,6 +11,9 @@ pub struct Callback {
     pub user_id: String,
     pub body: Bytes,
     pub origin: Origin,
+    /// The trace context of the change that made the event (empty when none): each attempt is a
+    /// span of that trace, and the receiver gets it as `traceparent`.
+    pub traceparent: String,
 }
 
 /// Where a callback came from, and under which hold of its partition: a callback whose partition
@@ -42,6 +45,7 @@ impl Callback {
             user_id: event.user_id.clone(),
             body: Bytes::from(body),
             origin: Origin::Feed { partition: event.partition, epoch, position: event.position },
+            traceparent: event.traceparent.clone(),
         })
     }
 }

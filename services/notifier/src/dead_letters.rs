@@ -113,6 +113,8 @@ impl DeadLetters {
                     user_id: row.user_id,
                     body: Bytes::from(row.body),
                     origin: Origin::Replay { partition, epoch },
+                    // A replay is a new trace (if any): the original one ended long ago.
+                    traceparent: String::new(),
                 })
             })
             .collect())

@@ -1,11 +1,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use presence_common::{AppDirectory, CallbackFormat};
+use presence_common::{AppDirectory, CallbackFormat, trace_context};
 use presence_proto::callback_signature::{self, EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use presence_proto::json::PresenceEventJson;
 use reqwest::header::CONTENT_TYPE;
 use secrecy::ExposeSecret;
+use tracing::Instrument as _;
 
 use crate::{callback::Callback, metric_names, tencent_im};
 
@@ -104,17 +105,21 @@ impl CallbackDelivery {
         };
         let timestamp = presence_common::time::now_ms().to_string();
         let signature = callback_signature::sign(secret, &timestamp, &body);
-        let started = Instant::now();
-        let sent = self
+        // A span of the change's trace; the receiver can join it through `traceparent`.
+        let span = tracing::info_span!("notifier.callback", event_id = %callback.event_id);
+        trace_context::set_parent(&span, &callback.traceparent);
+        let mut request = self
             .client
             .post(url)
             .header(CONTENT_TYPE, "application/json")
             .header(EVENT_ID_HEADER, &callback.event_id)
             .header(TIMESTAMP_HEADER, &timestamp)
-            .header(SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
-            .await;
+            .header(SIGNATURE_HEADER, signature);
+        if let Some(traceparent) = trace_context::traceparent(&span) {
+            request = request.header(trace_context::TRACEPARENT, traceparent);
+        }
+        let started = Instant::now();
+        let sent = request.body(body).send().instrument(span).await;
         let outcome = match sent {
             Ok(mut response) => {
                 let status = response.status();

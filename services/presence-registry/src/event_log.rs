@@ -47,6 +47,8 @@ pub struct NewEvent {
     pub kicked_devices: Vec<KickedDevice>,
     pub user_status: PresenceStatus,
     pub custom_status: String,
+    /// W3C trace context of the change (a login's), for the notifier's callback span.
+    pub traceparent: Option<String>,
 }
 
 /// The user row as it is after a mutation.
@@ -313,6 +315,7 @@ fn number(
                         partition: m.partition,
                         position: *position,
                         custom_status: e.custom_status.clone(),
+                        traceparent: e.traceparent.clone().unwrap_or_default(),
                     };
                     *seq += 1;
                     event
@@ -365,6 +368,7 @@ mod tests {
                 kicked_devices: vec![],
                 user_status: PresenceStatus::Online,
                 custom_status: String::new(),
+                traceparent: None,
             }],
             upserts: vec![],
             deletes: vec![],

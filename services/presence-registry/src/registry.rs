@@ -19,6 +19,7 @@ use presence_proto::v1::{
     PresenceEvent, SessionRef, StatusPush, UserPresence, UserStatus, WatchedApp, WatchedUser,
 };
 use sqlx::PgPool;
+use tracing::Instrument as _;
 
 use crate::{
     counts::Counts,
@@ -178,16 +179,19 @@ impl Registry {
         // change still reaches memory exactly when it reaches Postgres, and only then is the user
         // unlocked. Dropped midway, the next change of this user would be planned from stale
         // state and collide with this one. Pushes go out before the unlock: in version order.
-        let events = tokio::spawn(async move {
-            let events = if memory_only { Vec::new() } else { log.commit(mutation).await? };
-            *state = next;
-            held.counts.add(&user.app_id, &counted);
-            if let Some(seen) = seen {
-                push_if_changed(&gateways, &user, &mut state, &seen);
+        let events = tokio::spawn(
+            async move {
+                let events = if memory_only { Vec::new() } else { log.commit(mutation).await? };
+                *state = next;
+                held.counts.add(&user.app_id, &counted);
+                if let Some(seen) = seen {
+                    push_if_changed(&gateways, &user, &mut state, &seen);
+                }
+                drop(gate);
+                Ok::<_, LogError>(events)
             }
-            drop(gate);
-            Ok::<_, LogError>(events)
-        })
+            .instrument(tracing::info_span!("registry.commit")),
+        )
         .await
         .map_err(|err| LogError::Commit(format!("commit task: {err}")))?
         .map_err(|err| match err {
@@ -214,10 +218,12 @@ impl Registry {
         Ok(Some((change, events)))
     }
 
+    /// `traceparent`: the login's trace context, kept with its event for the notifier.
     pub async fn login(
         &self,
         gateway_id: &str,
         session: DeviceSession,
+        traceparent: Option<String>,
     ) -> Result<LoginOutcome, RegistryError> {
         check_id("gateway_id", gateway_id)?;
         check_id("app_id", &session.app_id)?;
@@ -270,7 +276,11 @@ impl Registry {
                     retried = Some(state.version);
                     return Ok(None);
                 }
-                Ok(Some(transition::login(state, &app.policy, device, now)))
+                let mut change = transition::login(state, &app.policy, device, now);
+                if let Some(login) = change.events.last_mut() {
+                    login.traceparent = traceparent;
+                }
+                Ok(Some(change))
             })
             .await?;
         if let Some(user_version) = retried {

@@ -181,11 +181,11 @@ where
     sqlx::query(
         "INSERT INTO presence_events (feed_id, app_id, seq, event_id, user_id, user_version, event_time_ms, \
          action, reason, device_id, platform, client_version, kicked_devices, user_status, partition, position, \
-         custom_status) \
-         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us, pa, po, cs FROM UNNEST($1::int8[], $2::text[], \
+         custom_status, traceparent) \
+         SELECT f, a, s, e::uuid, u, v, t, ac, r, d, p, cv, k::jsonb, us, pa, po, cs, tp FROM UNNEST($1::int8[], $2::text[], \
          $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], \
-         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::text[]) \
-         AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us, pa, po, cs)",
+         $11::text[], $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::text[], $18::text[]) \
+         AS x(f, a, s, e, u, v, t, ac, r, d, p, cv, k, us, pa, po, cs, tp)",
     )
     .bind(events.iter().map(|e| to_i64(e.feed_id)).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.app_id.clone()).collect::<Vec<_>>())
@@ -211,6 +211,7 @@ where
     .bind(to_i32s(&events.iter().map(|e| e.partition).collect::<Vec<_>>()))
     .bind(events.iter().map(|e| to_i64(e.position)).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.custom_status.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| Some(e.traceparent.clone()).filter(|t| !t.is_empty())).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
 

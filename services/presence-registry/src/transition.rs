@@ -86,6 +86,7 @@ impl Change {
             kicked_devices: kicked.iter().map(Device::kicked).collect(),
             user_status,
             custom_status: self.next.custom_status.clone(),
+            traceparent: None,
         });
     }
 

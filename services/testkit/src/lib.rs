@@ -8,6 +8,7 @@
 //! - [`cluster::Cluster`]: several registries, gateways and a notifier as processes, with a
 //!   steady login load ([`cluster::LoginLoad`]) for the scale-out tests;
 //! - [`Receiver`]: a callback receiver standing in for an app backend;
+//! - [`traces::TraceReceiver`]: an OTLP receiver the services export their spans to;
 //! - [`eventually`] / [`eventually_ok`]: the one way tests wait for a condition.
 
 pub mod cluster;
@@ -18,6 +19,7 @@ pub mod postgres;
 pub mod process;
 pub mod receiver;
 pub mod system;
+pub mod traces;
 
 use std::{fmt::Debug, time::Duration};
 

@@ -32,6 +32,8 @@ pub struct Received {
     pub json: serde_json::Value,
     /// The callback URL's query string (empty when none).
     pub query: String,
+    /// The W3C `traceparent` header (empty when none).
+    pub traceparent: String,
 }
 
 impl Received {
@@ -84,6 +86,7 @@ async fn receive(
         body,
         json,
         query: query.unwrap_or_default(),
+        traceparent: header("traceparent"),
     });
     StatusCode::NO_CONTENT
 }

@@ -86,6 +86,7 @@ pub struct System {
     pub gateway_ws_addr: SocketAddr,
     pub facade_url: String,
     registry_url: String,
+    service_env: Vec<(&'static str, String)>,
     /// What the services connect with: the test database as [`RUNTIME_ROLE`].
     runtime_url: String,
 }
@@ -101,6 +102,8 @@ pub struct Options {
     pub database_server: Option<String>,
     /// Extra variables for the facade process (e.g. shorter HTTP timeouts).
     pub facade_env: Vec<(&'static str, String)>,
+    /// Extra variables for every service process (e.g. [`crate::traces::TraceReceiver::env`]).
+    pub service_env: Vec<(&'static str, String)>,
 }
 
 impl System {
@@ -117,7 +120,11 @@ impl System {
 
         let (registry_grpc, registry_admin) = (free_port(), free_port());
         let registry_url = format!("http://{registry_grpc}");
-        let common = [("DATABASE_URL", runtime_url.clone()), ("REGISTRY_URL", registry_url.clone())];
+        let common = [
+            vec![("DATABASE_URL", runtime_url.clone()), ("REGISTRY_URL", registry_url.clone())],
+            options.service_env.clone(),
+        ]
+        .concat();
         let env = |extra: &[(&'static str, String)]| [&common[..], extra].concat();
         let mut registry = Service::spawn(
             "presence-registry",
@@ -164,7 +171,7 @@ impl System {
         notifier.wait_healthy().await;
         facade.wait_healthy().await;
         let (gateway, gateway_addr, gateway_ws_addr) =
-            spawn_gateway(&runtime_url, &registry_url, "gw-1").await;
+            spawn_gateway(&runtime_url, &registry_url, "gw-1", &options.service_env).await;
         Self {
             db,
             receiver,
@@ -176,6 +183,7 @@ impl System {
             gateway_ws_addr,
             facade_url: format!("http://{facade_addr}"),
             registry_url,
+            service_env: options.service_env,
             runtime_url,
         }
     }
@@ -200,7 +208,8 @@ impl System {
 
     /// Another gateway process on the same registry; returns it and its device address.
     pub async fn spawn_gateway(&self, id: &str) -> (Service, SocketAddr) {
-        let (gateway, addr, _) = spawn_gateway(&self.runtime_url, &self.registry_url, id).await;
+        let (gateway, addr, _) =
+            spawn_gateway(&self.runtime_url, &self.registry_url, id, &self.service_env).await;
         (gateway, addr)
     }
 
@@ -278,6 +287,7 @@ async fn spawn_gateway(
     database_url: &str,
     registry_url: &str,
     id: &str,
+    extra: &[(&'static str, String)],
 ) -> (Service, SocketAddr, SocketAddr) {
     let (listen, web, admin) = (free_port(), free_port(), free_port());
     let mut gateway = Service::spawn(
@@ -285,14 +295,18 @@ async fn spawn_gateway(
         id,
         admin,
         &[
-            ("DATABASE_URL", database_url.to_owned()),
-            ("REGISTRY_URL", registry_url.to_owned()),
-            ("GATEWAY_ID", id.to_owned()),
-            ("INTERNAL_TOKEN", internal_token(Role::Gateway, id)),
-            ("GATEWAY_LISTEN_ADDR", listen.to_string()),
-            ("GATEWAY_WS_LISTEN_ADDR", web.to_string()),
-            ("GATEWAY_METRICS_ADDR", admin.to_string()),
-        ],
+            extra,
+            &[
+                ("DATABASE_URL", database_url.to_owned()),
+                ("REGISTRY_URL", registry_url.to_owned()),
+                ("GATEWAY_ID", id.to_owned()),
+                ("INTERNAL_TOKEN", internal_token(Role::Gateway, id)),
+                ("GATEWAY_LISTEN_ADDR", listen.to_string()),
+                ("GATEWAY_WS_LISTEN_ADDR", web.to_string()),
+                ("GATEWAY_METRICS_ADDR", admin.to_string()),
+            ][..],
+        ]
+        .concat(),
     );
     gateway.wait_healthy().await;
     (gateway, listen, web)

@@ -1,4 +1,7 @@
-use presence_common::internal_auth::{Caller, Role};
+use presence_common::{
+    internal_auth::{Caller, Role},
+    trace_context,
+};
 use presence_proto::v1::{
     DisconnectReply, DisconnectRequest, KickReply, KickRequest, LoginReply, LoginRequest, LogoutReply,
     LogoutRequest, Platform, QueryReply, QueryRequest, SetCustomStatusReply, SetCustomStatusRequest,
@@ -6,6 +9,7 @@ use presence_proto::v1::{
     presence_registry_server::PresenceRegistry,
 };
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::{metric_names as m, registry::SharedRegistry};
 
@@ -21,10 +25,16 @@ fn required<T>(value: Option<T>, what: &str) -> Result<T, Status> {
 impl PresenceRegistry for PresenceApi {
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginReply>, Status> {
         Caller::require_gateway(&request, &request.get_ref().gateway_id)?;
+        // A child of the gateway's login span; the login event keeps its context for the notifier.
+        let span = tracing::info_span!("registry.login");
+        if let Some(caller) = trace_context::of_request(&request) {
+            trace_context::set_parent(&span, caller);
+        }
+        let traceparent = trace_context::traceparent(&span);
         let req = request.into_inner();
         let session = required(req.session, "session")?;
         let started = std::time::Instant::now();
-        let outcome = self.registry.login(&req.gateway_id, session).await;
+        let outcome = self.registry.login(&req.gateway_id, session, traceparent).instrument(span).await;
         metrics::histogram!(m::LOGIN_SECONDS).record(started.elapsed().as_secs_f64());
         let outcome = outcome?;
         Ok(Response::new(LoginReply {
