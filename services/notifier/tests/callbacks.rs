@@ -235,17 +235,8 @@ async fn a_dead_apps_callbacks_wait_in_postgres_while_another_apps_are_all_deliv
     for (user, versions) in dead.versions_by_user() {
         assert_eq!(versions, [1, 2, 3], "{user}: no gap, in order");
     }
-    eventually("every cursor at the end of its feed", async || {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM presence_events e JOIN notifier_partitions n USING (partition) \
-             WHERE e.position > n.delivered",
-        )
-        .fetch_one(&registry.db.pool)
-        .await
-        .unwrap()
-            == 0
-    })
-    .await;
+    eventually("every cursor at the end of its feed", async || events_past_cursors(&registry).await == 0)
+        .await;
     drop(clients);
 }
 
@@ -338,17 +329,7 @@ async fn failing_events_are_dead_lettered_and_replayed_by_sql() {
         assert!(last_error.contains("500"), "{last_error}");
     }
     // Given up on means settled: each partition's cursor moves past its dead letters.
-    eventually("the cursors pass dead letters", async || {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM presence_events e JOIN notifier_partitions n USING (partition) \
-             WHERE e.position > n.delivered",
-        )
-        .fetch_one(&registry.db.pool)
-        .await
-        .unwrap()
-            == 0
-    })
-    .await;
+    eventually("the cursors pass dead letters", async || events_past_cursors(&registry).await == 0).await;
 
     receiver.failing.store(false, Ordering::SeqCst);
     // Proving that nothing happens takes a while of nothing happening.
@@ -484,4 +465,15 @@ async fn an_app_in_tencent_im_format_gets_state_change_callbacks() {
     assert!(got[0].query.ends_with("OptPlatform=iOS"), "{}", got[0].query);
     assert_eq!(got[1].json["KickedDevice"], serde_json::json!([{"Platform": "iOS"}]));
     assert!(got[2].query.ends_with("OptPlatform=Android"), "{}", got[2].query);
+}
+
+/// Events that some notifier cursor has not passed yet.
+async fn events_past_cursors(registry: &TestRegistry) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM presence_events e JOIN notifier_partitions n USING (partition) \
+         WHERE e.position > n.delivered",
+    )
+    .fetch_one(&registry.db.pool)
+    .await
+    .unwrap()
 }
