@@ -87,8 +87,27 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(ThreadRoutedRecorder { process_wide }).is_err() {
             tracing::warn!("a metrics recorder was already installed");
         }
+        spawn_upkeep(handle.clone());
         handle
     })
+}
+
+/// How often histogram samples are drained into their summaries.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A recorder built by hand (not `install`) gets no upkeep task: each histogram keeps every
+/// sample until the next scrape, so without Prometheus a process grew by ~8 bytes per sample
+/// (the soak run found it: +100 MiB in 25 minutes). This drains them whether or not anyone scrapes.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+        loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        }
+    });
+    if let Err(err) = spawned {
+        tracing::warn!(%err, "no metrics upkeep thread: histograms grow until scraped");
+    }
 }
 
 /// The Prometheus text exposition of every metric of this process, or of the [`MetricsRegistry`]

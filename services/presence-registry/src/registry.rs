@@ -315,24 +315,32 @@ impl Registry {
         Ok(done.is_some())
     }
 
-    /// True if the session was current and is now disconnected: reported, or held for the app's
-    /// `disconnect_grace_ms` (flap damping) when its gateway lost the link.
+    /// A gateway lost the session's link. True if the session was current and is now
+    /// disconnected: reported, or held for the app's `disconnect_grace_ms` (flap damping).
     pub async fn disconnect(
         &self,
         session: &SessionRef,
         reason: EventReason,
         gateway: Option<&str>,
     ) -> Result<bool, RegistryError> {
+        let grace = self.apps.get(&session.app_id).map_or(Duration::ZERO, |app| app.disconnect_grace);
+        self.lose_link(session, reason, gateway, grace).await
+    }
+
+    /// [`Registry::disconnect`] with the grace given: zero for what the registry finds itself (a
+    /// re-attached gateway's snapshot, an expired lease), which comes after the fact, e.g. after a
+    /// restart that dropped the holds.
+    async fn lose_link(
+        &self,
+        session: &SessionRef,
+        reason: EventReason,
+        gateway: Option<&str>,
+        grace: Duration,
+    ) -> Result<bool, RegistryError> {
         check_session(session)?;
         if !matches!(reason, EventReason::LinkClose | EventReason::Timeout) {
             return Err(RegistryError::BadRequest("disconnect reason must be link_close or timeout".into()));
         }
-        let grace = match gateway {
-            Some(_) => self.apps.get(&session.app_id).map_or(Duration::ZERO, |app| app.disconnect_grace),
-            // The registry's own findings (a re-attached gateway's snapshot, an expired lease)
-            // come after the fact, e.g. after a restart that dropped the holds: report at once.
-            None => Duration::ZERO,
-        };
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         let key = UserKey::new(&session.app_id, &session.user_id);
         let now = now_ms();
@@ -686,9 +694,12 @@ impl Registry {
     /// round trip each) a re-attach would take minutes. Returns how many were still online.
     async fn disconnect_all(&self, sessions: Vec<SessionRef>) -> Result<usize, RegistryError> {
         const IN_FLIGHT: usize = 256;
-        let mut results = futures::stream::iter(sessions)
-            .map(|held| async move { self.disconnect(&held, EventReason::LinkClose, None).await })
-            .buffer_unordered(IN_FLIGHT);
+        let mut results =
+            futures::stream::iter(sessions)
+                .map(|held| async move {
+                    self.lose_link(&held, EventReason::LinkClose, None, Duration::ZERO).await
+                })
+                .buffer_unordered(IN_FLIGHT);
         let mut disconnected = 0;
         while let Some(result) = results.next().await {
             if result? {
