@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def soak(path: pathlib.Path, out: pathlib.Path) -> None:
+def soak(path: pathlib.Path, out: pathlib.Path, name: str) -> None:
     rows = [r for r in csv.DictReader(path.open()) if r["minute"] != "end"]
     minutes = [int(r["minute"]) for r in rows]
     services = [c[: -len("_rss_kib")] for c in rows[0] if c.endswith("_rss_kib")]
@@ -26,17 +26,18 @@ def soak(path: pathlib.Path, out: pathlib.Path) -> None:
     lag.set_xlabel("minute")
     lag.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "soak.png", dpi=100)
-    print(f"wrote {out / 'soak.png'}")
+    fig.savefig(out / name, dpi=100)
+    print(f"wrote {out / name}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--soak", type=pathlib.Path, help="soak.csv from scripts/soak.sh")
+    parser.add_argument("--soak-name", default="soak.png", help="file name of the soak plot")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/img"))
     args = parser.parse_args()
     if args.soak:
-        soak(args.soak, args.out)
+        soak(args.soak, args.out, args.soak_name)
 
 
 if __name__ == "__main__":
