@@ -15,8 +15,6 @@ bench_ports_free 7100 7101 7200 9000 9001 9200 9300 $(seq 9101 $((9100 + GATEWAY
 bench_build
 ulimit -n "$(ulimit -Hn)"
 
-events() { psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_events WHERE app_id = '$1'"; }
-sink_unique() { curl -fsS "http://127.0.0.1:$1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])'; }
 wait_file() { # PATH SECONDS
   local deadline=$((SECONDS + $2))
   until [[ -f $1 ]]; do ((SECONDS < deadline)) || { echo "timed out waiting for $1" >&2; return 1; }; sleep 0.2; done
@@ -47,15 +45,15 @@ for run in $(seq 1 "$RUNS"); do
   done
   wait_file "$OUT/flap0.ready" 120; wait_file "$OUT/flap5.ready" 120
   sleep 5 # the logins' last events are committed; the cycles start 10 s after ready
-  base0=$(events flap0); base5=$(events flap5)
+  base0=$(bench_events flap0); base5=$(bench_events flap5)
   wait_file "$OUT/flap0.done" $((CYCLES * CYCLE_S + 60)); wait_file "$OUT/flap5.done" $((CYCLES * CYCLE_S + 60))
-  end0=$(events flap0); end5=$(events flap5)
+  end0=$(bench_events flap0); end5=$(bench_events flap5)
   # Every event so far (the logins, then the window's) delivered, before the devices leave: the
   # sinks' unique counts.
   for _ in $(seq 1 60); do
-    [[ $(sink_unique 9000) -ge $end0 && $(sink_unique 9001) -ge $end5 ]] && break; sleep 1
+    [[ $(bench_sink_unique 9000) -ge $end0 && $(bench_sink_unique 9001) -ge $end5 ]] && break; sleep 1
   done
-  got0=$(sink_unique 9000); got5=$(sink_unique 9001)
+  got0=$(bench_sink_unique 9000); got5=$(bench_sink_unique 9001)
   touch "$OUT/flap0.stop" "$OUT/flap5.stop"
   wait "${pids[@]}" || true
   flaps0=$(jqv "$OUT/flap0.json" "d['flaps']"); flaps5=$(jqv "$OUT/flap5.json" "d['flaps']")

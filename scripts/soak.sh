@@ -25,8 +25,6 @@ bench_build
 ulimit -n "$(ulimit -Hn)"
 SERVICES=(registry $(for i in $(seq 1 "$GATEWAYS"); do echo "gateway$i"; done) notifier facade)
 
-events() { psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_events WHERE app_id = 'bench'"; }
-received() { curl -fsS http://127.0.0.1:9000/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])'; }
 fds() { ls "/proc/$(cat "$OUT/$1.pid")/fd" 2>/dev/null | wc -l; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$(cat "$OUT/$1.pid")/status" 2>/dev/null || echo 0; }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$(cat "$OUT/$1.pid")/stat" 2>/dev/null || echo 0; }
@@ -64,7 +62,7 @@ csv="$OUT/soak.csv"
 { printf 'minute,events,received,lag'; for s in "${SERVICES[@]}"; do printf ',%s_rss_kib,%s_cpu_s,%s_fds' "$s" "$s" "$s"; done; echo; } >"$csv"
 sample() { # MINUTE
   local e r line
-  r=$(received); e=$(events) # in this order: the lag is never below what it was
+  r=$(bench_sink_unique 9000); e=$(bench_events bench) # in this order: the lag is never below what it was
   line="$1,$e,$r,$((e - r))"
   for s in "${SERVICES[@]}"; do line+=",$(rss "$s"),$(cpu "$s"),$(fds "$s")"; done
   echo "$line" >>"$csv"; echo "   minute $1: events $e, received $r, lag $((e - r))" >&2
@@ -79,7 +77,7 @@ echo "== stopping the load, draining" >&2
 wait "$churn" || true
 wait "$query" || true
 touch "$OUT/soak-flap.stop"; wait "$flap" || true
-for _ in $(seq 1 120); do (($(received) >= $(events))) && break; sleep 1; done
+for _ in $(seq 1 120); do (($(bench_sink_unique 9000) >= $(bench_events bench))) && break; sleep 1; done
 sample end
 
 python3 - "$csv" "$OUT" "$WARMUP_MIN" "${SERVICES[@]}" <<'PY'

@@ -181,6 +181,11 @@ bench_app() {
       callback_url = EXCLUDED.callback_url, callback_secret = EXCLUDED.callback_secret" >/dev/null
 }
 
+# bench_events APP: the app's events in Postgres.
+bench_events() { psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_events WHERE app_id = '$1'"; }
+# bench_sink_unique PORT: the unique events the callback-sink on 127.0.0.1:PORT received.
+bench_sink_unique() { curl -fsS "http://127.0.0.1:$1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])'; }
+
 # bench_mosquitto PORT: a private Mosquitto on 127.0.0.1:PORT (no persistence, errors-only log),
 # started as `mosquitto` so bench_rss_kib/bench_cpu_s measure it alone.
 bench_mosquitto() {
