@@ -29,6 +29,10 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
 /// Makes `span` a child of the span `traceparent` names; a malformed value is ignored (it comes
 /// from another process, and a trace is worth less than the work it describes).
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    // Most events carry none (tracing off): no parsing on the callback path for them.
+    if traceparent.is_empty() {
+        return;
+    }
     let carrier = HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
     let parent = TraceContextPropagator::new().extract(&carrier);
     if parent.span().span_context().is_valid() {
