@@ -4,7 +4,9 @@
 #   (logging 100k devices in through gateways would measure the gateways, not queries; the lease
 #   is raised so the seeded gateway id is not expired during the run). Queries of 500 random
 #   users: saturation throughput (16 in flight) and p50/p99 at 1,000 queries/s, over gRPC and
-#   over REST; side by side, Redis MGET of 500 keys (redis-benchmark, same concurrency).
+#   over REST; side by side, Redis MGET of 500 keys (redis-benchmark, same concurrency): the same
+#   500 keys in every command (the baseline the targets were set against), and 500 random keys of
+#   the 1M in each command (`-r`), the access pattern of the queries.
 # Env: USERS (1000000), ONLINE (100000), SECONDS (10), RUNS (3)
 source "$(dirname "$0")/lib/bench.sh"
 USERS=${USERS:-1000000}; ONLINE=${ONLINE:-100000}; SECONDS_EACH=${SECONDS:-10}; RUNS=${RUNS:-3}
@@ -38,37 +40,71 @@ python3 - "$USERS" <<'PY' | redis-cli -n 15 --pipe >/dev/null
 import sys
 n = int(sys.argv[1]); out = sys.stdout
 for i in range(n):
-    k = f"q{i}"; v = "online" if i % 10 == 0 else "offline"
-    out.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n${len(v)}\r\n{v}\r\n")
+    v = "online" if i % 10 == 0 else "offline"
+    # q<n> for the fixed keys; r<n, 12 digits> for redis-benchmark's __rand_int__.
+    for k in (f"q{i}", f"r{i:012d}"):
+        out.write(f"*3\r\n$3\r\nSET\r\n${len(k)}\r\n{k}\r\n${len(v)}\r\n{v}\r\n")
 PY
 mget_keys=$(python3 -c "import random; print(' '.join(f'q{random.randrange($USERS)}' for _ in range(500)))")
+mget_random_keys=$(python3 -c "print(' '.join(['r__rand_int__'] * 500))")
+# The server's CPU per query, robust to what else the machine runs (a shared host steals time):
+# cpu_per_query FILE CPU_S_BEFORE CPU_S_AFTER adds server_cpu_us (per query) to FILE's JSON.
+cpu_per_query() {
+  python3 - "$@" <<'PY'
+import json, sys
+path, before, after = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+d = json.load(open(path))
+d["server_cpu_us"] = (after - before) * 1e6 / max(d["queries"], 1)
+json.dump(d, open(path, "w"))
+PY
+}
+services_cpu_s() { for name in "$@"; do bench_cpu_s "$name"; done | paste -sd+ | bc; }
+pgrep -o -x redis-server >"$OUT/redis-server.pid"
+redis_mget() { # OUT_NAME ARGS...: queries/s of redis-benchmark's MGET, and redis-server's CPU per MGET
+  local name=$1 c0; shift
+  c0=$(bench_cpu_s redis-server)
+  redis-benchmark -n 20000 -c 16 --csv "$@" 2>/dev/null | tail -n 1 | cut -d, -f2 | tr -d '"' \
+    | python3 -c "import json,sys; print(json.dumps({'queries_per_s': float(sys.stdin.read() or 0), 'queries': 20000}))" >"$OUT/query-$name-$run.json"
+  cpu_per_query "$OUT/query-$name-$run.json" "$c0" "$(bench_cpu_s redis-server)"
+}
+saturate() { # VIA SERVICES...: a closed-loop run over VIA, with the CPU per query of SERVICES
+  local via=$1 c0 file="$OUT/query-$1-sat-$run.json"; shift
+  c0=$(services_cpu_s "$@")
+  "$QB" --via "$via" --users "$USERS" --seconds "$SECONDS_EACH" --concurrency 16 >"$file"
+  cpu_per_query "$file" "$c0" "$(services_cpu_s "$@")"
+}
 
 for run in $(seq 1 "$RUNS"); do
   echo "== run $run/$RUNS" >&2
-  "$QB" --via grpc --users "$USERS" --seconds "$SECONDS_EACH" --concurrency 16 >"$OUT/query-grpc-sat-$run.json"
+  saturate grpc registry
   "$QB" --via grpc --users "$USERS" --seconds "$SECONDS_EACH" --rate 1000 >"$OUT/query-grpc-1k-$run.json"
   if [[ $have_facade == 1 ]]; then
-    "$QB" --via rest --users "$USERS" --seconds "$SECONDS_EACH" --concurrency 16 >"$OUT/query-rest-sat-$run.json"
+    saturate rest facade registry
     "$QB" --via rest --users "$USERS" --seconds "$SECONDS_EACH" --rate 1000 >"$OUT/query-rest-1k-$run.json"
   fi
   # shellcheck disable=SC2086
-  redis-benchmark -n 20000 -c 16 --csv MGET $mget_keys 2>/dev/null | tail -n 1 | cut -d, -f2 | tr -d '"' \
-    | python3 -c "import json,sys; print(json.dumps({'queries_per_s': float(sys.stdin.read() or 0)}))" >"$OUT/query-redis-$run.json"
+  redis_mget redis MGET $mget_keys
+  # shellcheck disable=SC2086
+  redis_mget redis-random -r "$USERS" MGET $mget_random_keys
 done
 
 med() { for run in $(seq 1 "$RUNS"); do [[ -f "$OUT/query-$1-$run.json" ]] && jqv "$OUT/query-$1-$run.json" "$2"; done | median | xargs printf '%.2f'; }
 redis=$(med redis 'd["queries_per_s"]')
+redis_random=$(med redis-random 'd["queries_per_s"]')
+redis_cpu=$(med redis-random 'd["server_cpu_us"]')
 ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
 row() { # label key
-  echo "| $1 | $(med "$2-sat" 'd["queries_per_s"]') | $(ratio "$(med "$2-sat" 'd["queries_per_s"]')" "$redis") | $(med "$2-1k" 'd["latency"]["p50_ms"]') | $(med "$2-1k" 'd["latency"]["p99_ms"]') | $(med "$2-1k" 'd["queries_per_s"]') |"
+  local sat cpu; sat=$(med "$2-sat" 'd["queries_per_s"]'); cpu=$(med "$2-sat" 'd["server_cpu_us"]')
+  echo "| $1 | $sat | $(ratio "$sat" "$redis") | $(ratio "$sat" "$redis_random") | $cpu | $(ratio "$redis_cpu" "$cpu") | $(med "$2-1k" 'd["latency"]["p50_ms"]') | $(med "$2-1k" 'd["latency"]["p99_ms"]') | $(med "$2-1k" 'd["queries_per_s"]') |"
 }
 cat <<TABLE
 
 Query of 500 users: medians of $RUNS runs of ${SECONDS_EACH}s; $USERS known users, $ONLINE online ($(nproc) cores)
 registry restored $USERS users in ${restore_s}s; registry RSS ${registry_rss_mib} MiB
-| via | saturation queries/s (16 in flight) | vs Redis MGET 500 | p50 ms @1k/s | p99 ms @1k/s | achieved /s |
-|---|---|---|---|---|---|
+| via | saturation queries/s (16 in flight) | vs Redis MGET 500 | vs Redis MGET 500 random | server CPU µs/query | Redis's CPU / ours | p50 ms @1k/s | p99 ms @1k/s | achieved /s |
+|---|---|---|---|---|---|---|---|---|
 $(row gRPC grpc)
-$( [[ $have_facade == 1 ]] && row REST rest || echo "| REST | (facade not built) | | | | |")
-| Redis MGET 500 keys | $redis | 1.00 | - | - | - |
+$( [[ $have_facade == 1 ]] && row REST rest || echo "| REST | (facade not built) | | | | | | | |")
+| Redis MGET 500 keys (the same each time) | $redis | 1.00 | $(ratio "$redis" "$redis_random") | $(med redis 'd["server_cpu_us"]') | - | - | - | - |
+| Redis MGET 500 random keys | $redis_random | $(ratio "$redis_random" "$redis") | 1.00 | $redis_cpu | 1.00 | - | - | - |
 TABLE

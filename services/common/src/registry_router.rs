@@ -139,11 +139,15 @@ impl RegistryRouter {
     /// The owner's address of the user's partition; `None` while it has no live owner. With no
     /// map at all (no registry has joined yet), `REGISTRY_URL`.
     pub fn owner_of(&self, app_id: &str, user_id: &str) -> Option<String> {
-        let map = self.map();
+        self.owner_in(&self.map(), app_id, user_id).map(str::to_owned)
+    }
+
+    /// [`RegistryRouter::owner_of`] in `map`.
+    fn owner_in<'a>(&'a self, map: &'a PartitionMap, app_id: &str, user_id: &str) -> Option<&'a str> {
         if map.owners.is_empty() {
-            return Some(self.inner.seed_url.clone());
+            return Some(&self.inner.seed_url);
         }
-        map.owner(partition_of(app_id, user_id, map.partitions())).map(str::to_owned)
+        map.owner(partition_of(app_id, user_id, map.partitions()))
     }
 
     /// True when partitions exist but no registry is alive: callers answer `unavailable` at once
@@ -195,14 +199,26 @@ impl RegistryRouter {
         detail: bool,
         deadline: Instant,
     ) -> Result<QueryReply, tonic::Status> {
+        // One registry serves every partition (the usual deployment): it gets the query as it
+        // came, without hashing each id to find owners.
+        if let Some(addr) = self.sole_owner() {
+            let request = QueryRequest { app_id: app_id.to_owned(), user_ids: user_ids.to_vec(), detail };
+            match self.query_one(&addr, request, deadline).await {
+                Ok(reply) if reply.results.len() == user_ids.len() => return Ok(reply),
+                Ok(_) => return Err(tonic::Status::internal("a registry answered a query partly")),
+                Err(status) if is_reroute(&status) || std::error::Error::source(&status).is_some() => {}
+                Err(status) => return Err(status),
+            }
+        }
         let mut results: Vec<Option<UserPresence>> = vec![None; user_ids.len()];
         let mut as_of_seq = u64::MAX;
         let mut todo: Vec<usize> = (0..user_ids.len()).collect();
         while !todo.is_empty() {
-            let mut by_owner: HashMap<String, Vec<usize>> = HashMap::new();
+            let map = self.map();
+            let mut by_owner: HashMap<&str, Vec<usize>> = HashMap::new();
             let mut ownerless = Vec::new();
             for i in todo.drain(..) {
-                match self.owner_of(app_id, &user_ids[i]) {
+                match self.owner_in(&map, app_id, &user_ids[i]) {
                     Some(addr) => by_owner.entry(addr).or_default().push(i),
                     None => ownerless.push(i),
                 }
@@ -213,7 +229,7 @@ impl RegistryRouter {
                     user_ids: indexes.iter().map(|i| user_ids[*i].clone()).collect(),
                     detail,
                 };
-                async move { (self.query_one(&addr, request, deadline).await, indexes) }
+                async move { (self.query_one(addr, request, deadline).await, indexes) }
             });
             let mut retry = ownerless;
             for (answer, indexes) in futures::future::join_all(calls).await {
@@ -245,6 +261,14 @@ impl RegistryRouter {
             results: results.into_iter().map(Option::unwrap_or_default).collect(),
             as_of_seq: if as_of_seq == u64::MAX { 0 } else { as_of_seq },
         })
+    }
+
+    /// The one registry that owns every partition (`REGISTRY_URL` with no map yet), if there is one.
+    fn sole_owner(&self) -> Option<String> {
+        let map = self.map();
+        let Some(first) = map.owners.first() else { return Some(self.inner.seed_url.clone()) };
+        let first = first.as_deref()?;
+        map.owners.iter().all(|owner| owner.as_deref() == Some(first)).then(|| first.to_owned())
     }
 
     async fn query_one(

@@ -14,6 +14,7 @@ mod grpc;
 mod login_policy;
 pub mod metric_names;
 mod partitions;
+mod query;
 mod registry;
 mod restore;
 mod store;

@@ -16,7 +16,7 @@ use presence_proto::limits::{
 };
 use presence_proto::v1::{
     DeviceSession, DeviceStatus, EventReason, KickSession, KickedDevice, LiveSession, Platform,
-    PresenceEvent, SessionRef, StatusPush, UserPresence, UserStatus, WatchedApp, WatchedUser,
+    PresenceEvent, SessionRef, StatusPush, UserStatus, WatchedApp, WatchedUser,
 };
 use sqlx::PgPool;
 use tracing::Instrument as _;
@@ -61,7 +61,7 @@ pub enum RegistryError {
 }
 
 /// How long a query waits for the other registries' parts.
-const FORWARD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const FORWARD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl From<RegistryError> for tonic::Status {
     fn from(err: RegistryError) -> Self {
@@ -182,7 +182,8 @@ impl Registry {
         let events = tokio::spawn(
             async move {
                 let events = if memory_only { Vec::new() } else { log.commit(mutation).await? };
-                *state = next;
+                let applied_seq = events.last().map_or(state.applied_seq, |event| event.seq);
+                *state = UserState { applied_seq, ..next };
                 held.counts.add(&user.app_id, &counted);
                 if let Some(seen) = seen {
                     push_if_changed(&gateways, &user, &mut state, &seen);
@@ -399,81 +400,6 @@ impl Registry {
         Ok(done
             .map(|(change, _)| change.forced_offline.iter().map(Device::kicked).collect())
             .unwrap_or_default())
-    }
-
-    /// Presence of `user_ids` in order, and the feed position it reflects at least. Users of
-    /// partitions served by other registries are asked of them (one call per registry).
-    pub async fn query(
-        &self,
-        app_id: &str,
-        user_ids: &[String],
-        detail: bool,
-    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
-        self.check_query(app_id, user_ids)?;
-        let (local, remote): (Vec<usize>, Vec<usize>) = (0..user_ids.len()).partition(|i| {
-            let p = self.partitions.of(app_id, &user_ids[*i]);
-            self.ownership.serving_epoch(p).is_some()
-        });
-        if remote.is_empty() {
-            return self.query_here(app_id, user_ids, detail).await;
-        }
-        let local_ids: Vec<String> = local.iter().map(|i| user_ids[*i].clone()).collect();
-        let remote_ids: Vec<String> = remote.iter().map(|i| user_ids[*i].clone()).collect();
-        let deadline = Instant::now() + FORWARD_DEADLINE;
-        let (here, there) = futures::join!(
-            async {
-                if local_ids.is_empty() {
-                    Ok((Vec::new(), u64::MAX))
-                } else {
-                    self.query_here(app_id, &local_ids, detail).await
-                }
-            },
-            self.peers.query(app_id, &remote_ids, detail, deadline)
-        );
-        let (here, here_seq) = here?;
-        let there = there.map_err(|status| RegistryError::Peer(status.message().to_owned()))?;
-        let mut results = vec![UserPresence::default(); user_ids.len()];
-        for (i, presence) in local.into_iter().zip(here).chain(remote.into_iter().zip(there.results)) {
-            results[i] = presence;
-        }
-        Ok((results, here_seq.min(there.as_of_seq)))
-    }
-
-    fn check_query(&self, app_id: &str, user_ids: &[String]) -> Result<(), RegistryError> {
-        if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
-            return Err(RegistryError::BadRequest(format!(
-                "user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids"
-            )));
-        }
-        if self.apps.get(app_id).is_none() {
-            return Err(RegistryError::UnknownApp(app_id.to_owned()));
-        }
-        Ok(())
-    }
-
-    /// [`Registry::query`] of users whose partitions this registry serves (a query another
-    /// registry forwarded): any other is refused as not ours.
-    pub async fn query_here(
-        &self,
-        app_id: &str,
-        user_ids: &[String],
-        detail: bool,
-    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
-        self.check_query(app_id, user_ids)?;
-        // Read first: every event up to here is applied by the time we hold each user's lock.
-        let as_of_seq = self.log.last_seq(app_id);
-        let mut results = Vec::with_capacity(user_ids.len());
-        for user_id in user_ids {
-            let (_, _, partition) = self.served(&UserKey::new(app_id, user_id))?;
-            // Clone the cell out so no map guard is held across the await.
-            let cell = partition.users.get_user(app_id, user_id);
-            let presence = match cell {
-                Some(cell) => cell.lock().await.presence(user_id, detail),
-                None => UserState::default().presence(user_id, detail),
-            };
-            results.push(presence);
-        }
-        Ok((results, as_of_seq))
     }
 
     /// Sets or clears the user's custom status: by a device (`session`, held by `gateway`), or by

@@ -313,6 +313,7 @@ pub async fn users_in(pool: &PgPool, partitions: &[u32]) -> Result<Vec<(UserKey,
                 last_reason: row.last_reason.and_then(|r| EventReason::from_name(&r).ok()),
                 custom_status: row.custom_status,
                 watchers: Default::default(),
+                applied_seq: 0,
             };
             (UserKey { app_id: row.app_id, user_id: row.user_id }, state)
         })

@@ -82,6 +82,9 @@ pub struct UserState {
     /// Gateways that hold subscribers of this user. In memory only: gateways re-assert them when
     /// they attach.
     pub watchers: Watchers,
+    /// The app feed `seq` of the latest event applied here (0: none since this process loaded the
+    /// user), so that a query can tell whether it reads a change newer than its `as_of_seq`.
+    pub applied_seq: u64,
 }
 
 /// What subscribers see of a user: a change of any of it is pushed to them.

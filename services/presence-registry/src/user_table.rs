@@ -41,6 +41,28 @@ pub struct AppUsers {
     watched_only: DashMap<CompactString, Watchers>,
 }
 
+impl AppUsers {
+    /// The user's cell if the registry knows the user.
+    pub fn cell(&self, user_id: &str) -> Option<UserCell> {
+        self.cells.get(user_id).map(|cell| cell.clone())
+    }
+
+    /// `read` of the user's state if the registry knows the user and no change holds its lock
+    /// now; else (`Err`) the cell, to wait for. Without a clone of the cell: a batch query reads
+    /// each user once, and every touch of a cold cell is a cache miss.
+    pub fn try_read<T>(
+        &self,
+        user_id: &str,
+        read: impl FnOnce(&UserState) -> T,
+    ) -> Option<Result<T, UserCell>> {
+        let cell = self.cells.get(user_id)?;
+        Some(match cell.try_lock() {
+            Ok(state) => Ok(read(&state)),
+            Err(_) => Err(cell.clone()),
+        })
+    }
+}
+
 /// Two levels (app, then user) so that a batch query finds its app once and then looks users up
 /// by `&str` without building a key; the outer map is tiny and read-mostly.
 #[derive(Default)]
@@ -50,7 +72,7 @@ pub struct UserTable {
 
 impl UserTable {
     /// The app's users, if any of them is known.
-    fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
+    pub fn app_users(&self, app_id: &str) -> Option<Arc<AppUsers>> {
         self.apps.read().get(app_id).cloned()
     }
 
@@ -79,7 +101,7 @@ impl UserTable {
     }
 
     pub fn get_user(&self, app_id: &str, user_id: &str) -> Option<UserCell> {
-        self.app_users(app_id)?.cells.get(user_id).map(|cell| cell.clone())
+        self.app_users(app_id)?.cell(user_id)
     }
 
     /// Records `watcher` for a user without a cell, or returns the user's cell so that the caller

@@ -1,83 +1,102 @@
-//! The presence shapes of http-api.md, built from the registry's `UserPresence`.
+//! The presence shapes of http-api.md, serialized straight from the registry's `UserPresence`
+//! (borrowed: a 500-user answer copies no string on its way to JSON).
 
+use axum::{
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 use presence_proto::v1::{DevicePresence, EventReason, Platform, UserPresence};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 /// One user's presence.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserPresenceJson {
-    pub user_id: String,
+pub struct UserPresenceJson<'a> {
+    pub user_id: &'a str,
     /// `online` (some device connected), `push_online` (none connected, but a push-enabled device
     /// disconnected without logging out) or `offline`.
     #[schema(example = "online")]
-    pub status: String,
+    pub status: &'static str,
     /// The user's devices; only when `detail` was asked for (always for a single user).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub devices: Option<Vec<DevicePresenceJson>>,
+    pub devices: Option<Vec<DevicePresenceJson<'a>>>,
     /// When the user was last seen going offline (unix ms), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen_ms: Option<u64>,
     /// Reason of the user's last disconnect or logout (`link_close`, `timeout`, `unregister`,
     /// `admin_kick`, `push_expired`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_reason: Option<String>,
+    pub last_reason: Option<&'static str>,
     /// The user's custom status (set by a device or by `PUT /v1/users/{user_id}/status`); absent
     /// when none. Cleared when the user goes offline.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub custom_status: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub custom_status: &'a str,
     /// The user's event counter (as `user_version` in events); 0 for a user never seen.
     pub user_version: u64,
 }
 
 /// One device of a user.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DevicePresenceJson {
-    pub device_id: String,
+pub struct DevicePresenceJson<'a> {
+    pub device_id: &'a str,
     /// `ios`, `android`, `windows`, `mac`, `linux`, `web`, `ipad`, `android_pad` or `mini_program`.
     #[schema(example = "ios")]
-    pub platform: String,
+    pub platform: &'static str,
     /// `online` or `push_online`.
-    pub status: String,
+    pub status: &'static str,
     /// Since when the device is in this status (unix ms).
     pub since_ms: u64,
-    pub client_version: String,
+    pub client_version: &'a str,
     /// Whether the device registered for push (it stays `push_online` after a disconnect).
     pub push_enabled: bool,
 }
 
-impl From<&DevicePresence> for DevicePresenceJson {
-    fn from(d: &DevicePresence) -> Self {
+impl<'a> From<&'a DevicePresence> for DevicePresenceJson<'a> {
+    fn from(d: &'a DevicePresence) -> Self {
         Self {
-            device_id: d.device_id.clone(),
-            platform: Platform::try_from(d.platform)
-                .ok()
-                .and_then(Platform::name)
-                .unwrap_or("unknown")
-                .to_owned(),
-            status: d.status().name().unwrap_or("online").to_owned(),
+            device_id: &d.device_id,
+            platform: Platform::try_from(d.platform).ok().and_then(Platform::name).unwrap_or("unknown"),
+            status: d.status().name().unwrap_or("online"),
             since_ms: d.since_ms,
-            client_version: d.client_version.clone(),
+            client_version: &d.client_version,
             push_enabled: d.push_enabled,
         }
     }
 }
 
-impl UserPresenceJson {
+impl<'a> UserPresenceJson<'a> {
     /// `devices` is listed only when `detail` (the registry sends none otherwise anyway).
-    pub fn new(p: &UserPresence, detail: bool) -> Self {
+    pub fn new(p: &'a UserPresence, detail: bool) -> Self {
         let last_reason = match p.last_reason() {
             EventReason::Unspecified => None,
-            reason => reason.name().map(str::to_owned),
+            reason => reason.name(),
         };
         Self {
-            user_id: p.user_id.clone(),
-            status: p.status().name().unwrap_or("offline").to_owned(),
+            user_id: &p.user_id,
+            status: p.status().name().unwrap_or("offline"),
             devices: detail.then(|| p.devices.iter().map(DevicePresenceJson::from).collect()),
             last_seen_ms: p.last_seen_ms,
             last_reason,
-            custom_status: p.custom_status.clone(),
+            custom_status: &p.custom_status,
             user_version: p.user_version,
+        }
+    }
+}
+
+/// Bytes of JSON a result takes without devices, about: sizes the output buffer once.
+pub const RESULT_JSON_BYTES: usize = 128;
+
+/// A `200` with `value` as JSON, written into a buffer of about `size_hint` bytes (axum's `Json`
+/// starts at 128 bytes and grows by copying: a dozen copies for a 500-user answer).
+pub fn json_response<T: Serialize>(value: &T, size_hint: usize) -> Response {
+    let mut body = Vec::with_capacity(size_hint);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => {
+            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+        }
+        Err(err) => {
+            tracing::error!(%err, "serializing a response failed");
+            crate::error::ApiError::Internal.into_response()
         }
     }
 }

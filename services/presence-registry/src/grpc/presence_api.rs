@@ -68,9 +68,9 @@ impl PresenceRegistry for PresenceApi {
         let forwarded = presence_common::registry_router::is_forwarded(&request);
         let req = request.into_inner();
         let (results, as_of_seq) = if forwarded {
-            self.registry.query_here(&req.app_id, &req.user_ids, req.detail).await?
+            self.registry.query_here(&req.app_id, req.user_ids, req.detail).await?
         } else {
-            self.registry.query(&req.app_id, &req.user_ids, req.detail).await?
+            self.registry.query(&req.app_id, req.user_ids, req.detail).await?
         };
         Ok(Response::new(QueryReply { results, as_of_seq }))
     }

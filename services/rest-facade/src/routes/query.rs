@@ -1,6 +1,6 @@
 //! `POST /v1/presence/query`: the presence of up to 500 users at once.
 
-use axum::{Json, extract::State};
+use axum::{extract::State, response::Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -8,7 +8,7 @@ use crate::{
     auth::CallerApp,
     error::{ApiError, ErrorResponse},
     extract::ApiJson,
-    presence_json::UserPresenceJson,
+    presence_json::{RESULT_JSON_BYTES, UserPresenceJson, json_response},
     routes::check_user_id,
     state::AppState,
 };
@@ -29,9 +29,9 @@ pub struct QueryBody {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct QueryResponse {
+pub struct QueryResponse<'a> {
     /// One per requested id, in request order; unknown users are `offline`.
-    pub results: Vec<UserPresenceJson>,
+    pub results: Vec<UserPresenceJson<'a>>,
     /// The app's event `seq` this snapshot reflects: events after it are not in it.
     pub as_of_seq: u64,
 }
@@ -53,7 +53,7 @@ pub async fn query(
     app: CallerApp,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<QueryBody>,
-) -> Result<Json<QueryResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     if body.user_ids.is_empty() {
         return Err(ApiError::bad_request("no_user_ids", "user_ids must name at least one user"));
     }
@@ -65,6 +65,7 @@ pub async fn query(
     }
     body.user_ids.iter().try_for_each(|id| check_user_id(id))?;
     let reply = state.registry.query(app.id(), body.user_ids, body.detail).await?;
-    let results = reply.results.iter().map(|p| UserPresenceJson::new(p, body.detail)).collect();
-    Ok(Json(QueryResponse { results, as_of_seq: reply.as_of_seq }))
+    let results: Vec<_> = reply.results.iter().map(|p| UserPresenceJson::new(p, body.detail)).collect();
+    let size = results.len() * RESULT_JSON_BYTES * if body.detail { 3 } else { 1 };
+    Ok(json_response(&QueryResponse { results, as_of_seq: reply.as_of_seq }, size))
 }

@@ -1,6 +1,6 @@
 //! `GET /v1/users/{user_id}/presence`: one user, with devices.
 
-use axum::{Json, extract::State};
+use axum::{extract::State, response::Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -8,16 +8,16 @@ use crate::{
     auth::CallerApp,
     error::{ApiError, ErrorResponse},
     extract::ApiPath,
-    presence_json::UserPresenceJson,
+    presence_json::{RESULT_JSON_BYTES, UserPresenceJson, json_response},
     routes::check_user_id,
     state::AppState,
 };
 
 /// One user's presence (with `devices`) and the snapshot's feed position.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserPresenceResponse {
+pub struct UserPresenceResponse<'a> {
     #[serde(flatten)]
-    pub presence: UserPresenceJson,
+    pub presence: UserPresenceJson<'a>,
     /// The app's event `seq` this snapshot reflects.
     pub as_of_seq: u64,
 }
@@ -41,15 +41,14 @@ pub async fn presence(
     app: CallerApp,
     State(state): State<AppState>,
     ApiPath(user_id): ApiPath<String>,
-) -> Result<Json<UserPresenceResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     check_user_id(&user_id)?;
     let reply = state.registry.query(app.id(), vec![user_id], true).await?;
     let Some(first) = reply.results.first() else {
         tracing::error!("registry answered a one-user query with no result");
         return Err(ApiError::Internal);
     };
-    Ok(Json(UserPresenceResponse {
-        presence: UserPresenceJson::new(first, true),
-        as_of_seq: reply.as_of_seq,
-    }))
+    let response =
+        UserPresenceResponse { presence: UserPresenceJson::new(first, true), as_of_seq: reply.as_of_seq };
+    Ok(json_response(&response, RESULT_JSON_BYTES * 4))
 }

@@ -1,0 +1,214 @@
+//! The batch query: many users' presence as of one position of the app's feed.
+//!
+//! The snapshot is exact: each result reflects every event of the app up to `as_of_seq` and none
+//! after it. Users are read one by one without waiting in the common case: a user whose lock is
+//! free has no change in flight, so its state holds every committed event, and its `applied_seq`
+//! tells whether it holds one newer than `as_of_seq`. If one does (the user changed while the
+//! query ran), the query reads again with every one of its users locked at once.
+
+use std::{sync::Arc, time::Instant};
+
+use presence_proto::limits::MAX_IDS_PER_QUERY;
+use presence_proto::v1::UserPresence;
+
+use crate::{
+    partitions::Partition,
+    registry::{FORWARD_DEADLINE, Registry, RegistryError},
+    user_state::UserState,
+    user_table::{AppUsers, UserCell},
+};
+
+impl Registry {
+    /// Presence of `user_ids` in order, and the feed position it reflects. Users of partitions
+    /// served by other registries are asked of them (one call per registry); `as_of_seq` is then
+    /// the smallest of the parts'.
+    pub async fn query(
+        &self,
+        app_id: &str,
+        mut user_ids: Vec<String>,
+        detail: bool,
+    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        self.check_query(app_id, &user_ids)?;
+        let partitions: Vec<u32> = user_ids.iter().map(|id| self.partitions.of(app_id, id)).collect();
+        let tables = self.served_partitions(&partitions);
+        let (local, remote): (Vec<usize>, Vec<usize>) =
+            (0..user_ids.len()).partition(|i| tables[&partitions[*i]].is_some());
+        if remote.is_empty() {
+            let (mut results, as_of_seq) =
+                self.snapshot(app_id, &user_ids, &partitions, &tables, detail).await?;
+            for (result, id) in results.iter_mut().zip(user_ids) {
+                result.user_id = id;
+            }
+            return Ok((results, as_of_seq));
+        }
+        let local_ids: Vec<String> = local.iter().map(|i| std::mem::take(&mut user_ids[*i])).collect();
+        let local_partitions: Vec<u32> = local.iter().map(|i| partitions[*i]).collect();
+        let remote_ids: Vec<String> = remote.iter().map(|i| std::mem::take(&mut user_ids[*i])).collect();
+        let deadline = Instant::now() + FORWARD_DEADLINE;
+        let (here, there) = futures::join!(
+            async {
+                if local_ids.is_empty() {
+                    Ok((Vec::new(), u64::MAX))
+                } else {
+                    self.snapshot(app_id, &local_ids, &local_partitions, &tables, detail).await
+                }
+            },
+            self.peers.query(app_id, &remote_ids, detail, deadline)
+        );
+        let (here, here_seq) = here?;
+        let there = there.map_err(|status| RegistryError::Peer(status.message().to_owned()))?;
+        let mut results = vec![UserPresence::default(); user_ids.len()];
+        for ((i, mut presence), id) in local.into_iter().zip(here).zip(local_ids) {
+            presence.user_id = id;
+            results[i] = presence;
+        }
+        for (i, presence) in remote.into_iter().zip(there.results) {
+            results[i] = presence;
+        }
+        Ok((results, here_seq.min(there.as_of_seq)))
+    }
+
+    /// [`Registry::query`] of users whose partitions this registry serves (a query another
+    /// registry forwarded): any other is refused as not ours.
+    pub async fn query_here(
+        &self,
+        app_id: &str,
+        user_ids: Vec<String>,
+        detail: bool,
+    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        self.check_query(app_id, &user_ids)?;
+        let partitions: Vec<u32> = user_ids.iter().map(|id| self.partitions.of(app_id, id)).collect();
+        let tables = self.served_partitions(&partitions);
+        if let Some(p) = partitions.iter().find(|p| tables[*p].is_none()) {
+            return Err(RegistryError::NotOwner(*p));
+        }
+        let (mut results, as_of_seq) = self.snapshot(app_id, &user_ids, &partitions, &tables, detail).await?;
+        for (result, id) in results.iter_mut().zip(user_ids) {
+            result.user_id = id;
+        }
+        Ok((results, as_of_seq))
+    }
+
+    fn check_query(&self, app_id: &str, user_ids: &[String]) -> Result<(), RegistryError> {
+        if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
+            return Err(RegistryError::BadRequest(format!(
+                "user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids"
+            )));
+        }
+        if self.apps.get(app_id).is_none() {
+            return Err(RegistryError::UnknownApp(app_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Each partition of `partitions` once, if it is served here.
+    fn served_partitions(&self, partitions: &[u32]) -> PartitionMap {
+        let mut map = PartitionMap(vec![None; self.partitions.count() as usize]);
+        for &p in partitions {
+            if let Some(slot) = map.0.get_mut(p as usize).filter(|slot| slot.is_none()) {
+                *slot = Some(self.ownership.serving_epoch(p).and(self.partitions.get(p)));
+            }
+        }
+        map
+    }
+
+    /// The users' presence (without `user_id`, which the caller moves in) and `as_of_seq`.
+    async fn snapshot(
+        &self,
+        app_id: &str,
+        user_ids: &[String],
+        partitions: &[u32],
+        tables: &PartitionMap,
+        detail: bool,
+    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        let read = |state: &UserState| (state.applied_seq, state.presence("", detail));
+        // Read first: every event up to it is applied once we see the user's lock free (a change
+        // holds it from its commit until it is applied), and its user's cell exists (made before
+        // the commit).
+        let as_of_seq = self.log.last_seq(app_id);
+        // Each partition's users of the app, looked up at its first user.
+        let mut apps: Vec<Option<Option<Arc<AppUsers>>>> = vec![None; tables.0.len()];
+        let mut newest = 0;
+        let mut results = Vec::with_capacity(user_ids.len());
+        for (id, p) in user_ids.iter().zip(partitions) {
+            let Some(partition) = &tables[p] else { return Err(RegistryError::NotOwner(*p)) };
+            let users = match apps.get_mut(*p as usize) {
+                Some(slot) => slot.get_or_insert_with(|| partition.users.app_users(app_id)),
+                None => return Err(RegistryError::NotOwner(*p)),
+            };
+            let (seq, presence) = match users.as_ref().and_then(|users| users.try_read(id, read)) {
+                None => read(&UserState::default()),
+                Some(Ok(read)) => read,
+                Some(Err(busy)) => read(&*busy.lock().await),
+            };
+            newest = newest.max(seq);
+            results.push(presence);
+        }
+        if newest <= as_of_seq {
+            return Ok((results, as_of_seq));
+        }
+        Ok(self.snapshot_locked(app_id, user_ids, partitions, tables, detail).await)
+    }
+
+    /// [`Registry::snapshot`] with every user locked while it reads, for when one changed meanwhile.
+    /// Locks are taken in address order so that two such queries cannot deadlock (a change holds
+    /// one user's lock only).
+    async fn snapshot_locked(
+        &self,
+        app_id: &str,
+        user_ids: &[String],
+        partitions: &[u32],
+        tables: &PartitionMap,
+        detail: bool,
+    ) -> (Vec<UserPresence>, u64) {
+        let cell_of =
+            |id: &str, p: &u32| tables[p].as_ref().and_then(|partition| partition.users.get_user(app_id, id));
+        let address = |cell: &UserCell| Arc::as_ptr(cell) as usize;
+        loop {
+            let cells: Vec<Option<UserCell>> =
+                user_ids.iter().zip(partitions).map(|(id, p)| cell_of(id, p)).collect();
+            let mut order: Vec<&UserCell> = cells.iter().flatten().collect();
+            order.sort_unstable_by_key(|cell| address(cell));
+            order.dedup_by_key(|cell| address(cell));
+            let mut guards = Vec::with_capacity(order.len());
+            for cell in order {
+                guards.push((address(cell), cell.lock().await));
+            }
+            // Nothing of these users can change now: every event of theirs up to here is applied.
+            let as_of_seq = self.log.last_seq(app_id);
+            // A user first seen meanwhile may have an event up to `as_of_seq`: read again with it.
+            let appeared = cells
+                .iter()
+                .zip(user_ids.iter().zip(partitions))
+                .any(|(cell, (id, p))| cell.is_none() && cell_of(id, p).is_some());
+            if appeared {
+                continue;
+            }
+            let results = cells
+                .iter()
+                .map(|cell| {
+                    let state = cell.as_ref().and_then(|cell| {
+                        let at = guards.binary_search_by_key(&address(cell), |(at, _)| *at).ok()?;
+                        Some(&*guards[at].1)
+                    });
+                    state
+                        .map_or_else(|| UserState::default().presence("", detail), |s| s.presence("", detail))
+                })
+                .collect();
+            return (results, as_of_seq);
+        }
+    }
+}
+
+/// The partitions a query touches, indexed by number, each looked up once: `Some(None)` when
+/// not served here.
+struct PartitionMap(Vec<Option<Option<Arc<Partition>>>>);
+
+impl std::ops::Index<&u32> for PartitionMap {
+    type Output = Option<Arc<Partition>>;
+
+    fn index(&self, p: &u32) -> &Option<Arc<Partition>> {
+        // Every partition of the query was looked up when the map was built.
+        self.0.get(*p as usize).and_then(Option::as_ref).unwrap_or(&None)
+    }
+}
