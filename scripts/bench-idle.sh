@@ -16,11 +16,15 @@
 # Env: N (100000), PEER_N (15000), RUNS (3), GATEWAYS (4, raised to hold N within the fd limit
 #   with 25% headroom for uneven SO_REUSEPORT spreading), HEARTBEAT_S (120), FAST_HEARTBEAT_S (10),
 #   SETTLE_S (10: after the last connect, before measuring), WINDOW_S (60: CPU window),
-#   CONNECT_MAX_S (300: bound on connecting N), GATEWAY_WORKER_THREADS (unset: one per core).
+#   CONNECT_MAX_S (300: bound on connecting N), GATEWAY_WORKER_THREADS (unset: one per core),
+#   CPU (1; 0: memory only, no CPU window and no fast-heartbeat phases), CSV (unset; a file to
+#   append one row of the medians to: devices, held, gateways, bytes per device and per Mosquitto
+#   connection; scripts/bench-idle-sweep.sh).
 source "$(dirname "$0")/lib/bench.sh"
 N=${N:-100000}; PEER_N=${PEER_N:-15000}; RUNS=${RUNS:-3}
 HEARTBEAT_S=${HEARTBEAT_S:-120}; FAST_HEARTBEAT_S=${FAST_HEARTBEAT_S:-10}
-SETTLE_S=${SETTLE_S:-10}; WINDOW_S=${WINDOW_S:-60}; CONNECT_MAX_S=${CONNECT_MAX_S:-300}
+SETTLE_S=${SETTLE_S:-10}; WINDOW_S=${WINDOW_S:-60}; CONNECT_MAX_S=${CONNECT_MAX_S:-300}; CPU=${CPU:-1}
+((CPU)) || WINDOW_S=0
 MQTT_PORT=1884
 LG="$BIN/presence-loadgen"
 
@@ -61,7 +65,7 @@ hold() {
   echo "$cpu1 - $cpu0" | bc >"$OUT/$label.cpu"
   touch "$stop"
   wait "$lg" || echo "   $label: loadgen exited with $? (see $OUT/$label.log)" >&2
-  for _ in $(seq 1 60); do (($(bench_established "$port") == 0)) && break; sleep 1; done
+  bench_wait_closed "$port" 60
   echo "   $label: held $got, $(cat "$OUT/$label.rss") KiB, $(cat "$OUT/$label.cpu") CPU s in ${WINDOW_S}s" >&2
 }
 
@@ -75,7 +79,9 @@ for run in $(seq 1 "$RUNS"); do
   echo "$(bench_rss_kib gateway) $(bench_rss_kib registry)" >"$OUT/idle-base-$run.rss"
   presence_args=(--mode presence --app bench --secret bench-secret)
   hold "idle-presence-$run" 7100 "$N" "$HEARTBEAT_S" "${presence_args[@]}" --user-prefix "i${run}u"
-  hold "idle-presence-fast-$run" 7100 "$N" "$FAST_HEARTBEAT_S" "${presence_args[@]}" --user-prefix "f${run}u"
+  if ((CPU)); then
+    hold "idle-presence-fast-$run" 7100 "$N" "$FAST_HEARTBEAT_S" "${presence_args[@]}" --user-prefix "f${run}u"
+  fi
   bench_stop gateway
   bench_stop registry
 
@@ -84,18 +90,21 @@ for run in $(seq 1 "$RUNS"); do
   sleep 1
   bench_rss_kib mosquitto >"$OUT/idle-base-mqtt-$run.rss"
   hold "idle-mqtt-$run" "$MQTT_PORT" "$PEER_N" "$HEARTBEAT_S" --mode mqtt --mqtt-keepalive-s "$HEARTBEAT_S" --user-prefix "m${run}u"
-  hold "idle-mqtt-fast-$run" "$MQTT_PORT" "$PEER_N" "$FAST_HEARTBEAT_S" --mode mqtt --mqtt-keepalive-s "$FAST_HEARTBEAT_S" --user-prefix "n${run}u"
+  if ((CPU)); then
+    hold "idle-mqtt-fast-$run" "$MQTT_PORT" "$PEER_N" "$FAST_HEARTBEAT_S" --mode mqtt --mqtt-keepalive-s "$FAST_HEARTBEAT_S" --user-prefix "n${run}u"
+  fi
   bench_stop mosquitto
 done
 
 # Per run figures, then medians.
+cpu_of() { if ((CPU)); then cat "$OUT/$1.cpu"; else echo 0; fi; } # CPU seconds of a hold (0 without CPU windows)
 per_run() { # EXPR over: gw0 reg0 gw1 reg1 held m0 m1 mheld cpu cpufast mcpu mcpufast
   for run in $(seq 1 "$RUNS"); do
     read -r gw0 reg0 <"$OUT/idle-base-$run.rss"; read -r gw1 reg1 <"$OUT/idle-presence-$run.rss"
     read -r m0 <"$OUT/idle-base-mqtt-$run.rss"; read -r m1 <"$OUT/idle-mqtt-$run.rss"
     held=$(cat "$OUT/idle-presence-$run.held"); mheld=$(cat "$OUT/idle-mqtt-$run.held")
-    cpu=$(cat "$OUT/idle-presence-$run.cpu"); cpufast=$(cat "$OUT/idle-presence-fast-$run.cpu")
-    mcpu=$(cat "$OUT/idle-mqtt-$run.cpu"); mcpufast=$(cat "$OUT/idle-mqtt-fast-$run.cpu")
+    cpu=$(cpu_of "idle-presence-$run"); cpufast=$(cpu_of "idle-presence-fast-$run")
+    mcpu=$(cpu_of "idle-mqtt-$run"); mcpufast=$(cpu_of "idle-mqtt-fast-$run")
     python3 -c "gw0, reg0, gw1, reg1, held, m0, m1, mheld = $gw0, $reg0, $gw1, $reg1, $held, $m0, $m1, $mheld
 cpu, cpufast, mcpu, mcpufast, window = $cpu, $cpufast, $mcpu, $mcpufast, $WINDOW_S
 print(round(float($1), 2))"
@@ -105,9 +114,13 @@ gw_b=$(per_run '(gw1 - gw0) * 1024 / max(held, 1)')
 reg_b=$(per_run '(reg1 - reg0) * 1024 / max(held, 1)')
 mq_b=$(per_run '(m1 - m0) * 1024 / max(mheld, 1)')
 held=$(per_run held | xargs printf '%.0f'); mheld=$(per_run mheld | xargs printf '%.0f')
-cpu=$(per_run '100 * cpu / window'); cpufast=$(per_run '100 * cpufast / window')
-mcpu=$(per_run '100 * mcpu / window'); mcpufast=$(per_run '100 * mcpufast / window')
-errors=$(for run in $(seq 1 "$RUNS"); do for f in presence presence-fast mqtt mqtt-fast; do
+cpu=-; cpufast=-; mcpu=-; mcpufast=-; phases="presence mqtt"
+if ((CPU)); then
+  cpu=$(per_run '100 * cpu / window'); cpufast=$(per_run '100 * cpufast / window')
+  mcpu=$(per_run '100 * mcpu / window'); mcpufast=$(per_run '100 * mcpufast / window')
+  phases="presence presence-fast mqtt mqtt-fast"
+fi
+errors=$(for run in $(seq 1 "$RUNS"); do for f in $phases; do
   jqv "$OUT/idle-$f-$run.json" 'sum(d["errors"].values())' 2>/dev/null || echo 1; done; done | paste -sd+ | bc)
 ratio() { python3 -c "print(f'{$1 / $2:.2f}' if $2 else '-')"; }
 cat <<TABLE
@@ -123,3 +136,7 @@ Idle capacity: medians of $RUNS runs, $GATEWAYS gateways, CPU over ${WINDOW_S}s,
 RSS is user space only (socket buffers are kernel memory, the same for both). Loadgen errors over all runs: $errors.
 Targets: gateway <= 4096 bytes/device and <= Mosquitto; < 5% of a core at the ${HEARTBEAT_S}s heartbeat.
 TABLE
+if [[ -n ${CSV:-} ]]; then
+  [[ -s $CSV ]] || echo "devices,held,gateways,gateway_bytes_per_device,registry_bytes_per_device,mqtt_connections,mqtt_bytes_per_connection,runs,errors" >"$CSV"
+  echo "$N,$held,$GATEWAYS,$(printf '%.0f' "$gw_b"),$(printf '%.0f' "$reg_b"),$mheld,$(printf '%.0f' "$mq_b"),$RUNS,$errors" >>"$CSV"
+fi

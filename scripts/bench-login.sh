@@ -22,29 +22,14 @@ bench_build
 bench_database
 bench_registry
 bench_gateways "$GATEWAYS"
-bench_start sink "$BIN/callback-sink" --addr 127.0.0.1:9000
-if [[ -x "$BIN/notifier" ]]; then
-  bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$BIN/notifier"
-  bench_wait_http http://127.0.0.1:9300/healthz notifier
-fi
+bench_sink 9000
+bench_notifier
 # As many raw-ceiling processes as gateways (SO_REUSEPORT): one process holds < 20k sockets.
 for i in $(seq 1 "$GATEWAYS"); do bench_start "raw-ceiling$i" "$BIN/raw-ceiling" 127.0.0.1:7190; done
 pgrep -x mosquitto >/dev/null || mosquitto -d -c /etc/mosquitto/mosquitto.conf
 sleep 0.5
 
 presence() { "$LG" --mode presence --app bench --secret bench-secret --timeout-s 120 "$@"; }
-
-# Seconds until the sink holds every event the registry committed for `bench`.
-callbacks_done() {
-  local t0=$1 expected got
-  expected=$(psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_events WHERE app_id = 'bench'")
-  for _ in $(seq 1 600); do
-    got=$(curl -fsS http://127.0.0.1:9000/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])')
-    [[ $got -ge $expected ]] && { echo "scale=2; ($(date +%s%N) - $t0) / 1000000000" | bc; return; }
-    sleep 0.2
-  done
-  echo "timeout($got/$expected)"
-}
 
 # storm NAME CMD...: waits for a quiet machine (QUIET_WAIT_S), runs CMD into login-NAME-<run>.json,
 # and notes the CPU seconds of the gateways and of the load generator, and the other work's share
@@ -64,9 +49,9 @@ for run in $(seq 1 "$RUNS"); do
   echo "== run $run/$RUNS" >&2
   storm raw "$LG" --mode raw --target 127.0.0.1:7190 --devices "$N"
   storm presence presence --devices "$N" --kick --user-prefix "r${run}u"
-  if [[ -x "$BIN/notifier" ]]; then callbacks_done "$STORM_T0" >"$OUT/login-callbacks-$run.txt"; else echo n/a >"$OUT/login-callbacks-$run.txt"; fi
+  if [[ -x "$BIN/notifier" ]]; then bench_callbacks_done "$STORM_T0" >"$OUT/login-callbacks-$run.txt"; else echo n/a >"$OUT/login-callbacks-$run.txt"; fi
   storm ws presence --transport ws --target 127.0.0.1:7101 --devices "$N" --kick --user-prefix "w${run}u"
-  if [[ -x "$BIN/notifier" ]]; then callbacks_done "$STORM_T0" >"$OUT/login-ws-callbacks-$run.txt"; else echo n/a >"$OUT/login-ws-callbacks-$run.txt"; fi
+  if [[ -x "$BIN/notifier" ]]; then bench_callbacks_done "$STORM_T0" >"$OUT/login-ws-callbacks-$run.txt"; else echo n/a >"$OUT/login-ws-callbacks-$run.txt"; fi
   rate=$(jqv "$OUT/login-presence-$run.json" 'd["rate_per_s"]')
   storm paced presence --devices "$N" --rate "$(echo "$rate / 2" | bc)" --user-prefix "p${run}u"
   storm raw-small "$LG" --mode raw --target 127.0.0.1:7190 --devices "$PEER_N"

@@ -161,6 +161,11 @@ bench_ports_free() {
 # bench_established PORT: established connections whose local port is PORT (the server side).
 bench_established() { ss -Htn state established "sport = :$1" | wc -l; }
 
+# bench_wait_closed PORT SECONDS: waits (at most SECONDS) until PORT holds no connection.
+bench_wait_closed() {
+  for _ in $(seq 1 "$2"); do (($(bench_established "$1") == 0)) && return 0; sleep 1; done
+}
+
 # bench_wait_established PORT N SECONDS: waits until PORT holds N connections; prints the count.
 bench_wait_established() {
   local got=0 last=-1 still=0 deadline=$((SECONDS + $3))
@@ -186,6 +191,40 @@ bench_events() { psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM presence_event
 # bench_sink_unique PORT: the unique events the callback-sink on 127.0.0.1:PORT received.
 bench_sink_unique() { curl -fsS "http://127.0.0.1:$1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["unique"])'; }
 
+# bench_sink PORT [ARGS...]: a callback-sink on 127.0.0.1:PORT (9000: where the app `bench` calls back).
+bench_sink() {
+  local port=$1; shift
+  bench_start sink "$BIN/callback-sink" --addr "127.0.0.1:$port" "$@"
+  bench_wait_http "http://127.0.0.1:$port/stats" sink
+}
+
+# bench_notifier [extra env...]: the notifier (metrics 127.0.0.1:9300), if this build has one.
+bench_notifier() {
+  [[ -x "$BIN/notifier" ]] || return 0
+  bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$@" "$BIN/notifier"
+  bench_wait_http http://127.0.0.1:9300/healthz notifier
+}
+
+# bench_facade: the REST facade on 127.0.0.1:8080 (metrics 9400).
+bench_facade() {
+  bench_start facade env RUST_LOG=warn INTERNAL_TOKEN="$(bench_token facade bench-facade)" FACADE_LISTEN_ADDR=127.0.0.1:8080 \
+    FACADE_METRICS_ADDR=127.0.0.1:9400 "$BIN/rest-facade"
+  bench_wait_http http://127.0.0.1:8080/healthz facade
+}
+
+# bench_callbacks_done T0 [APP [PORT]]: seconds from T0 (`date +%s%N`) until the sink on PORT (9000)
+# holds every event committed for APP (bench); "timeout(<got>/<expected>)" after 120 s.
+bench_callbacks_done() {
+  local t0=$1 app=${2:-bench} port=${3:-9000} expected got
+  expected=$(bench_events "$app")
+  for _ in $(seq 1 600); do
+    got=$(bench_sink_unique "$port")
+    [[ $got -ge $expected ]] && { echo "scale=2; ($(date +%s%N) - $t0) / 1000000000" | bc; return; }
+    sleep 0.2
+  done
+  echo "timeout($got/$expected)"
+}
+
 # bench_mosquitto PORT: a private Mosquitto on 127.0.0.1:PORT (no persistence, errors-only log),
 # started as `mosquitto` so bench_rss_kib/bench_cpu_s measure it alone.
 bench_mosquitto() {
@@ -202,7 +241,7 @@ pct() { printf '%.2f' "$(echo "scale=4; 100 * $1 / $2" | bc)"; }
 # Other work on the machine (another build or test suite on the same cores) changes every
 # figure. These tell a quiet run from a disturbed one.
 # bench_cpu_mark VAR [PID...]: stores in VAR a mark: "<unix s> <busy ticks of the machine> <ticks
-# of our own processes> <ticks of this shell's waited-for children>". Own = the load generators
+# of our own processes> <ticks of this shell's waited-for children> <steal ticks>". Own = the load generators
 # this shell waited for (`times`), the services it started, Mosquitto, Postgres backends of the
 # bench database, and PIDs with all their descendants (a load generator still running in the
 # background). Busy = user + nice + system of all cores (/proc/stat). Call it directly, not in
@@ -221,7 +260,8 @@ bench_cpu_mark() {
     stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
     own=$((own + $(echo "${stat##*) }" | awk '{print $12 + $13 + $14 + $15}')))
   done
-  printf -v "$var" '%s %s %s %s' "$(date +%s.%N)" "$(awk '/^cpu / {print $2 + $3 + $4}' /proc/stat)" "$((own + children))" "$children"
+  printf -v "$var" '%s %s %s %s %s' "$(date +%s.%N)" "$(awk '/^cpu / {print $2 + $3 + $4}' /proc/stat)" "$((own + children))" \
+    "$children" "$(awk '/^cpu / {print $9}' /proc/stat)"
 }
 
 # bench_other_pct MARK0 MARK1: other work's CPU between two marks, in percent of the machine.
@@ -229,6 +269,15 @@ bench_other_pct() {
   python3 -c "import sys
 t0, b0, o0 = map(float, sys.argv[1].split()[:3]); t1, b1, o1 = map(float, sys.argv[2].split()[:3])
 print(f'{max(0.0, 100 * ((b1 - b0) - (o1 - o0)) / float(sys.argv[3]) / max(t1 - t0, 1e-9) / float(sys.argv[4])):.1f}')" \
+    "$1" "$2" "$(getconf CLK_TCK)" "$(nproc)"
+}
+
+# bench_steal_pct MARK0 MARK1: CPU the hypervisor gave to others (steal) between two marks, in
+# percent of the machine. "Other work" does not see it, and it slows everything here alike.
+bench_steal_pct() {
+  python3 -c "import sys
+a, b = sys.argv[1].split(), sys.argv[2].split()
+print(f'{100 * (float(b[4]) - float(a[4])) / float(sys.argv[3]) / max(float(b[0]) - float(a[0]), 1e-9) / float(sys.argv[4]):.1f}')" \
     "$1" "$2" "$(getconf CLK_TCK)" "$(nproc)"
 }
 
