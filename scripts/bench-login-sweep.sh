@@ -24,12 +24,7 @@ LG="$BIN/presence-loadgen"
 
 ulimit -n "$(ulimit -Hn)"
 bench_ports_free 7100 7101 7200 9000 9200 9300 $(seq 9101 $((9100 + GATEWAYS)))
-bench_build
-bench_database
-bench_registry
-bench_gateways "$GATEWAYS"
-bench_sink 9000
-bench_notifier
+bench_system "$GATEWAYS"
 sleep 1
 
 # devices RATE: how many devices the step logs in.

@@ -18,12 +18,7 @@ source "$(dirname "$0")/lib/bench.sh"
 N=${N:-50000}; PEER_N=${PEER_N:-15000}; RUNS=${RUNS:-3}; GATEWAYS=${GATEWAYS:-4}
 LG="$BIN/presence-loadgen"
 
-bench_build
-bench_database
-bench_registry
-bench_gateways "$GATEWAYS"
-bench_sink 9000
-bench_notifier
+bench_system "$GATEWAYS"
 # As many raw-ceiling processes as gateways (SO_REUSEPORT): one process holds < 20k sockets.
 for i in $(seq 1 "$GATEWAYS"); do bench_start "raw-ceiling$i" "$BIN/raw-ceiling" 127.0.0.1:7190; done
 pgrep -x mosquitto >/dev/null || mosquitto -d -c /etc/mosquitto/mosquitto.conf

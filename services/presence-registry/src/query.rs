@@ -34,8 +34,15 @@ impl Registry {
         let (local, remote): (Vec<usize>, Vec<usize>) =
             (0..user_ids.len()).partition(|i| tables[&partitions[*i]].is_some());
         if remote.is_empty() {
-            let (mut results, as_of_seq) =
-                self.snapshot(app_id, &user_ids, &partitions, &tables, detail).await?;
+            let (mut results, as_of_seq) = self
+                .snapshot(Batch {
+                    app_id,
+                    user_ids: &user_ids,
+                    partitions: &partitions,
+                    tables: &tables,
+                    detail,
+                })
+                .await?;
             for (result, id) in results.iter_mut().zip(user_ids) {
                 result.user_id = id;
             }
@@ -50,7 +57,14 @@ impl Registry {
                 if local_ids.is_empty() {
                     Ok((Vec::new(), u64::MAX))
                 } else {
-                    self.snapshot(app_id, &local_ids, &local_partitions, &tables, detail).await
+                    self.snapshot(Batch {
+                        app_id,
+                        user_ids: &local_ids,
+                        partitions: &local_partitions,
+                        tables: &tables,
+                        detail,
+                    })
+                    .await
                 }
             },
             self.peers.query(app_id, &remote_ids, detail, deadline)
@@ -82,7 +96,9 @@ impl Registry {
         if let Some(p) = partitions.iter().find(|p| tables[*p].is_none()) {
             return Err(RegistryError::NotOwner(*p));
         }
-        let (mut results, as_of_seq) = self.snapshot(app_id, &user_ids, &partitions, &tables, detail).await?;
+        let (mut results, as_of_seq) = self
+            .snapshot(Batch { app_id, user_ids: &user_ids, partitions: &partitions, tables: &tables, detail })
+            .await?;
         for (result, id) in results.iter_mut().zip(user_ids) {
             result.user_id = id;
         }
@@ -113,14 +129,8 @@ impl Registry {
     }
 
     /// The users' presence (without `user_id`, which the caller moves in) and `as_of_seq`.
-    async fn snapshot(
-        &self,
-        app_id: &str,
-        user_ids: &[String],
-        partitions: &[u32],
-        tables: &PartitionMap,
-        detail: bool,
-    ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+    async fn snapshot(&self, batch: Batch<'_>) -> Result<(Vec<UserPresence>, u64), RegistryError> {
+        let Batch { app_id, user_ids, partitions, tables, detail } = batch;
         let read = |state: &UserState| (state.applied_seq, state.presence("", detail));
         // Read first: every event up to it is applied once we see the user's lock free (a change
         // holds it from its commit until it is applied), and its user's cell exists (made before
@@ -147,20 +157,14 @@ impl Registry {
         if newest <= as_of_seq {
             return Ok((results, as_of_seq));
         }
-        Ok(self.snapshot_locked(app_id, user_ids, partitions, tables, detail).await)
+        Ok(self.snapshot_locked(batch).await)
     }
 
     /// [`Registry::snapshot`] with every user locked while it reads, for when one changed meanwhile.
     /// Locks are taken in address order so that two such queries cannot deadlock (a change holds
     /// one user's lock only).
-    async fn snapshot_locked(
-        &self,
-        app_id: &str,
-        user_ids: &[String],
-        partitions: &[u32],
-        tables: &PartitionMap,
-        detail: bool,
-    ) -> (Vec<UserPresence>, u64) {
+    async fn snapshot_locked(&self, batch: Batch<'_>) -> (Vec<UserPresence>, u64) {
+        let Batch { app_id, user_ids, partitions, tables, detail } = batch;
         let cell_of =
             |id: &str, p: &u32| tables[p].as_ref().and_then(|partition| partition.users.get_user(app_id, id));
         let address = |cell: &UserCell| Arc::as_ptr(cell) as usize;
@@ -198,6 +202,16 @@ impl Registry {
             return (results, as_of_seq);
         }
     }
+}
+
+/// The users of one query served here, each with its partition.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    app_id: &'a str,
+    user_ids: &'a [String],
+    partitions: &'a [u32],
+    tables: &'a PartitionMap,
+    detail: bool,
 }
 
 /// The partitions a query touches, indexed by number, each looked up once: `Some(None)` when
