@@ -28,17 +28,12 @@ DATA="$OUT/dashboard"
 
 command -v prometheus >/dev/null || { echo "prometheus not found (Debian: apt-get install prometheus)" >&2; exit 1; }
 bench_ports_free 7100 7101 7200 8080 9000 9200 9300 9400 "$PROM_PORT" $(seq 9101 $((9100 + GATEWAYS)))
-bench_build
 ulimit -n "$(ulimit -Hn)"
 prom_dir=$(mktemp -d)
 trap 'bench_cleanup; rm -rf "$prom_dir"' EXIT INT TERM
 
-bench_database
-bench_registry
-bench_sink 9000
-bench_notifier
+bench_system "$GATEWAYS"
 bench_facade
-bench_gateways "$GATEWAYS"
 
 # prometheus: the repo's scrape jobs on this run's ports, up once every target answers.
 gateways=$(seq 9101 $((9100 + GATEWAYS)) | sed 's/^/127.0.0.1:/' | paste -sd,)

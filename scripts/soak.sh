@@ -21,7 +21,6 @@ source "$(dirname "$0")/lib/bench.sh"
 DURATION_S=${DURATION_S:-1800}; FLAP_N=${FLAP_N:-10000}; CHURN_N=${CHURN_N:-3000}; CHURN_RATE=${CHURN_RATE:-2500}
 QUERY_RATE=${QUERY_RATE:-50}; GATEWAYS=${GATEWAYS:-2}; WARMUP_MIN=${WARMUP_MIN:-5}; CHURN_POOL=${CHURN_POOL:-10}
 bench_ports_free 7100 7101 7200 8080 9000 9200 9300 $(seq 9101 $((9100 + GATEWAYS)))
-bench_build
 ulimit -n "$(ulimit -Hn)"
 SERVICES=(registry $(for i in $(seq 1 "$GATEWAYS"); do echo "gateway$i"; done) notifier facade)
 
@@ -29,15 +28,8 @@ fds() { ls "/proc/$(cat "$OUT/$1.pid")/fd" 2>/dev/null | wc -l; }
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$(cat "$OUT/$1.pid")/status" 2>/dev/null || echo 0; }
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$(cat "$OUT/$1.pid")/stat" 2>/dev/null || echo 0; }
 
-bench_database
-bench_registry
-bench_start sink "$BIN/callback-sink" --addr 127.0.0.1:9000; bench_wait_http http://127.0.0.1:9000/stats sink
-bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$BIN/notifier"
-bench_wait_http http://127.0.0.1:9300/healthz notifier
-bench_start facade env RUST_LOG=warn INTERNAL_TOKEN="$(bench_token facade soak-facade)" FACADE_LISTEN_ADDR=127.0.0.1:8080 \
-  FACADE_METRICS_ADDR=127.0.0.1:9400 "$BIN/rest-facade"
-bench_wait_http http://127.0.0.1:8080/healthz facade
-bench_gateways "$GATEWAYS"
+bench_system "$GATEWAYS"
+bench_facade
 sleep 2
 
 echo "== soak: ${DURATION_S} s" >&2

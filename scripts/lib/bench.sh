@@ -198,7 +198,6 @@ bench_sink() {
   bench_wait_http "http://127.0.0.1:$port/stats" sink
 }
 
-# bench_notifier [extra env...]: the notifier (metrics 127.0.0.1:9300), if this build has one.
 # bench_system GATEWAYS: release binaries, a fresh database, the registry, GATEWAYS gateways, the
 # callback sink (127.0.0.1:9000) and the notifier: what a login benchmark runs against.
 bench_system() {
@@ -210,6 +209,7 @@ bench_system() {
   bench_notifier
 }
 
+# bench_notifier [extra env...]: the notifier (metrics 127.0.0.1:9300), if this build has one.
 bench_notifier() {
   [[ -x "$BIN/notifier" ]] || return 0
   bench_start notifier env RUST_LOG=warn NOTIFIER_METRICS_ADDR=127.0.0.1:9300 "$@" "$BIN/notifier"
