@@ -20,6 +20,7 @@
 source "$(dirname "$0")/lib/bench.sh"
 DURATION_S=${DURATION_S:-1800}; FLAP_N=${FLAP_N:-10000}; CHURN_N=${CHURN_N:-3000}; CHURN_RATE=${CHURN_RATE:-2500}
 QUERY_RATE=${QUERY_RATE:-50}; GATEWAYS=${GATEWAYS:-2}; WARMUP_MIN=${WARMUP_MIN:-5}; CHURN_POOL=${CHURN_POOL:-10}
+((WARMUP_MIN >= 1 && WARMUP_MIN * 60 < DURATION_S)) || { echo "WARMUP_MIN must be a minute of the run (1 to $((DURATION_S / 60 - 1)))" >&2; exit 2; }
 bench_ports_free 7100 7101 7200 8080 9000 9200 9300 $(seq 9101 $((9100 + GATEWAYS)))
 ulimit -n "$(ulimit -Hn)"
 SERVICES=(registry $(for i in $(seq 1 "$GATEWAYS"); do echo "gateway$i"; done) notifier facade)
