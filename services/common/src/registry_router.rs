@@ -46,6 +46,13 @@ pub fn is_reroute(status: &tonic::Status) -> bool {
     status.metadata().contains_key(REROUTE_HEADER)
 }
 
+/// Whether a call refused this way may go to another registry: the one asked does not serve the
+/// user (any more), or could not be reached at all. A registry that answers that it cannot commit
+/// (Postgres is away) is not asked again.
+pub fn may_reroute(status: &tonic::Status) -> bool {
+    is_reroute(status) || std::error::Error::source(status).is_some()
+}
+
 /// Metadata of a query one registry forwards to another: answer from your own partitions only
 /// (so that a stale map can never bounce a query around).
 pub const FORWARDED_HEADER: &str = "presence-forwarded";
@@ -206,7 +213,7 @@ impl RegistryRouter {
             match self.query_one(&addr, request, deadline).await {
                 Ok(reply) if reply.results.len() == user_ids.len() => return Ok(reply),
                 Ok(_) => return Err(tonic::Status::internal("a registry answered a query partly")),
-                Err(status) if is_reroute(&status) || std::error::Error::source(&status).is_some() => {}
+                Err(status) if may_reroute(&status) => {}
                 Err(status) => return Err(status),
             }
         }
@@ -241,7 +248,7 @@ impl RegistryRouter {
                         }
                     }
                     Ok(_) => return Err(tonic::Status::internal("a registry answered a query partly")),
-                    Err(status) if is_reroute(&status) || std::error::Error::source(&status).is_some() => {
+                    Err(status) if may_reroute(&status) => {
                         retry.extend(indexes);
                     }
                     Err(status) => return Err(status),

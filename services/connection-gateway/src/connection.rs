@@ -15,7 +15,9 @@ use std::{
 };
 
 use presence_common::internal_auth::RegistryChannel;
-use presence_common::{AppDirectory, Shutdown, backoff::Backoff, time::now_ms, trace_context};
+use presence_common::{
+    AppDirectory, Shutdown, backoff::Backoff, registry_router::may_reroute, time::now_ms, trace_context,
+};
 use presence_proto::{
     codes::{ErrorFrameCode, LoginErrorCode},
     framing::FrameError,
@@ -39,7 +41,7 @@ use crate::{
     login_request::validate_login,
     metric_names as m,
     outbox::{Delivery, Outbound},
-    registries::{Registries, reroute},
+    registries::Registries,
     sessions::{SessionHandle, SessionTable},
     subscriptions::Subscriptions,
     transport::{Closing, FrameTransport, Received},
@@ -446,7 +448,7 @@ impl<T: FrameTransport> Conn<T> {
                 Ok(Ok(reply)) => break reply.into_inner(),
                 // Not the owner (any more), or the owner went away: re-read the map and try the
                 // owner. A login the old owner did commit is recognised by its session id.
-                Ok(Err(status)) if reroute(&status) && Instant::now() < deadline => {
+                Ok(Err(status)) if may_reroute(&status) && Instant::now() < deadline => {
                     tracing::debug!(%status, "registry unavailable for this user; re-routing");
                     self.ctx.registries.refresh().await;
                 }

@@ -4,7 +4,10 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use parking_lot::Mutex;
-use presence_common::{internal_auth::RegistryChannel, registry_router::RegistryRouter};
+use presence_common::{
+    internal_auth::RegistryChannel,
+    registry_router::{RegistryRouter, may_reroute},
+};
 use presence_proto::v1::{WatchedUser, presence_registry_client::PresenceRegistryClient};
 use tokio::{task::JoinHandle, time::Instant};
 
@@ -14,13 +17,6 @@ use crate::{
     sessions::SessionTable,
     subscriptions::Subscriptions,
 };
-
-/// A call refused this way may go to another registry: the one asked does not serve the user
-/// (any more), or could not be reached at all. A registry that answers that it cannot commit
-/// (Postgres is away) is not asked again: the device hears `unavailable` at once.
-pub fn reroute(status: &tonic::Status) -> bool {
-    presence_common::registry_router::is_reroute(status) || std::error::Error::source(status).is_some()
-}
 
 /// How long a call waits between tries while the user's partition has no attached owner.
 const ROUTE_RETRY: Duration = Duration::from_millis(50);
@@ -125,7 +121,7 @@ impl Registries {
                 .await
                 {
                     Ok(Ok(mut answer)) => answers.append(&mut answer),
-                    Ok(Err(status)) if reroute(&status) => todo.extend(group),
+                    Ok(Err(status)) if may_reroute(&status) => todo.extend(group),
                     Ok(Err(status)) => return Err(status),
                     Err(_) => {
                         return Err(tonic::Status::deadline_exceeded(

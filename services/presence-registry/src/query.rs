@@ -34,7 +34,7 @@ impl Registry {
         let (local, remote): (Vec<usize>, Vec<usize>) =
             (0..user_ids.len()).partition(|i| tables[&partitions[*i]].is_some());
         if remote.is_empty() {
-            let (mut results, as_of_seq) = self
+            let (results, as_of_seq) = self
                 .snapshot(Batch {
                     app_id,
                     user_ids: &user_ids,
@@ -43,10 +43,7 @@ impl Registry {
                     detail,
                 })
                 .await?;
-            for (result, id) in results.iter_mut().zip(user_ids) {
-                result.user_id = id;
-            }
-            return Ok((results, as_of_seq));
+            return Ok((named(results, user_ids), as_of_seq));
         }
         let local_ids: Vec<String> = local.iter().map(|i| std::mem::take(&mut user_ids[*i])).collect();
         let local_partitions: Vec<u32> = local.iter().map(|i| partitions[*i]).collect();
@@ -72,8 +69,7 @@ impl Registry {
         let (here, here_seq) = here?;
         let there = there.map_err(|status| RegistryError::Peer(status.message().to_owned()))?;
         let mut results = vec![UserPresence::default(); user_ids.len()];
-        for ((i, mut presence), id) in local.into_iter().zip(here).zip(local_ids) {
-            presence.user_id = id;
+        for (i, presence) in local.into_iter().zip(named(here, local_ids)) {
             results[i] = presence;
         }
         for (i, presence) in remote.into_iter().zip(there.results) {
@@ -96,13 +92,10 @@ impl Registry {
         if let Some(p) = partitions.iter().find(|p| tables[*p].is_none()) {
             return Err(RegistryError::NotOwner(*p));
         }
-        let (mut results, as_of_seq) = self
+        let (results, as_of_seq) = self
             .snapshot(Batch { app_id, user_ids: &user_ids, partitions: &partitions, tables: &tables, detail })
             .await?;
-        for (result, id) in results.iter_mut().zip(user_ids) {
-            result.user_id = id;
-        }
-        Ok((results, as_of_seq))
+        Ok((named(results, user_ids), as_of_seq))
     }
 
     fn check_query(&self, app_id: &str, user_ids: &[String]) -> Result<(), RegistryError> {
@@ -202,6 +195,14 @@ impl Registry {
             return (results, as_of_seq);
         }
     }
+}
+
+/// `results` with the query's ids moved in (snapshots leave `user_id` empty, so no id is copied).
+fn named(mut results: Vec<UserPresence>, user_ids: Vec<String>) -> Vec<UserPresence> {
+    for (result, id) in results.iter_mut().zip(user_ids) {
+        result.user_id = id;
+    }
+    results
 }
 
 /// The users of one query served here, each with its partition.

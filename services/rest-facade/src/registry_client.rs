@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use presence_common::{
     internal_auth::RegistryChannel,
-    registry_router::{RegistryRouter, is_reroute},
+    registry_router::{RegistryRouter, may_reroute},
 };
 use presence_proto::v1::{
     KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, ReadEventsRequest,
@@ -122,10 +122,7 @@ impl RegistryClient {
             };
             match attempt {
                 Ok(reply) => return Ok(reply),
-                Err(status)
-                    if (is_reroute(&status) || std::error::Error::source(&status).is_some())
-                        && Instant::now() + REROUTE_PAUSE < deadline =>
-                {
+                Err(status) if may_reroute(&status) && Instant::now() + REROUTE_PAUSE < deadline => {
                     tokio::time::sleep(REROUTE_PAUSE).await;
                     self.router.refresh().await;
                 }
