@@ -228,16 +228,21 @@ impl Dispatcher {
     /// (unless it is the probe), with no per-user backoff; a failure about this event alone is
     /// retried with the user's own backoff.
     ///
-    /// Dead-lettering: failed attempts count toward `max_attempts` except failed probes (they
-    /// say the receiver is down, not that this event is bad), so an outage alone never
-    /// dead-letters; `max_age` counts from the first failure or the first wait at an open
+    /// Dead-lettering: failed attempts count toward `max_attempts` except those that blamed the
+    /// receiver once its circuit opens (failed probes, and the failures that opened it: they say
+    /// the receiver is down, not that this event is bad), so an outage alone never dead-letters
+    /// when `max_attempts >= failures_to_open`; `max_age` counts from the first failure or the first wait at an open
     /// circuit, whichever came first, and bounds both.
     async fn settle(&self, callback: &Callback) -> Outcome {
         let app = self.app(&callback.app_id);
         let label = app.label.as_str();
         let shutdown = &self.inner.shutdown;
         let retry = &self.inner.retry;
+        // Failed attempts, and those that count toward `max_attempts`: of these, the ones that
+        // blamed the receiver since the circuit was last open.
+        let mut attempts = 0u32;
         let mut failures = 0u32;
+        let mut receiver_failures = 0u32;
         // Drives the user's own backoff; starts over after a wait at the circuit.
         let mut backoff_failures = 0u32;
         let mut trouble: Option<(tokio::time::Instant, SystemTime)> = None;
@@ -250,7 +255,7 @@ impl Dispatcher {
                 };
                 let first_at = trouble.map_or_else(SystemTime::now, |(_, at)| at);
                 let error = if last_error.is_empty() { HELD_TOO_LONG } else { last_error.as_str() };
-                return self.bury(callback, label, failures, error, first_at, guard).await;
+                return self.bury(callback, label, attempts, error, first_at, guard).await;
             }
             let Ok(slot) = app.slots.acquire().await else { return Outcome::Stopped };
             let changed = app.circuit.changed();
@@ -331,19 +336,29 @@ impl Dispatcher {
                 app.record(|c, _| c.succeeded());
             }
             disarm(&mut probing);
-            // A failed probe says the receiver is down, not that this event is bad.
-            if !(probe && failure.blames_receiver) {
+            attempts += 1;
+            if !failure.blames_receiver {
                 failures += 1;
+            } else if app.circuit.phase() == Phase::Closed {
+                failures += 1;
+                receiver_failures += 1;
+            } else {
+                // The receiver is down (this failure opened the circuit, or it was a probe, or
+                // it was sent before the circuit opened): the failures that told us so are the
+                // outage's, not this event's. Else a lone user dead-letters on its way to
+                // opening the circuit whenever `max_attempts <= failures_to_open`.
+                failures -= receiver_failures;
+                receiver_failures = 0;
             }
             backoff_failures += 1;
             last_error = failure.error;
             let (since, first_at) =
                 *trouble.get_or_insert_with(|| (tokio::time::Instant::now(), SystemTime::now()));
             if retry.gives_up(failures, since.elapsed()) {
-                return self.bury(callback, label, failures, &last_error, first_at, guard).await;
+                return self.bury(callback, label, attempts, &last_error, first_at, guard).await;
             }
             drop(guard);
-            if failures == 1 && !probe {
+            if attempts == 1 && !probe {
                 tracing::info!(
                     app = callback.app_id,
                     event_id = callback.event_id,
@@ -373,7 +388,7 @@ impl Dispatcher {
         &self,
         callback: &Callback,
         label: &str,
-        failures: u32,
+        attempts: u32,
         error: &str,
         first_attempt_at: SystemTime,
         guard: AttemptGuard<'_>,
@@ -382,18 +397,13 @@ impl Dispatcher {
             app = callback.app_id,
             user = callback.user_id,
             event_id = callback.event_id,
-            failures,
+            attempts,
             error,
             "callback dead-lettered"
         );
         metrics::counter!(metric_names::DEAD_LETTERED, "app" => label.to_owned()).increment(1);
         let burial = || {
-            self.inner.dead_letters.bury(Burial {
-                callback,
-                attempts: failures,
-                last_error: error,
-                first_attempt_at,
-            })
+            self.inner.dead_letters.bury(Burial { callback, attempts, last_error: error, first_attempt_at })
         };
         let outcome = self.persist(burial).await;
         self.record(callback, outcome, guard)

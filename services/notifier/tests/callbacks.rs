@@ -169,6 +169,39 @@ async fn a_dead_receiver_opens_the_circuit_one_probe_at_a_time_then_everything_g
 }
 
 #[tokio::test]
+async fn a_lone_users_failures_that_open_the_circuit_are_the_outages_not_its_own() {
+    let receiver = Receiver::default();
+    receiver.failing.store(true, Ordering::SeqCst);
+    let (registry, gateway) = system(&receiver.start().await).await;
+    // One user fails alone: its own retries are what open the circuit, at the attempt that
+    // would also be its last if they counted.
+    let notifier = TestNotifier::start(
+        &registry,
+        &[
+            ("NOTIFIER_CIRCUIT_FAILURES", "3"),
+            ("NOTIFIER_CIRCUIT_PROBE_INITIAL_MS", "10"),
+            ("NOTIFIER_CIRCUIT_PROBE_MAX_MS", "20"),
+            ("NOTIFIER_MAX_ATTEMPTS", "3"),
+        ],
+    )
+    .await;
+
+    let (_client, _) = gateway.login("alone", "d0", Platform::Ios).await;
+    let events = registry.events().await;
+    wait_metric(&notifier, r#"notifier_circuit_open{app="default"}"#, 1.0).await;
+    eventually("probes", async || receiver.attempts.load(Ordering::SeqCst) >= 6).await;
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM callback_dead_letters")
+        .fetch_one(&registry.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, 0, "the outage used up the user's attempts");
+
+    receiver.failing.store(false, Ordering::SeqCst);
+    receiver.wait_for_all(&events).await;
+    assert_eq!(receiver.accepted().len(), 1);
+}
+
+#[tokio::test]
 async fn a_dead_apps_callbacks_wait_in_postgres_while_another_apps_are_all_delivered() {
     let live = Receiver::default();
     let dead = Receiver::default();
