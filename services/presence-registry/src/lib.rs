@@ -22,6 +22,7 @@ mod sweeper;
 mod transition;
 mod user_state;
 mod user_table;
+mod user_view;
 mod watchers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

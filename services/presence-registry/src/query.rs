@@ -1,9 +1,9 @@
 //! The batch query: many users' presence as of one position of the app's feed.
 //!
 //! The snapshot is exact: each result reflects every event of the app up to `as_of_seq` and none
-//! after it. Users are read one by one without waiting in the common case: a user whose lock is
-//! free has no change in flight, so its state holds every committed event, and its `applied_seq`
-//! tells whether it holds one newer than `as_of_seq`. If one does (the user changed while the
+//! after it. Users are read one by one without waiting in the common case: a user with no change
+//! in flight (its view readable, or else its lock free) holds every committed event, and its
+//! `applied_seq` tells whether it holds one newer than `as_of_seq`. If one does (the user changed while the
 //! query ran), the query reads again with every one of its users locked at once.
 
 use std::{sync::Arc, time::Instant};
@@ -124,10 +124,9 @@ impl Registry {
     /// The users' presence (without `user_id`, which the caller moves in) and `as_of_seq`.
     async fn snapshot(&self, batch: Batch<'_>) -> Result<(Vec<UserPresence>, u64), RegistryError> {
         let Batch { app_id, user_ids, partitions, tables, detail } = batch;
-        let read = |state: &UserState| (state.applied_seq, state.presence("", detail));
-        // Read first: every event up to it is applied once we see the user's lock free (a change
-        // holds it from its commit until it is applied), and its user's cell exists (made before
-        // the commit).
+        // Read first: every event up to it is applied once we see the user's view readable or its
+        // lock free (a change holds both from before its commit until it is applied), and its
+        // user's cell exists (made before the commit).
         let as_of_seq = self.log.last_seq(app_id);
         // Each partition's users of the app, looked up at its first user.
         let mut apps: Vec<Option<Option<Arc<AppUsers>>>> = vec![None; tables.0.len()];
@@ -139,10 +138,13 @@ impl Registry {
                 Some(slot) => slot.get_or_insert_with(|| partition.users.app_users(app_id)),
                 None => return Err(RegistryError::NotOwner(*p)),
             };
-            let (seq, presence) = match users.as_ref().and_then(|users| users.try_read(id, read)) {
-                None => read(&UserState::default()),
+            let (seq, presence) = match users.as_ref().and_then(|users| users.read_presence(id, detail)) {
+                None => (0, UserState::default().presence("", detail)),
                 Some(Ok(read)) => read,
-                Some(Err(busy)) => read(&*busy.lock().await),
+                Some(Err(busy)) => {
+                    let state = busy.lock().await;
+                    (state.applied_seq, state.presence("", detail))
+                }
             };
             newest = newest.max(seq);
             results.push(presence);

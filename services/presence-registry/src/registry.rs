@@ -175,21 +175,27 @@ impl Registry {
         let seen = (!state.watchers.is_empty()).then(|| state.visible());
         let counted = Counts::change(&state, &change.next);
         let (gateways, user, held) = (self.gateways.clone(), key.clone(), partition.clone());
+        // Queries read the user under its lock from here until the change is published.
+        partition.users.begin_change(&key.app_id, &key.user_id);
         // Commit and apply in a task of its own: if our caller goes away (a cancelled RPC), the
         // change still reaches memory exactly when it reaches Postgres, and only then is the user
         // unlocked. Dropped midway, the next change of this user would be planned from stale
         // state and collide with this one. Pushes go out before the unlock: in version order.
         let events = tokio::spawn(
             async move {
-                let events = if memory_only { Vec::new() } else { log.commit(mutation).await? };
-                let applied_seq = events.last().map_or(state.applied_seq, |event| event.seq);
-                *state = UserState { applied_seq, ..next };
-                held.counts.add(&user.app_id, &counted);
-                if let Some(seen) = seen {
-                    push_if_changed(&gateways, &user, &mut state, &seen);
+                let committed = if memory_only { Ok(Vec::new()) } else { log.commit(mutation).await };
+                if let Ok(events) = &committed {
+                    let applied_seq = events.last().map_or(state.applied_seq, |event| event.seq);
+                    *state = UserState { applied_seq, ..next };
+                    held.counts.add(&user.app_id, &counted);
+                    if let Some(seen) = seen {
+                        push_if_changed(&gateways, &user, &mut state, &seen);
+                    }
                 }
+                // Committed or not: queries may read the view again.
+                held.users.publish(&user.app_id, &user.user_id, &state);
                 drop(gate);
-                Ok::<_, LogError>(events)
+                committed
             }
             .instrument(tracing::info_span!("registry.commit")),
         )

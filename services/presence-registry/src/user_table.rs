@@ -9,10 +9,12 @@ use std::{collections::HashMap, sync::Arc};
 use compact_str::CompactString;
 use dashmap::{DashMap, mapref::entry::Entry};
 use parking_lot::RwLock;
+use presence_proto::v1::UserPresence;
 use tokio::sync::Mutex;
 
 use crate::{
     user_state::UserState,
+    user_view::UserView,
     watchers::{Watcher, Watchers},
 };
 
@@ -30,11 +32,23 @@ impl UserKey {
 
 pub type UserCell = Arc<Mutex<UserState>>;
 
+/// A known user: its state behind its lock, and the view of it that queries read without the lock.
+struct UserEntry {
+    view: UserView,
+    cell: UserCell,
+}
+
+impl UserEntry {
+    fn new(state: UserState) -> Self {
+        Self { view: UserView::of(&state), cell: Arc::new(Mutex::new(state)) }
+    }
+}
+
 /// One app's users, keyed by user id alone. Ids up to 24 bytes are stored inline in the maps,
 /// so a lookup compares keys without chasing a pointer (a cache miss per user of a batch query).
 #[derive(Default)]
 pub struct AppUsers {
-    cells: DashMap<CompactString, UserCell>,
+    cells: DashMap<CompactString, UserEntry>,
     /// Watched users the registry holds no state for (never seen): only their watchers, without a
     /// cell and its lock (about 50 bytes against 270), until a first change moves them into one.
     /// Devices can subscribe to any id, so most of these may never log in.
@@ -44,22 +58,40 @@ pub struct AppUsers {
 impl AppUsers {
     /// The user's cell if the registry knows the user.
     pub fn cell(&self, user_id: &str) -> Option<UserCell> {
-        self.cells.get(user_id).map(|cell| cell.clone())
+        self.cells.get(user_id).map(|entry| entry.cell.clone())
     }
 
-    /// `read` of the user's state if the registry knows the user and no change holds its lock
-    /// now; else (`Err`) the cell, to wait for. Without a clone of the cell: a batch query reads
-    /// each user once, and every touch of a cold cell is a cache miss.
-    pub fn try_read<T>(
+    /// The user's presence for a query (without `user_id`) and the feed `seq` of its last applied
+    /// event, if the registry knows the user and no change of it is in flight; else (`Err`) the
+    /// cell, to wait for. Most users are answered from their view, without touching the cell: a
+    /// batch query reads each user once, and every touch of a cold cell is a cache miss.
+    pub fn read_presence(
         &self,
         user_id: &str,
-        read: impl FnOnce(&UserState) -> T,
-    ) -> Option<Result<T, UserCell>> {
-        let cell = self.cells.get(user_id)?;
-        Some(match cell.try_lock() {
-            Ok(state) => Ok(read(&state)),
-            Err(_) => Err(cell.clone()),
+        detail: bool,
+    ) -> Option<Result<(u64, UserPresence), UserCell>> {
+        let entry = self.cells.get(user_id)?;
+        if let Some(summary) = entry.view.read().filter(|_| !detail) {
+            return Some(Ok((summary.applied_seq, summary.presence())));
+        }
+        Some(match entry.cell.try_lock() {
+            Ok(state) => Ok((state.applied_seq, state.presence("", detail))),
+            Err(_) => Err(entry.cell.clone()),
         })
+    }
+
+    /// Marks the user's view as changing (see [`UserView::begin_change`]); under the user's lock.
+    pub fn begin_change(&self, user_id: &str) {
+        if let Some(entry) = self.cells.get(user_id) {
+            entry.view.begin_change();
+        }
+    }
+
+    /// Publishes the user's state to its view; under the user's lock.
+    pub fn publish(&self, user_id: &str, state: &UserState) {
+        if let Some(entry) = self.cells.get(user_id) {
+            entry.view.publish(state);
+        }
     }
 }
 
@@ -88,11 +120,25 @@ impl UserTable {
         let users = self.app_users_or_insert(&key.app_id);
         let id = CompactString::from(key.user_id);
         // Lock order: a `cells` shard, then a `watched_only` shard (as in `watch` and `unwatch`).
-        let cell = users.cells.entry(id.clone()).or_insert_with(|| {
+        let entry = users.cells.entry(id.clone()).or_insert_with(|| {
             let watchers = users.watched_only.remove(&id).map(|(_, watchers)| watchers);
-            Arc::new(Mutex::new(UserState { watchers: watchers.unwrap_or_default(), ..UserState::default() }))
+            UserEntry::new(UserState { watchers: watchers.unwrap_or_default(), ..UserState::default() })
         });
-        cell.clone()
+        entry.cell.clone()
+    }
+
+    /// See [`AppUsers::begin_change`].
+    pub fn begin_change(&self, app_id: &str, user_id: &str) {
+        if let Some(users) = self.app_users(app_id) {
+            users.begin_change(user_id);
+        }
+    }
+
+    /// See [`AppUsers::publish`].
+    pub fn publish(&self, app_id: &str, user_id: &str, state: &UserState) {
+        if let Some(users) = self.app_users(app_id) {
+            users.publish(user_id, state);
+        }
     }
 
     /// The user's cell if the registry knows the user.
@@ -110,7 +156,7 @@ impl UserTable {
     pub fn watch(&self, app_id: &str, user_id: &str, watcher: Watcher) -> Option<UserCell> {
         let users = self.app_users_or_insert(app_id);
         match users.cells.entry(CompactString::from(user_id)) {
-            Entry::Occupied(cell) => Some(cell.get().clone()),
+            Entry::Occupied(entry) => Some(entry.get().cell.clone()),
             Entry::Vacant(vacant) => {
                 users.watched_only.entry(vacant.key().clone()).or_default().watch(watcher);
                 None
@@ -123,7 +169,7 @@ impl UserTable {
     pub fn unwatch(&self, app_id: &str, user_id: &str, watcher: Watcher) -> Option<UserCell> {
         let users = self.app_users(app_id)?;
         match users.cells.entry(CompactString::from(user_id)) {
-            Entry::Occupied(cell) => Some(cell.get().clone()),
+            Entry::Occupied(entry) => Some(entry.get().cell.clone()),
             Entry::Vacant(vacant) => {
                 users.watched_only.remove_if_mut(vacant.key(), |_, watchers| {
                     watchers.unwatch(watcher);
@@ -138,7 +184,7 @@ impl UserTable {
     pub fn restore(&self, key: UserKey, state: UserState) {
         self.app_users_or_insert(&key.app_id)
             .cells
-            .insert(CompactString::from(key.user_id), Arc::new(Mutex::new(state)));
+            .insert(CompactString::from(key.user_id), UserEntry::new(state));
     }
 }
 
