@@ -15,7 +15,7 @@ use crate::{
     partitions::Partition,
     registry::{FORWARD_DEADLINE, Registry, RegistryError},
     user_state::UserState,
-    user_table::{AppUsers, UserCell},
+    user_table::UserCell,
 };
 
 impl Registry {
@@ -128,26 +128,33 @@ impl Registry {
         // lock free (a change holds both from before its commit until it is applied), and its
         // user's cell exists (made before the commit).
         let as_of_seq = self.log.last_seq(app_id);
-        // Each partition's users of the app, looked up at its first user.
-        let mut apps: Vec<Option<Option<Arc<AppUsers>>>> = vec![None; tables.0.len()];
+        let unknown = UserState::default().presence("", detail);
+        let mut results = vec![unknown.clone(); user_ids.len()];
         let mut newest = 0;
-        let mut results = Vec::with_capacity(user_ids.len());
-        for (id, p) in user_ids.iter().zip(partitions) {
-            let Some(partition) = &tables[p] else { return Err(RegistryError::NotOwner(*p)) };
-            let users = match apps.get_mut(*p as usize) {
-                Some(slot) => slot.get_or_insert_with(|| partition.users.app_users(app_id)),
-                None => return Err(RegistryError::NotOwner(*p)),
-            };
-            let (seq, presence) = match users.as_ref().and_then(|users| users.read_presence(id, detail)) {
-                None => (0, UserState::default().presence("", detail)),
-                Some(Ok(read)) => read,
-                Some(Err(busy)) => {
-                    let state = busy.lock().await;
-                    (state.applied_seq, state.presence("", detail))
+        let mut busy = Vec::new();
+        // Users of one partition are read together, under one read of its map.
+        let mut order: Vec<usize> = (0..user_ids.len()).collect();
+        order.sort_unstable_by_key(|i| partitions[*i]);
+        for group in order.chunk_by(|a, b| partitions[*a] == partitions[*b]) {
+            let p = partitions[group[0]];
+            let Some(partition) = &tables[&p] else { return Err(RegistryError::NotOwner(p)) };
+            let Some(users) = partition.users.app_users(app_id) else { continue };
+            let reader = users.reader();
+            for &i in group {
+                match reader.presence(&user_ids[i], detail) {
+                    None => {}
+                    Some(Ok((seq, presence))) => {
+                        newest = newest.max(seq);
+                        results[i] = presence;
+                    }
+                    Some(Err(cell)) => busy.push((i, cell)),
                 }
-            };
-            newest = newest.max(seq);
-            results.push(presence);
+            }
+        }
+        for (i, cell) in busy {
+            let state = cell.lock().await;
+            newest = newest.max(state.applied_seq);
+            results[i] = state.presence("", detail);
         }
         if newest <= as_of_seq {
             return Ok((results, as_of_seq));

@@ -7,8 +7,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 use compact_str::CompactString;
-use dashmap::{DashMap, mapref::entry::Entry};
-use parking_lot::RwLock;
+use dashmap::DashMap;
+use parking_lot::{RwLock, RwLockReadGuard};
 use presence_proto::v1::UserPresence;
 use tokio::sync::Mutex;
 
@@ -44,33 +44,60 @@ impl UserEntry {
     }
 }
 
-/// One app's users, keyed by user id alone. Ids up to 24 bytes are stored inline in the maps,
-/// so a lookup compares keys without chasing a pointer (a cache miss per user of a batch query).
+/// One app's users of a partition, keyed by user id alone. Ids up to 24 bytes are stored inline
+/// in the maps, so a lookup compares keys without chasing a pointer (a cache miss per user of a
+/// batch query).
 #[derive(Default)]
 pub struct AppUsers {
-    cells: DashMap<CompactString, UserEntry>,
+    /// Written only when a user is first seen; every change, watch and query reads. A query reads
+    /// the map once for all its users of the partition ([`AppUsers::reader`]), so its look-ups
+    /// take no atomic operation, which would keep the CPU from overlapping one user's cache misses
+    /// with the next's.
+    cells: RwLock<Cells>,
     /// Watched users the registry holds no state for (never seen): only their watchers, without a
     /// cell and its lock (about 50 bytes against 270), until a first change moves them into one.
     /// Devices can subscribe to any id, so most of these may never log in.
     watched_only: DashMap<CompactString, Watchers>,
 }
 
+type Cells = HashMap<CompactString, UserEntry, foldhash::fast::RandomState>;
+
 impl AppUsers {
     /// The user's cell if the registry knows the user.
     pub fn cell(&self, user_id: &str) -> Option<UserCell> {
-        self.cells.get(user_id).map(|entry| entry.cell.clone())
+        self.cells.read().get(user_id).map(|entry| entry.cell.clone())
     }
 
+    /// Reads users for a query until dropped (not across an await: a first login waits for it).
+    pub fn reader(&self) -> UsersReader<'_> {
+        UsersReader(self.cells.read())
+    }
+
+    /// Marks the user's view as changing (see [`UserView::begin_change`]); under the user's lock.
+    pub fn begin_change(&self, user_id: &str) {
+        if let Some(entry) = self.cells.read().get(user_id) {
+            entry.view.begin_change();
+        }
+    }
+
+    /// Publishes the user's state to its view; under the user's lock.
+    pub fn publish(&self, user_id: &str, state: &UserState) {
+        if let Some(entry) = self.cells.read().get(user_id) {
+            entry.view.publish(state);
+        }
+    }
+}
+
+/// [`AppUsers`] read for a batch query.
+pub struct UsersReader<'a>(RwLockReadGuard<'a, Cells>);
+
+impl UsersReader<'_> {
     /// The user's presence for a query (without `user_id`) and the feed `seq` of its last applied
     /// event, if the registry knows the user and no change of it is in flight; else (`Err`) the
     /// cell, to wait for. Most users are answered from their view, without touching the cell: a
     /// batch query reads each user once, and every touch of a cold cell is a cache miss.
-    pub fn read_presence(
-        &self,
-        user_id: &str,
-        detail: bool,
-    ) -> Option<Result<(u64, UserPresence), UserCell>> {
-        let entry = self.cells.get(user_id)?;
+    pub fn presence(&self, user_id: &str, detail: bool) -> Option<Result<(u64, UserPresence), UserCell>> {
+        let entry = self.0.get(user_id)?;
         if let Some(summary) = entry.view.read().filter(|_| !detail) {
             return Some(Ok((summary.applied_seq, summary.presence())));
         }
@@ -78,20 +105,6 @@ impl AppUsers {
             Ok(state) => Ok((state.applied_seq, state.presence("", detail))),
             Err(_) => Err(entry.cell.clone()),
         })
-    }
-
-    /// Marks the user's view as changing (see [`UserView::begin_change`]); under the user's lock.
-    pub fn begin_change(&self, user_id: &str) {
-        if let Some(entry) = self.cells.get(user_id) {
-            entry.view.begin_change();
-        }
-    }
-
-    /// Publishes the user's state to its view; under the user's lock.
-    pub fn publish(&self, user_id: &str, state: &UserState) {
-        if let Some(entry) = self.cells.get(user_id) {
-            entry.view.publish(state);
-        }
     }
 }
 
@@ -118,9 +131,13 @@ impl UserTable {
     /// The user's cell, created on first use (a login); a watched user's interests move into it.
     pub fn entry(&self, key: UserKey) -> UserCell {
         let users = self.app_users_or_insert(&key.app_id);
+        if let Some(cell) = users.cell(&key.user_id) {
+            return cell;
+        }
         let id = CompactString::from(key.user_id);
-        // Lock order: a `cells` shard, then a `watched_only` shard (as in `watch` and `unwatch`).
-        let entry = users.cells.entry(id.clone()).or_insert_with(|| {
+        // Lock order: `cells`, then a `watched_only` shard (as in `watch` and `unwatch`).
+        let mut cells = users.cells.write();
+        let entry = cells.entry(id.clone()).or_insert_with(|| {
             let watchers = users.watched_only.remove(&id).map(|(_, watchers)| watchers);
             UserEntry::new(UserState { watchers: watchers.unwrap_or_default(), ..UserState::default() })
         });
@@ -151,39 +168,38 @@ impl UserTable {
     }
 
     /// Records `watcher` for a user without a cell, or returns the user's cell so that the caller
-    /// records it under the user's lock. Holding the cell's shard meanwhile keeps a first login
-    /// from making the cell between the look-up and the record.
+    /// records it under the user's lock. Reading `cells` meanwhile keeps a first login from making
+    /// the cell between the look-up and the record.
     pub fn watch(&self, app_id: &str, user_id: &str, watcher: Watcher) -> Option<UserCell> {
         let users = self.app_users_or_insert(app_id);
-        match users.cells.entry(CompactString::from(user_id)) {
-            Entry::Occupied(entry) => Some(entry.get().cell.clone()),
-            Entry::Vacant(vacant) => {
-                users.watched_only.entry(vacant.key().clone()).or_default().watch(watcher);
-                None
-            }
+        let cells = users.cells.read();
+        if let Some(entry) = cells.get(user_id) {
+            return Some(entry.cell.clone());
         }
+        users.watched_only.entry(CompactString::from(user_id)).or_default().watch(watcher);
+        None
     }
 
     /// Removes `watcher` from a user without a cell (forgetting the user with its last watcher),
     /// or returns the user's cell so that the caller removes it under the user's lock.
     pub fn unwatch(&self, app_id: &str, user_id: &str, watcher: Watcher) -> Option<UserCell> {
         let users = self.app_users(app_id)?;
-        match users.cells.entry(CompactString::from(user_id)) {
-            Entry::Occupied(entry) => Some(entry.get().cell.clone()),
-            Entry::Vacant(vacant) => {
-                users.watched_only.remove_if_mut(vacant.key(), |_, watchers| {
-                    watchers.unwatch(watcher);
-                    watchers.is_empty()
-                });
-                None
-            }
+        let cells = users.cells.read();
+        if let Some(entry) = cells.get(user_id) {
+            return Some(entry.cell.clone());
         }
+        users.watched_only.remove_if_mut(user_id, |_, watchers| {
+            watchers.unwatch(watcher);
+            watchers.is_empty()
+        });
+        None
     }
 
     /// Installs state read at start-up.
     pub fn restore(&self, key: UserKey, state: UserState) {
         self.app_users_or_insert(&key.app_id)
             .cells
+            .write()
             .insert(CompactString::from(key.user_id), UserEntry::new(state));
     }
 }
@@ -227,6 +243,6 @@ mod tests {
         assert_eq!(users.watched_only.len(), 1, "an older generation's Unwatch removes nothing");
         table.unwatch("app", "ghost", GW1);
         assert!(users.watched_only.is_empty());
-        assert!(users.cells.is_empty(), "watching never made a cell");
+        assert!(users.cells.read().is_empty(), "watching never made a cell");
     }
 }
