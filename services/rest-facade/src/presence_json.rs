@@ -83,6 +83,90 @@ impl<'a> UserPresenceJson<'a> {
     }
 }
 
+impl UserPresenceJson<'_> {
+    /// Appends this result's JSON to `out`: the bytes serde writes (a test holds the two
+    /// equal), without escaping field names and fixed values on every one of 500 results.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"user_id\":");
+        write_json_str(out, self.user_id);
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(self.status.as_bytes());
+        out.push(b'"');
+        if let Some(devices) = &self.devices {
+            out.extend_from_slice(b",\"devices\":[");
+            for (i, device) in devices.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                device.write_json(out);
+            }
+            out.push(b']');
+        }
+        if let Some(last_seen_ms) = self.last_seen_ms {
+            out.extend_from_slice(b",\"last_seen_ms\":");
+            out.extend_from_slice(itoa::Buffer::new().format(last_seen_ms).as_bytes());
+        }
+        if let Some(last_reason) = self.last_reason {
+            out.extend_from_slice(b",\"last_reason\":\"");
+            out.extend_from_slice(last_reason.as_bytes());
+            out.push(b'"');
+        }
+        if !self.custom_status.is_empty() {
+            out.extend_from_slice(b",\"custom_status\":");
+            write_json_str(out, self.custom_status);
+        }
+        out.extend_from_slice(b",\"user_version\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.user_version).as_bytes());
+        out.push(b'}');
+    }
+}
+
+impl DevicePresenceJson<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"device_id\":");
+        write_json_str(out, self.device_id);
+        out.extend_from_slice(b",\"platform\":\"");
+        out.extend_from_slice(self.platform.as_bytes());
+        out.extend_from_slice(b"\",\"status\":\"");
+        out.extend_from_slice(self.status.as_bytes());
+        out.extend_from_slice(b"\",\"since_ms\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.since_ms).as_bytes());
+        out.extend_from_slice(b",\"client_version\":");
+        write_json_str(out, self.client_version);
+        out.extend_from_slice(if self.push_enabled {
+            b",\"push_enabled\":true}"
+        } else {
+            b",\"push_enabled\":false}"
+        });
+    }
+}
+
+/// `value` as a JSON string, escaped as serde_json escapes it.
+fn write_json_str(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    let mut plain = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..0x20 => &[b'\\', b'u', b'0', b'0', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]],
+            _ => continue,
+        };
+        out.extend_from_slice(&value.as_bytes()[plain..i]);
+        out.extend_from_slice(escape);
+        plain = i + 1;
+    }
+    out.extend_from_slice(&value.as_bytes()[plain..]);
+    out.push(b'"');
+}
+
+const HEX: [u8; 16] = *b"0123456789abcdef";
+
 /// Bytes of JSON a result takes without devices, about: sizes the output buffer once.
 pub const RESULT_JSON_BYTES: usize = 128;
 
@@ -91,14 +175,17 @@ pub const RESULT_JSON_BYTES: usize = 128;
 pub fn json_response<T: Serialize>(value: &T, size_hint: usize) -> Response {
     let mut body = Vec::with_capacity(size_hint);
     match serde_json::to_writer(&mut body, value) {
-        Ok(()) => {
-            ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
-        }
+        Ok(()) => json_bytes_response(body),
         Err(err) => {
             tracing::error!(%err, "serializing a response failed");
             crate::error::ApiError::Internal.into_response()
         }
     }
+}
+
+/// A `200` with `body`, which is JSON.
+pub fn json_bytes_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 #[cfg(test)]
