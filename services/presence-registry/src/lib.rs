@@ -5,6 +5,7 @@
 //! devices the policy forces offline through the gateway that holds them. The notifier and the
 //! REST facade read the event feed and query state. See `docs/architecture.md`.
 
+mod cell_map;
 mod config;
 mod counts;
 mod event_log;

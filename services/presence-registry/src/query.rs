@@ -129,7 +129,7 @@ impl Registry {
         // user's cell exists (made before the commit).
         let as_of_seq = self.log.last_seq(app_id);
         let unknown = UserState::default().presence("", detail);
-        let mut results = vec![unknown.clone(); user_ids.len()];
+        let mut results = vec![unknown; user_ids.len()];
         let mut newest = 0;
         let mut busy = Vec::new();
         // Users of one partition are read together, under one read of its map.

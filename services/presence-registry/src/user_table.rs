@@ -13,6 +13,7 @@ use presence_proto::v1::UserPresence;
 use tokio::sync::Mutex;
 
 use crate::{
+    cell_map::CellMap,
     user_state::UserState,
     user_view::UserView,
     watchers::{Watcher, Watchers},
@@ -60,7 +61,7 @@ pub struct AppUsers {
     watched_only: DashMap<CompactString, Watchers>,
 }
 
-type Cells = HashMap<CompactString, UserEntry, foldhash::fast::RandomState>;
+type Cells = CellMap<UserEntry>;
 
 impl AppUsers {
     /// The user's cell if the registry knows the user.
@@ -134,11 +135,10 @@ impl UserTable {
         if let Some(cell) = users.cell(&key.user_id) {
             return cell;
         }
-        let id = CompactString::from(key.user_id);
         // Lock order: `cells`, then a `watched_only` shard (as in `watch` and `unwatch`).
         let mut cells = users.cells.write();
-        let entry = cells.entry(id.clone()).or_insert_with(|| {
-            let watchers = users.watched_only.remove(&id).map(|(_, watchers)| watchers);
+        let entry = cells.get_or_insert_with(&key.user_id, || {
+            let watchers = users.watched_only.remove(key.user_id.as_str()).map(|(_, watchers)| watchers);
             UserEntry::new(UserState { watchers: watchers.unwrap_or_default(), ..UserState::default() })
         });
         entry.cell.clone()
@@ -197,10 +197,7 @@ impl UserTable {
 
     /// Installs state read at start-up.
     pub fn restore(&self, key: UserKey, state: UserState) {
-        self.app_users_or_insert(&key.app_id)
-            .cells
-            .write()
-            .insert(CompactString::from(key.user_id), UserEntry::new(state));
+        self.app_users_or_insert(&key.app_id).cells.write().insert(&key.user_id, UserEntry::new(state));
     }
 }
 

@@ -1,0 +1,182 @@
+//! An insert-only map from user id to a value, compact for the registry's millions of users.
+//!
+//! Slots hold a 32-bit tag of the hash and the entry's index (linear probing, at most half full:
+//! 16 to 32 bytes per user); entries sit in insertion order, one cache line each (the id inline,
+//! the view and the cell's pointer). With 1M users the registry holds 386 MiB against 445 with a
+//! `HashMap` of the same entries (docs/benchmarks.md, batch query). Users are never removed (a
+//! partition's state goes as a whole), so there are no tombstones.
+//!
+//! Splitting the look-ups of a batch into passes (all slots, then all entries) to overlap their
+//! cache misses was measured too, and did not pay on our hosts: 309 against 282 µs per query.
+
+use std::hash::BuildHasher;
+
+use compact_str::CompactString;
+
+/// An empty slot.
+const EMPTY: u64 = 0;
+
+/// Where a key's probe starts, and what is there.
+#[derive(Debug, Clone, Copy)]
+struct FirstSlot {
+    hash: u64,
+    slot: u64,
+}
+
+#[repr(align(64))]
+struct Entry<V> {
+    key: CompactString,
+    value: V,
+}
+
+pub struct CellMap<V> {
+    hasher: foldhash::fast::RandomState,
+    /// `tag << 32 | (index + 1)`, or [`EMPTY`]; a power of two long.
+    slots: Vec<u64>,
+    entries: Vec<Entry<V>>,
+}
+
+impl<V> Default for CellMap<V> {
+    fn default() -> Self {
+        Self { hasher: foldhash::fast::RandomState::default(), slots: vec![EMPTY; 8], entries: Vec::new() }
+    }
+}
+
+impl<V> CellMap<V> {
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.resolve(key, self.first_slot(key))
+    }
+
+    /// Hashes `key` and reads its first slot.
+    fn first_slot(&self, key: &str) -> FirstSlot {
+        let hash = self.hash(key);
+        FirstSlot { hash, slot: self.slots[hash as usize & self.mask()] }
+    }
+
+    /// `key`'s value, from its [`FirstSlot`] (taken from this map, unchanged since).
+    fn resolve(&self, key: &str, first: FirstSlot) -> Option<&V> {
+        self.resolve_index(key, first).map(|index| &self.entries[index].value)
+    }
+
+    fn resolve_index(&self, key: &str, first: FirstSlot) -> Option<usize> {
+        let tag = first.hash >> 32;
+        let mut at = first.hash as usize & self.mask();
+        let mut slot = first.slot;
+        loop {
+            if slot == EMPTY {
+                return None;
+            }
+            let index = (slot & u64::from(u32::MAX)) as usize - 1;
+            if slot >> 32 == tag && self.entries.get(index).is_some_and(|entry| entry.key == key) {
+                return Some(index);
+            }
+            at = (at + 1) & self.mask();
+            slot = self.slots[at];
+        }
+    }
+
+    /// `key`'s value, inserted with `make` if absent.
+    pub fn get_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &V {
+        let first = self.first_slot(key);
+        if let Some(found) = self.resolve_index(key, first) {
+            return &self.entries[found].value;
+        }
+        if (self.entries.len() + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let index = self.entries.len();
+        self.entries.push(Entry { key: CompactString::from(key), value: make() });
+        self.place(first.hash, index);
+        &self.entries[index].value
+    }
+
+    /// Inserts or replaces `key`'s value.
+    pub fn insert(&mut self, key: &str, value: V) {
+        match self.resolve_index(key, self.first_slot(key)) {
+            Some(found) => self.entries[found].value = value,
+            None => {
+                self.get_or_insert_with(key, || value);
+            }
+        }
+    }
+
+    fn place(&mut self, hash: u64, index: usize) {
+        let mut at = hash as usize & self.mask();
+        while self.slots[at] != EMPTY {
+            at = (at + 1) & self.mask();
+        }
+        // Indexes past u32::MAX - 1 (4 billion users of one app in one partition) do not occur.
+        self.slots[at] = ((hash >> 32) << 32) | (index as u64 + 1);
+    }
+
+    fn grow(&mut self) {
+        self.slots = vec![EMPTY; self.slots.len() * 2];
+        for index in 0..self.entries.len() {
+            let hash = self.hash(&self.entries[index].key);
+            self.place(hash, index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_what_was_inserted_across_growth_and_nothing_else() {
+        let mut map = CellMap::default();
+        for i in 0..10_000u32 {
+            assert_eq!(*map.get_or_insert_with(&format!("user-{i}"), || i), i);
+        }
+        assert_eq!(map.len(), 10_000);
+        assert!(map.slots.len() >= 20_000, "at most half full");
+        for i in 0..10_000u32 {
+            assert_eq!(map.get(&format!("user-{i}")), Some(&i));
+        }
+        assert_eq!(map.get("user-10000"), None);
+        assert_eq!(map.get(""), None);
+        assert_eq!(*map.get_or_insert_with("user-7", || 0), 7, "an existing value is kept");
+        map.insert("user-7", 70);
+        assert_eq!((map.get("user-7"), map.len()), (Some(&70), 10_000));
+    }
+
+    #[test]
+    fn keys_that_share_slots_and_tags_are_told_apart_by_the_key() {
+        let mut map = CellMap::default();
+        // One hash for every key: one probe sequence, equal tags, wrapping past the last slot.
+        let hash = 0xdead_beef_0000_0007;
+        let keys = ["a", "b", "a-much-longer-user-id-than-fits-inline", "é"];
+        for (index, key) in keys.iter().enumerate() {
+            map.entries.push(Entry { key: CompactString::from(*key), value: index });
+            map.place(hash, index);
+        }
+        let first = FirstSlot { hash, slot: map.slots[hash as usize & map.mask()] };
+        for (index, key) in keys.iter().enumerate() {
+            assert_eq!(map.resolve(key, first), Some(&index), "{key}");
+        }
+        assert_eq!(map.resolve("c", first), None, "the probe ends at an empty slot");
+    }
+
+    #[test]
+    fn an_entry_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry<[u64; 5]>>(), 64);
+    }
+}
