@@ -108,6 +108,13 @@ async fn one_users_events_arrive_in_order_while_users_go_concurrently() {
     assert!((2..=8).contains(&max), "users delivered concurrently within the app's bound: {max} in flight");
 }
 
+async fn dead_letters(registry: &TestRegistry) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM callback_dead_letters")
+        .fetch_one(&registry.db.pool)
+        .await
+        .unwrap()
+}
+
 /// The notifier's `series` on its `/metrics` page, once it equals `value`.
 async fn wait_metric(notifier: &TestNotifier, series: &str, value: f64) {
     eventually(series, async || metric(&notifier.metrics().await, series) == value).await;
@@ -147,11 +154,7 @@ async fn a_dead_receiver_opens_the_circuit_one_probe_at_a_time_then_everything_g
     eventually("probes", async || receiver.attempts.load(Ordering::SeqCst) >= before + 30).await;
     assert_eq!(receiver.max_in_flight.load(Ordering::SeqCst), 1, "one probe at a time while down");
     assert!(receiver.accepted().is_empty());
-    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM callback_dead_letters")
-        .fetch_one(&registry.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(dead, 0, "an outage does not use up attempts");
+    assert_eq!(dead_letters(&registry).await, 0, "an outage does not use up attempts");
 
     receiver.failing.store(false, Ordering::SeqCst);
     receiver.wait_for_all(&events).await;
@@ -190,11 +193,7 @@ async fn a_lone_users_failures_that_open_the_circuit_are_the_outages_not_its_own
     let events = registry.events().await;
     wait_metric(&notifier, r#"notifier_circuit_open{app="default"}"#, 1.0).await;
     eventually("probes", async || receiver.attempts.load(Ordering::SeqCst) >= 6).await;
-    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM callback_dead_letters")
-        .fetch_one(&registry.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(dead, 0, "the outage used up the user's attempts");
+    assert_eq!(dead_letters(&registry).await, 0, "the outage used up the user's attempts");
 
     receiver.failing.store(false, Ordering::SeqCst);
     receiver.wait_for_all(&events).await;
@@ -285,14 +284,7 @@ async fn held_callbacks_are_dead_lettered_after_the_max_age_not_after_attempts()
     .await;
 
     let _clients = logins(&gateway, "u", 3, 1).await;
-    eventually("three dead letters", async || {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM callback_dead_letters")
-            .fetch_one(&registry.db.pool)
-            .await
-            .unwrap()
-            == 3
-    })
-    .await;
+    eventually("three dead letters", async || dead_letters(&registry).await == 3).await;
     let errors: Vec<String> = sqlx::query_scalar("SELECT last_error FROM callback_dead_letters")
         .fetch_all(&registry.db.pool)
         .await
