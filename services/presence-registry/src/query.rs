@@ -49,23 +49,21 @@ impl Registry {
         let local_partitions: Vec<u32> = local.iter().map(|i| partitions[*i]).collect();
         let remote_ids: Vec<String> = remote.iter().map(|i| std::mem::take(&mut user_ids[*i])).collect();
         let deadline = Instant::now() + FORWARD_DEADLINE;
-        let (here, there) = futures::join!(
-            async {
-                if local_ids.is_empty() {
-                    Ok((Vec::new(), u64::MAX))
-                } else {
-                    self.snapshot(Batch {
-                        app_id,
-                        user_ids: &local_ids,
-                        partitions: &local_partitions,
-                        tables: &tables,
-                        detail,
-                    })
-                    .await
-                }
-            },
-            self.peers.query(app_id, &remote_ids, detail, deadline)
-        );
+        // The peers' part first: its requests are on their way while this registry reads its own.
+        let (there, here) = futures::join!(self.peers.query(app_id, &remote_ids, detail, deadline), async {
+            if local_ids.is_empty() {
+                Ok((Vec::new(), u64::MAX))
+            } else {
+                self.snapshot(Batch {
+                    app_id,
+                    user_ids: &local_ids,
+                    partitions: &local_partitions,
+                    tables: &tables,
+                    detail,
+                })
+                .await
+            }
+        });
         let (here, here_seq) = here?;
         let there = there.map_err(|status| RegistryError::Peer(status.message().to_owned()))?;
         let mut results = vec![UserPresence::default(); user_ids.len()];
