@@ -3,8 +3,8 @@
 //! The snapshot is exact: each result reflects every event of the app up to `as_of_seq` and none
 //! after it. Users are read one by one without waiting in the common case: a user with no change
 //! in flight (its view readable, or else its lock free) holds every committed event, and its
-//! `applied_seq` tells whether it holds one newer than `as_of_seq`. If one does (the user changed while the
-//! query ran), the query reads again with every one of its users locked at once.
+//! `applied_seq` tells whether it holds one newer than `as_of_seq`. If one does (the user changed
+//! while the query ran), the query reads again with every one of its users locked at once.
 
 use std::{sync::Arc, time::Instant};
 

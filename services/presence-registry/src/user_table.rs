@@ -1,8 +1,10 @@
 //! Every known user's state, keyed by (app_id, user_id), each behind its own lock.
 //!
 //! One user's changes are serialised by that user's lock, held from the policy decision through
-//! the durable commit to the in-memory update; different users never wait for each other. No
-//! global lock: the table can later be partitioned by a hash of the key.
+//! the durable commit to the in-memory update; different users never wait for each other, but for
+//! a moment when a user is first seen (it is added to its partition's map of the app's users).
+//! Each user's presence is also published in a view (`user_view.rs`) that queries read without
+//! the lock.
 
 use std::{collections::HashMap, sync::Arc};
 
