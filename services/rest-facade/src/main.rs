@@ -3,7 +3,7 @@
 use rest_facade::{FacadeConfig, Shutdown};
 
 // Every request parses and writes JSON of up to 500 users: many short-lived allocations, which
-// mimalloc serves with 0.83x the CPU of glibc's malloc (docs/benchmarks.md, batch query).
+// mimalloc serves with 0.83x to 0.88x the CPU of glibc's malloc (docs/benchmarks.md, batch query).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
