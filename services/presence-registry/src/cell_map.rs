@@ -62,7 +62,7 @@ impl<V> CellMap<V> {
     }
 
     pub fn get(&self, key: &str) -> Option<&V> {
-        self.resolve(key, self.first_slot(key))
+        self.find(key, self.first_slot(key)).map(|index| &self.entries[index].value)
     }
 
     /// Hashes `key` and reads its first slot.
@@ -71,12 +71,8 @@ impl<V> CellMap<V> {
         FirstSlot { hash, slot: self.slots[hash as usize & self.mask()] }
     }
 
-    /// `key`'s value, from its [`FirstSlot`] (taken from this map, unchanged since).
-    fn resolve(&self, key: &str, first: FirstSlot) -> Option<&V> {
-        self.resolve_index(key, first).map(|index| &self.entries[index].value)
-    }
-
-    fn resolve_index(&self, key: &str, first: FirstSlot) -> Option<usize> {
+    /// The index of `key`'s entry, probing from its [`FirstSlot`].
+    fn find(&self, key: &str, first: FirstSlot) -> Option<usize> {
         let tag = first.hash >> 32;
         let mut at = first.hash as usize & self.mask();
         let mut slot = first.slot;
@@ -96,7 +92,7 @@ impl<V> CellMap<V> {
     /// `key`'s value, inserted with `make` if absent.
     pub fn get_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &V {
         let first = self.first_slot(key);
-        if let Some(found) = self.resolve_index(key, first) {
+        if let Some(found) = self.find(key, first) {
             return &self.entries[found].value;
         }
         if (self.entries.len() + 1) * 2 > self.slots.len() {
@@ -110,7 +106,7 @@ impl<V> CellMap<V> {
 
     /// Inserts or replaces `key`'s value.
     pub fn insert(&mut self, key: &str, value: V) {
-        match self.resolve_index(key, self.first_slot(key)) {
+        match self.find(key, self.first_slot(key)) {
             Some(found) => self.entries[found].value = value,
             None => {
                 self.get_or_insert_with(key, || value);
@@ -170,9 +166,9 @@ mod tests {
         }
         let first = FirstSlot { hash, slot: map.slots[hash as usize & map.mask()] };
         for (index, key) in keys.iter().enumerate() {
-            assert_eq!(map.resolve(key, first), Some(&index), "{key}");
+            assert_eq!(map.find(key, first), Some(index), "{key}");
         }
-        assert_eq!(map.resolve("c", first), None, "the probe ends at an empty slot");
+        assert_eq!(map.find("c", first), None, "the probe ends at an empty slot");
     }
 
     #[test]
