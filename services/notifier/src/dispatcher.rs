@@ -231,8 +231,8 @@ impl Dispatcher {
     /// Dead-lettering: failed attempts count toward `max_attempts` except those that blamed the
     /// receiver once its circuit opens (failed probes, and the failures that opened it: they say
     /// the receiver is down, not that this event is bad), so an outage alone never dead-letters
-    /// when `max_attempts >= failures_to_open`; `max_age` counts from the first failure or the first wait at an open
-    /// circuit, whichever came first, and bounds both.
+    /// when `max_attempts >= failures_to_open`; `max_age` counts from the first failure or the
+    /// first wait at an open circuit, whichever came first, and bounds both.
     async fn settle(&self, callback: &Callback) -> Outcome {
         let app = self.app(&callback.app_id);
         let label = app.label.as_str();

@@ -81,9 +81,7 @@ impl<'a> UserPresenceJson<'a> {
             user_version: p.user_version,
         }
     }
-}
 
-impl UserPresenceJson<'_> {
     /// Appends this result's JSON to `out`: the bytes serde writes (a test holds the two
     /// equal), without escaping field names and fixed values on every one of 500 results.
     pub fn write_json(&self, out: &mut Vec<u8>) {

@@ -66,13 +66,14 @@ pub async fn query(
     body.user_ids.iter().try_for_each(|id| check_user_id(id))?;
     let reply = state.registry.query(app.id(), body.user_ids, body.detail).await?;
     let results: Vec<_> = reply.results.iter().map(|p| UserPresenceJson::new(p, body.detail)).collect();
-    Ok(json_bytes_response(QueryResponse { results, as_of_seq: reply.as_of_seq }.to_json(body.detail)))
+    Ok(json_bytes_response(QueryResponse { results, as_of_seq: reply.as_of_seq }.to_json()))
 }
 
 impl QueryResponse<'_> {
     /// The JSON serde writes for it (a test holds the two equal), written by hand: the answer
     /// every app backend asks for most, with up to 500 results.
-    fn to_json(&self, detail: bool) -> Vec<u8> {
+    fn to_json(&self) -> Vec<u8> {
+        let detail = self.results.iter().any(|result| result.devices.is_some());
         let mut out = Vec::with_capacity(self.results.len() * RESULT_JSON_BYTES * if detail { 3 } else { 1 });
         out.extend_from_slice(b"{\"results\":[");
         for (i, result) in self.results.iter().enumerate() {
@@ -131,7 +132,7 @@ mod tests {
                 as_of_seq: 9_007_199_254_740_993,
             };
             let by_serde = serde_json::to_vec(&answer).unwrap();
-            assert_eq!(String::from_utf8_lossy(&answer.to_json(detail)), String::from_utf8_lossy(&by_serde));
+            assert_eq!(String::from_utf8_lossy(&answer.to_json()), String::from_utf8_lossy(&by_serde));
         }
     }
 }
