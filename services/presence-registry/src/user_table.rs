@@ -15,7 +15,7 @@ use presence_proto::v1::UserPresence;
 use tokio::sync::Mutex;
 
 use crate::{
-    cell_map::CellMap,
+    cell_map::{CellMap, Hashed},
     user_state::UserState,
     user_view::UserView,
     watchers::{Watcher, Watchers},
@@ -95,12 +95,32 @@ impl AppUsers {
 pub struct UsersReader<'a>(RwLockReadGuard<'a, Cells>);
 
 impl UsersReader<'_> {
+    /// Where [`UsersReader::presence`] looks for the user.
+    pub fn hashed(&self, user_id: &str) -> Hashed {
+        self.0.hashed(user_id)
+    }
+
+    /// Starts loading what a look-up of the user reads first; see [`CellMap::prefetch_slot`].
+    pub fn prefetch_slot(&self, hashed: Hashed) {
+        self.0.prefetch_slot(hashed);
+    }
+
+    /// Then what it reads second; see [`CellMap::prefetch_entry`].
+    pub fn prefetch_entry(&self, hashed: Hashed) {
+        self.0.prefetch_entry(hashed);
+    }
+
     /// The user's presence for a query (without `user_id`) and the feed `seq` of its last applied
     /// event, if the registry knows the user and no change of it is in flight; else (`Err`) the
     /// cell, to wait for. Most users are answered from their view, without touching the cell: a
     /// batch query reads each user once, and every touch of a cold cell is a cache miss.
-    pub fn presence(&self, user_id: &str, detail: bool) -> Option<Result<(u64, UserPresence), UserCell>> {
-        let entry = self.0.get(user_id)?;
+    pub fn presence(
+        &self,
+        user_id: &str,
+        hashed: Hashed,
+        detail: bool,
+    ) -> Option<Result<(u64, UserPresence), UserCell>> {
+        let entry = self.0.get_hashed(user_id, hashed)?;
         if let Some(summary) = entry.view.read().filter(|_| !detail) {
             return Some(Ok((summary.applied_seq, summary.presence())));
         }
