@@ -5,10 +5,16 @@ use connection_gateway::{GatewayConfig, Shutdown};
 fn main() -> anyhow::Result<()> {
     // Read first: the runtime's size is part of the configuration.
     let config: GatewayConfig = presence_common::config::from_env()?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.worker_threads {
-        runtime.worker_threads(threads.max(1));
-    }
+    let mut runtime = match config.worker_threads {
+        // One thread: the scheduler without work stealing, which costs less per wake-up.
+        Some(threads) if threads <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            runtime.worker_threads(threads);
+            runtime
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all().build()?.block_on(run(config))
 }
 

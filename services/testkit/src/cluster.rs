@@ -123,6 +123,8 @@ impl Cluster {
                 ("GATEWAY_LISTEN_ADDR", listen.to_string()),
                 ("GATEWAY_WS_LISTEN_ADDR", "off".to_owned()),
                 ("GATEWAY_METRICS_ADDR", admin.to_string()),
+                // One thread, as several gateways on a small box run (the single-threaded scheduler).
+                ("GATEWAY_WORKER_THREADS", "1".to_owned()),
             ],
         );
         gateway.wait_healthy().await;
