@@ -47,31 +47,38 @@ for i in range(n):
 PY
 mget_keys=$(python3 -c "import random; print(' '.join(f'q{random.randrange($USERS)}' for _ in range(500)))")
 mget_random_keys=$(python3 -c "print(' '.join(['r__rand_int__'] * 500))")
-# The server's CPU per query, robust to what else the machine runs (a shared host steals time):
-# cpu_per_query FILE CPU_S_BEFORE CPU_S_AFTER adds server_cpu_us (per query) to FILE's JSON.
+# The server's CPU per query, robust to what else the machine runs (a shared host steals time),
+# and the client's (the load generator shares the cores: with a server that cost nothing, the
+# cores would carry at most cores / client CPU queries per second):
+# cpu_per_query FILE CPU_S_BEFORE CPU_S_AFTER MARK_BEFORE MARK_AFTER adds server_cpu_us and
+# client_cpu_us (per query) to FILE's JSON; the marks are bench_cpu_mark's (this shell's children).
 cpu_per_query() {
-  python3 - "$@" <<'PY'
+  python3 - "$@" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-path, before, after = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+path, before, after, m0, m1, hz = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6])
 d = json.load(open(path))
 d["server_cpu_us"] = (after - before) * 1e6 / max(d["queries"], 1)
+d["client_cpu_us"] = (float(m1.split()[3]) - float(m0.split()[3])) / hz * 1e6 / max(d["queries"], 1)
 json.dump(d, open(path, "w"))
 PY
 }
 services_cpu_s() { for name in "$@"; do bench_cpu_s "$name"; done | paste -sd+ | bc; }
 pgrep -o -x redis-server >"$OUT/redis-server.pid"
 redis_mget() { # OUT_NAME ARGS...: queries/s of redis-benchmark's MGET, and redis-server's CPU per MGET
-  local name=$1 c0; shift
-  c0=$(bench_cpu_s redis-server)
-  redis-benchmark -n 20000 -c 16 --csv "$@" 2>/dev/null | tail -n 1 | cut -d, -f2 | tr -d '"' \
+  local name=$1 c0 m0 m1; shift
+  c0=$(bench_cpu_s redis-server); bench_cpu_mark m0
+  redis-benchmark -n 20000 -c 16 --csv "$@" 2>/dev/null >"$OUT/query-$name-$run.csv"
+  bench_cpu_mark m1
+  tail -n 1 "$OUT/query-$name-$run.csv" | cut -d, -f2 | tr -d '"' \
     | python3 -c "import json,sys; print(json.dumps({'queries_per_s': float(sys.stdin.read() or 0), 'queries': 20000}))" >"$OUT/query-$name-$run.json"
-  cpu_per_query "$OUT/query-$name-$run.json" "$c0" "$(bench_cpu_s redis-server)"
+  cpu_per_query "$OUT/query-$name-$run.json" "$c0" "$(bench_cpu_s redis-server)" "$m0" "$m1"
 }
 saturate() { # VIA SERVICES...: a closed-loop run over VIA, with the CPU per query of SERVICES
-  local via=$1 c0 file="$OUT/query-$1-sat-$run.json"; shift
-  c0=$(services_cpu_s "$@")
+  local via=$1 c0 m0 m1 file="$OUT/query-$1-sat-$run.json"; shift
+  c0=$(services_cpu_s "$@"); bench_cpu_mark m0
   "$QB" --via "$via" --users "$USERS" --seconds "$SECONDS_EACH" --concurrency 16 >"$file"
-  cpu_per_query "$file" "$c0" "$(services_cpu_s "$@")"
+  bench_cpu_mark m1
+  cpu_per_query "$file" "$c0" "$(services_cpu_s "$@")" "$m0" "$m1"
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -93,18 +100,22 @@ redis=$(med redis 'd["queries_per_s"]')
 redis_random=$(med redis-random 'd["queries_per_s"]')
 redis_cpu=$(med redis-random 'd["server_cpu_us"]')
 ratio() { printf '%.2f' "$(echo "scale=4; $1 / $2" | bc)"; }
+cores=$(nproc)
+# ceiling KEY: queries/s the cores would carry with a server that cost nothing (client CPU only).
+ceiling() { printf '%.0f' "$(echo "scale=4; $cores * 1000000 / $(med "$1" 'd["client_cpu_us"]')" | bc)"; }
 row() { # label key
   local sat cpu; sat=$(med "$2-sat" 'd["queries_per_s"]'); cpu=$(med "$2-sat" 'd["server_cpu_us"]')
-  echo "| $1 | $sat | $(ratio "$sat" "$redis") | $(ratio "$sat" "$redis_random") | $cpu | $(ratio "$redis_cpu" "$cpu") | $(med "$2-1k" 'd["latency"]["p50_ms"]') | $(med "$2-1k" 'd["latency"]["p99_ms"]') | $(med "$2-1k" 'd["queries_per_s"]') |"
+  echo "| $1 | $sat | $(ratio "$sat" "$redis") | $(ratio "$sat" "$redis_random") | $cpu | $(ratio "$redis_cpu" "$cpu") | $(med "$2-sat" 'd["client_cpu_us"]') | $(ratio "$(ceiling "$2-sat")" "$redis") | $(med "$2-1k" 'd["latency"]["p50_ms"]') | $(med "$2-1k" 'd["latency"]["p99_ms"]') | $(med "$2-1k" 'd["queries_per_s"]') |"
 }
 cat <<TABLE
 
 Query of 500 users: medians of $RUNS runs of ${SECONDS_EACH}s; $USERS known users, $ONLINE online ($(nproc) cores)
 registry restored $USERS users in ${restore_s}s; registry RSS ${registry_rss_mib} MiB
-| via | saturation queries/s (16 in flight) | vs Redis MGET 500 | vs Redis MGET 500 random | server CPU µs/query | Redis's CPU / ours | p50 ms @1k/s | p99 ms @1k/s | achieved /s |
-|---|---|---|---|---|---|---|---|---|
+| via | saturation queries/s (16 in flight) | vs Redis MGET 500 | vs Redis MGET 500 random | server CPU µs/query | Redis's CPU / ours | client CPU µs/query | with a free server, at most (vs Redis MGET 500) | p50 ms @1k/s | p99 ms @1k/s | achieved /s |
+|---|---|---|---|---|---|---|---|---|---|---|
 $(row gRPC grpc)
-$( [[ $have_facade == 1 ]] && row REST rest || echo "| REST | (facade not built) | | | | | | | |")
-| Redis MGET 500 keys (the same each time) | $redis | 1.00 | $(ratio "$redis" "$redis_random") | $(med redis 'd["server_cpu_us"]') | - | - | - | - |
-| Redis MGET 500 random keys | $redis_random | $(ratio "$redis_random" "$redis") | 1.00 | $redis_cpu | 1.00 | - | - | - |
+$( [[ $have_facade == 1 ]] && row REST rest || echo "| REST | (facade not built) | | | | | | | | | |")
+| Redis MGET 500 keys (the same each time) | $redis | 1.00 | $(ratio "$redis" "$redis_random") | $(med redis 'd["server_cpu_us"]') | - | $(med redis 'd["client_cpu_us"]') | $(ratio "$(ceiling redis)" "$redis") | - | - | - |
+| Redis MGET 500 random keys | $redis_random | $(ratio "$redis_random" "$redis") | 1.00 | $redis_cpu | 1.00 | $(med redis-random 'd["client_cpu_us"]') | $(ratio "$(ceiling redis-random)" "$redis") | - | - | - |
+"with a free server, at most": $cores cores / the client's CPU per query, as a ratio to Redis MGET 500's rate.
 TABLE
