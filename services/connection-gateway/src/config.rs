@@ -60,9 +60,9 @@ pub struct GatewayConfig {
     /// Most open device connections. Default: the file-descriptor limit minus 256.
     #[serde(rename = "gateway_max_connections", default)]
     pub max_connections: Option<usize>,
-    /// Runtime worker threads. Default: one per core. Several gateway processes on one port
-    /// (SO_REUSEPORT) with one thread each spend less CPU per heartbeat than threads that wake
-    /// each other (docs/benchmarks.md, section 2).
+    /// Runtime worker threads. Default: one per core; 1 (or 0) runs the single-threaded
+    /// scheduler. Several gateway processes on one port (SO_REUSEPORT) with one thread each spend
+    /// less CPU per heartbeat than threads that wake each other (docs/benchmarks.md, section 2).
     #[serde(rename = "gateway_worker_threads", default)]
     pub worker_threads: Option<usize>,
     /// Seconds between returns of freed heap memory to the system (`malloc_trim`, glibc only);
