@@ -198,7 +198,8 @@ impl RegistryRouter {
     /// Status of `user_ids` of one app, from whichever registries own them: one call per owner,
     /// concurrently, merged in request order. Parts refused as not the owner's (the map moved)
     /// are re-routed until `deadline`. `as_of_seq` is the smallest of the parts': every event up
-    /// to it is reflected (later ones may be too).
+    /// to it is reflected (later ones may be too). Results come without `user_id` (the registries
+    /// are asked to leave it out): the caller holds the ids, in the same order.
     pub async fn query(
         &self,
         app_id: &str,
@@ -209,7 +210,12 @@ impl RegistryRouter {
         // One registry serves every partition (the usual deployment): it gets the query as it
         // came, without hashing each id to find owners.
         if let Some(addr) = self.sole_owner() {
-            let request = QueryRequest { app_id: app_id.to_owned(), user_ids: user_ids.to_vec(), detail };
+            let request = QueryRequest {
+                app_id: app_id.to_owned(),
+                user_ids: user_ids.to_vec(),
+                detail,
+                without_user_ids: true,
+            };
             match self.query_one(&addr, request, deadline).await {
                 Ok(reply) if reply.results.len() == user_ids.len() => return Ok(reply),
                 Ok(_) => return Err(tonic::Status::internal("a registry answered a query partly")),
@@ -235,6 +241,7 @@ impl RegistryRouter {
                     app_id: app_id.to_owned(),
                     user_ids: indexes.iter().map(|i| user_ids[*i].clone()).collect(),
                     detail,
+                    without_user_ids: true,
                 };
                 async move { (self.query_one(addr, request, deadline).await, indexes) }
             });

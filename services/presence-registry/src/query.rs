@@ -71,7 +71,7 @@ impl Registry {
         for (i, presence) in local.into_iter().zip(named(here, local_ids)) {
             results[i] = presence;
         }
-        for (i, presence) in remote.into_iter().zip(there.results) {
+        for (i, presence) in remote.into_iter().zip(named(there.results, remote_ids)) {
             results[i] = presence;
         }
         Ok((results, here_seq.min(there.as_of_seq)))
@@ -246,7 +246,8 @@ fn read_views(batch: Batch<'_>) -> Result<Views, RegistryError> {
     Ok(views)
 }
 
-/// `results` with the query's ids moved in (snapshots leave `user_id` empty, so no id is copied).
+/// `results` with the query's ids moved in (snapshots and peers leave `user_id` empty, so no id
+/// is copied).
 fn named(mut results: Vec<UserPresence>, user_ids: Vec<String>) -> Vec<UserPresence> {
     for (result, id) in results.iter_mut().zip(user_ids) {
         result.user_id = id;

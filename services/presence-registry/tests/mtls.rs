@@ -121,7 +121,12 @@ async fn query_over(endpoint: Endpoint, limit: Duration) -> Result<QueryReply, S
     let attempt = async {
         let channel =
             endpoint.connect_timeout(limit).connect().await.map_err(|e| format!("connect: {e:?}"))?;
-        let request = QueryRequest { app_id: "default".into(), user_ids: vec!["alice".into()], detail: true };
+        let request = QueryRequest {
+            app_id: "default".into(),
+            user_ids: vec!["alice".into()],
+            detail: true,
+            ..Default::default()
+        };
         let token = CallerToken::new(Some(&testkit::internal_token(Role::Facade, "mtls-test"))).unwrap();
         PresenceRegistryClient::with_interceptor(channel, token)
             .query(request)

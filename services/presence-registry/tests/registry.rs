@@ -6,7 +6,8 @@
 use std::{collections::HashSet, time::Duration};
 
 use presence_proto::v1::{
-    EventAction, EventReason, KickRequest, Platform, PresenceStatus, QueryRequest, SubscribeRequest,
+    EventAction, EventReason, KickRequest, Platform, PresenceStatus, QueryReply, QueryRequest,
+    SubscribeRequest,
 };
 use testkit::{WAIT, eventually, inprocess::*};
 
@@ -182,7 +183,7 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
     let ids: Vec<String> = (0..500).rev().map(|i| format!("u{i}")).collect();
     let mut api = registry.api().await;
     let reply = api
-        .query(QueryRequest { app_id: "default".into(), user_ids: ids.clone(), detail: false })
+        .query(QueryRequest { app_id: "default".into(), user_ids: ids.clone(), ..Default::default() })
         .await
         .expect("query")
         .into_inner();
@@ -195,15 +196,30 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
         assert_eq!(result.status(), expected, "{id}");
         assert!(result.devices.is_empty(), "no detail asked");
     }
+    // The caller that holds the ids (the facade) gets the same answer without them.
+    let without = api
+        .query(QueryRequest {
+            app_id: "default".into(),
+            user_ids: ids.clone(),
+            without_user_ids: true,
+            ..Default::default()
+        })
+        .await
+        .expect("query without ids")
+        .into_inner();
+    assert!(without.results.iter().all(|r| r.user_id.is_empty()), "ids left out");
+    let statuses =
+        |reply: &QueryReply| reply.results.iter().map(|r| (r.status(), r.user_version)).collect::<Vec<_>>();
+    assert_eq!(statuses(&without), statuses(&reply));
 
     let too_many: Vec<String> = (0..501).map(|i| format!("u{i}")).collect();
     let err = api
-        .query(QueryRequest { app_id: "default".into(), user_ids: too_many, detail: false })
+        .query(QueryRequest { app_id: "default".into(), user_ids: too_many, ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = api
-        .query(QueryRequest { app_id: "nope".into(), user_ids: vec!["u1".into()], detail: false })
+        .query(QueryRequest { app_id: "nope".into(), user_ids: vec!["u1".into()], ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);

@@ -59,10 +59,16 @@ impl RegistryClient {
         detail: bool,
     ) -> Result<QueryReply, ApiError> {
         let deadline = Instant::now() + self.timeout;
-        self.router
+        let mut reply = self
+            .router
             .query(app_id, &user_ids, detail, deadline)
             .await
-            .map_err(|status| ApiError::from_status(&status))
+            .map_err(|status| ApiError::from_status(&status))?;
+        // The registries leave the ids out; the request's are moved in, not copied.
+        for (result, user_id) in reply.results.iter_mut().zip(user_ids) {
+            result.user_id = user_id;
+        }
+        Ok(reply)
     }
 
     /// Kicks the user's devices on `platforms` (empty: all of them), at the user's registry.

@@ -94,6 +94,7 @@ where
                         app_id: "default".into(),
                         user_ids: vec!["alice".into()],
                         detail: true,
+                        ..Default::default()
                     })
                     .await
                     .map(drop),

@@ -71,7 +71,13 @@ impl Target {
     async fn query(&mut self, args: &Args, query: &Prepared) -> Result<usize, String> {
         match self {
             Target::Grpc(client) => client
-                .query(QueryRequest { app_id: args.app.clone(), user_ids: query.ids.clone(), detail: false })
+                // As the facade asks (it holds the ids): results without them.
+                .query(QueryRequest {
+                    app_id: args.app.clone(),
+                    user_ids: query.ids.clone(),
+                    detail: false,
+                    without_user_ids: true,
+                })
                 .await
                 .map(|r| r.into_inner().results.len())
                 .map_err(|e| e.code().to_string()),

@@ -67,11 +67,14 @@ impl PresenceRegistry for PresenceApi {
         Caller::require(&request, Role::Facade)?;
         let forwarded = presence_common::registry_router::is_forwarded(&request);
         let req = request.into_inner();
-        let (results, as_of_seq) = if forwarded {
+        let (mut results, as_of_seq) = if forwarded {
             self.registry.query_here(&req.app_id, req.user_ids, req.detail).await?
         } else {
             self.registry.query(&req.app_id, req.user_ids, req.detail).await?
         };
+        if req.without_user_ids {
+            results.iter_mut().for_each(|result| result.user_id.clear());
+        }
         Ok(Response::new(QueryReply { results, as_of_seq }))
     }
 

@@ -127,6 +127,7 @@ impl TestRegistry {
                 app_id: "default".into(),
                 user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
                 detail: true,
+                without_user_ids: false,
             })
             .await
             .expect("query")
