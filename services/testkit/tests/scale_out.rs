@@ -278,3 +278,44 @@ async fn subscribers_converge_after_a_registry_failover() {
     let still: Vec<_> = seen.iter().filter(|(_, status)| *status != "offline").collect();
     assert!(converged.is_ok(), "the subscriber did not converge; still online: {still:?}");
 }
+
+/// A query through any one registry answers for users of every registry's partitions, in the
+/// order asked: the asked registry forwards the others' parts and puts their ids back when it
+/// asked for results without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_through_any_registry_answers_for_every_partition_in_order() {
+    use presence_common::internal_auth::Role;
+    use presence_proto::v1::{PresenceStatus, QueryRequest};
+
+    let cluster = Cluster::start(3, 1).await;
+    let gateway = cluster.gateways[0].1;
+    // 60 users over the 64 partitions of 3 registries; every third one online.
+    let users: Vec<String> = (0..60).map(|i| format!("q{i}")).collect();
+    let mut online = Vec::new();
+    for user in users.iter().step_by(3) {
+        online.push(cluster.login_retrying(gateway, user, "d").await.0);
+    }
+    let asked: Vec<String> = users.iter().rev().cloned().collect();
+    for registry in &cluster.registries {
+        let mut api = testkit::internal::api_as(&registry.url, Role::Facade, "scale-out-query").await;
+        for without_user_ids in [false, true] {
+            let request = QueryRequest {
+                app_id: "default".into(),
+                user_ids: asked.clone(),
+                without_user_ids,
+                ..Default::default()
+            };
+            let reply = api.query(request).await.expect("query").into_inner();
+            assert_eq!(reply.results.len(), asked.len(), "via {}", registry.name);
+            for (result, id) in reply.results.iter().zip(&asked) {
+                let expected_id = if without_user_ids { "" } else { id.as_str() };
+                assert_eq!(result.user_id, expected_id, "via {}", registry.name);
+                let n: usize = id[1..].parse().expect("q<n>");
+                let expected =
+                    if n.is_multiple_of(3) { PresenceStatus::Online } else { PresenceStatus::Offline };
+                assert_eq!(result.status(), expected, "{id} via {}", registry.name);
+            }
+        }
+    }
+    drop(online);
+}
