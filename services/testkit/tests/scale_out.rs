@@ -4,7 +4,7 @@
 //! After each run the whole history is checked: every LoginOk has its event, each app's feed is
 //! gap-free, every user's `user_version` rises by one per event, no user ever had two devices
 //! online (the default policy), no login waited past the gateway's bound, and every event reached
-//! the app backend.
+//! the app backend. A query through any one registry answers for all of them.
 
 use std::{
     collections::{HashMap, HashSet},
