@@ -90,7 +90,7 @@ impl<V> CellMap<V> {
     pub fn prefetch_entry(&self, hashed: Hashed) {
         let slot = self.slots[hashed.0 as usize & self.mask()];
         if slot != EMPTY
-            && let Some(entry) = self.entries.get((slot & u64::from(u32::MAX)) as usize - 1)
+            && let Some(entry) = self.entries.get(entry_index(slot))
         {
             prefetch(entry);
         }
@@ -114,7 +114,7 @@ impl<V> CellMap<V> {
             if slot == EMPTY {
                 return None;
             }
-            let index = (slot & u64::from(u32::MAX)) as usize - 1;
+            let index = entry_index(slot);
             if slot >> 32 == tag && self.entries.get(index).is_some_and(|entry| entry.key == key) {
                 return Some(index);
             }
@@ -164,6 +164,11 @@ impl<V> CellMap<V> {
             self.place(hash, index);
         }
     }
+}
+
+/// The entry a non-empty slot points to.
+fn entry_index(slot: u64) -> usize {
+    (slot & u64::from(u32::MAX)) as usize - 1
 }
 
 /// Asks the CPU to start loading `item`'s cache line: a hint, which changes no result.

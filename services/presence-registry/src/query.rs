@@ -192,8 +192,9 @@ struct Views {
     busy: Vec<(usize, UserCell)>,
 }
 
-/// Users between a look-up's prefetch and the look-up: enough for the prefetched lines to arrive
-/// (a few hundred ns), few enough that they are still in cache.
+/// Users between the prefetch of a user's entry and its look-up (its slot is prefetched twice as
+/// far ahead): enough for the lines to arrive (a few hundred ns), few enough that they are still
+/// in cache.
 const PREFETCH_AHEAD: usize = 8;
 
 /// Reads the batch's users from their views, without waiting. Every partition map the batch
@@ -206,19 +207,20 @@ fn read_views(batch: Batch<'_>) -> Result<Views, RegistryError> {
     let Batch { app_id, user_ids, partitions, tables, detail } = batch;
     let mut order: Vec<usize> = (0..user_ids.len()).collect();
     order.sort_unstable_by_key(|i| partitions[*i]);
-    let mut apps = Vec::new();
+    // The app's users of each partition in `order`, and how many of the batch's users are there.
+    let mut groups = Vec::new();
     for group in order.chunk_by(|a, b| partitions[*a] == partitions[*b]) {
         let p = partitions[group[0]];
         let Some(partition) = &tables[&p] else { return Err(RegistryError::NotOwner(p)) };
-        apps.push((partition.users.app_users(app_id), group.len()));
+        groups.push((partition.users.app_users(app_id), group.len()));
     }
     let readers: Vec<Option<UsersReader<'_>>> =
-        apps.iter().map(|(users, _)| users.as_deref().map(AppUsers::reader)).collect();
+        groups.iter().map(|(users, _)| users.as_deref().map(AppUsers::reader)).collect();
     // Each user in `order`, with its partition's reader and its hash (none if the app has no
     // user in that partition).
     let located: Vec<Option<(&UsersReader<'_>, Hashed)>> = readers
         .iter()
-        .zip(&apps)
+        .zip(&groups)
         .flat_map(|(reader, (_, len))| std::iter::repeat_n(reader.as_ref(), *len))
         .zip(&order)
         .map(|(reader, &i)| reader.map(|r| (r, r.hashed(&user_ids[i]))))

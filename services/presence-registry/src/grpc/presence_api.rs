@@ -72,6 +72,7 @@ impl PresenceRegistry for PresenceApi {
         } else {
             self.registry.query(&req.app_id, req.user_ids, req.detail).await?
         };
+        // The caller holds the ids: none go back on the wire.
         if req.without_user_ids {
             results.iter_mut().for_each(|result| result.user_id.clear());
         }
