@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod device;
+pub mod query_wire;
 pub mod shards;
 pub mod stats;
 pub mod wire;
