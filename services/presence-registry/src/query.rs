@@ -205,8 +205,7 @@ const PREFETCH_AHEAD: usize = 8;
 /// misses of several users are in flight at once.
 fn read_views(batch: Batch<'_>) -> Result<Views, RegistryError> {
     let Batch { app_id, user_ids, partitions, tables, detail } = batch;
-    let mut order: Vec<usize> = (0..user_ids.len()).collect();
-    order.sort_unstable_by_key(|i| partitions[*i]);
+    let order = by_partition(partitions, tables.0.len());
     // The app's users of each partition in `order`, and how many of the batch's users are there.
     let mut groups = Vec::new();
     for group in order.chunk_by(|a, b| partitions[*a] == partitions[*b]) {
@@ -248,6 +247,24 @@ fn read_views(batch: Batch<'_>) -> Result<Views, RegistryError> {
     Ok(views)
 }
 
+/// The positions of `partitions`, grouped by partition in partition order (each of them below
+/// `count`): a counting sort, as the partitions are few.
+fn by_partition(partitions: &[u32], count: usize) -> Vec<usize> {
+    let mut starts = vec![0usize; count + 1];
+    for &p in partitions {
+        starts[p as usize + 1] += 1;
+    }
+    for p in 0..count {
+        starts[p + 1] += starts[p];
+    }
+    let mut order = vec![0; partitions.len()];
+    for (i, &p) in partitions.iter().enumerate() {
+        order[starts[p as usize]] = i;
+        starts[p as usize] += 1;
+    }
+    order
+}
+
 /// `results` with the query's ids moved in (snapshots and peers leave `user_id` empty, so no id
 /// is copied).
 fn named(mut results: Vec<UserPresence>, user_ids: Vec<String>) -> Vec<UserPresence> {
@@ -277,5 +294,19 @@ impl std::ops::Index<&u32> for PartitionMap {
     fn index(&self, p: &u32) -> &Option<Arc<Partition>> {
         // Every partition of the query was looked up when the map was built.
         self.0.get(*p as usize).and_then(Option::as_ref).unwrap_or(&None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::by_partition;
+
+    #[test]
+    fn positions_are_grouped_by_partition_in_order() {
+        let partitions = [3, 0, 7, 3, 3, 1, 0, 7, 6];
+        let order = by_partition(&partitions, 8);
+        assert_eq!(order, [1, 6, 5, 0, 3, 4, 8, 2, 7]);
+        assert_eq!(by_partition(&[], 8), Vec::<usize>::new());
+        assert_eq!(by_partition(&[0, 0], 1), [0, 1]);
     }
 }
