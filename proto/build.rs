@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, ["."])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("presence_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Every service decodes with `codec::SliceCodec` (prost's, reading from a slice: see there).
+    tonic_prost_build::configure().codec_path("crate::codec::SliceCodec").compile_fds(fds)?;
     Ok(())
 }

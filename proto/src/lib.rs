@@ -8,9 +8,11 @@
 //! - [`limits`]: the size limits every service checks (id and token lengths, page sizes).
 //! - [`partition`]: the stable hash that assigns each user to a registry partition.
 //! - [`callback_signature`]: how callbacks are signed and verified.
+//! - [`codec`]: the gRPC codec of the generated services (prost's, decoding from a slice).
 //! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
 
 pub mod callback_signature;
+pub mod codec;
 pub mod codes;
 pub mod framing;
 pub mod internal_token;
