@@ -202,67 +202,59 @@ const PREFETCH_AHEAD: usize = 8;
 /// first login waiting between them cannot deadlock), and the loop over the users takes no lock:
 /// an atomic operation per partition would keep the CPU from overlapping one user's cache misses
 /// with the next's. Each user's slot and entry are prefetched ahead of its look-up, so that the
-/// misses of several users are in flight at once.
+/// misses of several users are in flight at once. Users are read in the batch's order, so each
+/// result is built once, in its place.
 fn read_views(batch: Batch<'_>) -> Result<Views, RegistryError> {
     let Batch { app_id, user_ids, partitions, tables, detail } = batch;
-    let order = by_partition(partitions, tables.0.len());
-    // The app's users of each partition in `order`, and how many of the batch's users are there.
-    let mut groups = Vec::new();
-    for group in order.chunk_by(|a, b| partitions[*a] == partitions[*b]) {
-        let p = partitions[group[0]];
-        let Some(partition) = &tables[&p] else { return Err(RegistryError::NotOwner(p)) };
-        groups.push((partition.users.app_users(app_id), group.len()));
+    // The app's users of each partition the batch touches, in partition order (`tables` may hold
+    // more: those of the rest of a query, asked of other registries).
+    let mut touched = vec![false; tables.0.len()];
+    for &p in partitions {
+        if let Some(touched) = touched.get_mut(p as usize) {
+            *touched = true;
+        }
     }
-    let readers: Vec<Option<UsersReader<'_>>> =
-        groups.iter().map(|(users, _)| users.as_deref().map(AppUsers::reader)).collect();
-    // Each user in `order`, with its partition's reader and its hash (none if the app has no
-    // user in that partition).
-    let located: Vec<Option<(&UsersReader<'_>, Hashed)>> = readers
+    let mut app_users = Vec::new();
+    for (p, _) in touched.iter().enumerate().filter(|(_, touched)| **touched) {
+        let Some(partition) = &tables[&(p as u32)] else { return Err(RegistryError::NotOwner(p as u32)) };
+        app_users.push((p, partition.users.app_users(app_id)));
+    }
+    let readers: Vec<(usize, Option<UsersReader<'_>>)> =
+        app_users.iter().map(|(p, users)| (*p, users.as_deref().map(AppUsers::reader))).collect();
+    let mut reader_of: Vec<Option<&UsersReader<'_>>> = vec![None; tables.0.len()];
+    for (p, reader) in &readers {
+        reader_of[*p] = reader.as_ref();
+    }
+    // Each user's partition reader and hash (none if the app has no user in that partition).
+    let located: Vec<Option<(&UsersReader<'_>, Hashed)>> = user_ids
         .iter()
-        .zip(&groups)
-        .flat_map(|(reader, (_, len))| std::iter::repeat_n(reader.as_ref(), *len))
-        .zip(&order)
-        .map(|(reader, &i)| reader.map(|r| (r, r.hashed(&user_ids[i]))))
+        .zip(partitions)
+        .map(|(id, p)| reader_of.get(*p as usize).copied().flatten().map(|r| (r, r.hashed(id))))
         .collect();
 
     let unknown = UserState::default().presence("", detail);
-    let mut views = Views { results: vec![unknown; user_ids.len()], newest: 0, busy: Vec::new() };
-    for (k, &i) in order.iter().enumerate() {
-        if let Some(Some((reader, hashed))) = located.get(k + 2 * PREFETCH_AHEAD) {
+    let mut views = Views { results: Vec::with_capacity(user_ids.len()), newest: 0, busy: Vec::new() };
+    for (i, user_id) in user_ids.iter().enumerate() {
+        if let Some(Some((reader, hashed))) = located.get(i + 2 * PREFETCH_AHEAD) {
             reader.prefetch_slot(*hashed);
         }
-        if let Some(Some((reader, hashed))) = located.get(k + PREFETCH_AHEAD) {
+        if let Some(Some((reader, hashed))) = located.get(i + PREFETCH_AHEAD) {
             reader.prefetch_entry(*hashed);
         }
-        let Some((reader, hashed)) = located[k] else { continue };
-        match reader.presence(&user_ids[i], hashed, detail) {
-            None => {}
+        let found = located[i].and_then(|(reader, hashed)| reader.presence(user_id, hashed, detail));
+        views.results.push(match found {
+            None => unknown.clone(),
             Some(Ok((seq, presence))) => {
                 views.newest = views.newest.max(seq);
-                views.results[i] = presence;
+                presence
             }
-            Some(Err(cell)) => views.busy.push((i, cell)),
-        }
+            Some(Err(cell)) => {
+                views.busy.push((i, cell));
+                unknown.clone()
+            }
+        });
     }
     Ok(views)
-}
-
-/// The positions of `partitions`, grouped by partition in partition order (each of them below
-/// `count`): a counting sort, as the partitions are few.
-fn by_partition(partitions: &[u32], count: usize) -> Vec<usize> {
-    let mut starts = vec![0usize; count + 1];
-    for &p in partitions {
-        starts[p as usize + 1] += 1;
-    }
-    for p in 0..count {
-        starts[p + 1] += starts[p];
-    }
-    let mut order = vec![0; partitions.len()];
-    for (i, &p) in partitions.iter().enumerate() {
-        order[starts[p as usize]] = i;
-        starts[p as usize] += 1;
-    }
-    order
 }
 
 /// `results` with the query's ids moved in (snapshots and peers leave `user_id` empty, so no id
@@ -294,19 +286,5 @@ impl std::ops::Index<&u32> for PartitionMap {
     fn index(&self, p: &u32) -> &Option<Arc<Partition>> {
         // Every partition of the query was looked up when the map was built.
         self.0.get(*p as usize).and_then(Option::as_ref).unwrap_or(&None)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::by_partition;
-
-    #[test]
-    fn positions_are_grouped_by_partition_in_order() {
-        let partitions = [3, 0, 7, 3, 3, 1, 0, 7, 6];
-        let order = by_partition(&partitions, 8);
-        assert_eq!(order, [1, 6, 5, 0, 3, 4, 8, 2, 7]);
-        assert_eq!(by_partition(&[], 8), Vec::<usize>::new());
-        assert_eq!(by_partition(&[0, 0], 1), [0, 1]);
     }
 }
