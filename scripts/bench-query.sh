@@ -6,7 +6,8 @@
 #   users: saturation throughput (16 in flight) and p50/p99 at 1,000 queries/s, over gRPC and
 #   over REST; side by side, Redis MGET of 500 keys (redis-benchmark, same concurrency): the same
 #   500 keys in every command (the baseline the targets were set against), and 500 random keys of
-#   the 1M in each command (`-r`), the access pattern of the queries.
+#   the 1M in each command (`-r`), the access pattern of the queries. A saturation run of 1-id
+#   queries tells a gRPC call's fixed cost from the cost per user.
 # Env: USERS (1000000), ONLINE (100000), SECONDS (10), RUNS (3)
 source "$(dirname "$0")/lib/bench.sh"
 USERS=${USERS:-1000000}; ONLINE=${ONLINE:-100000}; SECONDS_EACH=${SECONDS:-10}; RUNS=${RUNS:-3}
@@ -73,20 +74,23 @@ redis_mget() { # OUT_NAME ARGS...: queries/s of redis-benchmark's MGET, and redi
     | python3 -c "import json,sys; print(json.dumps({'queries_per_s': float(sys.stdin.read() or 0), 'queries': 20000}))" >"$OUT/query-$name-$run.json"
   cpu_per_query "$OUT/query-$name-$run.json" "$c0" "$(bench_cpu_s redis-server)" "$m0" "$m1"
 }
-saturate() { # VIA SERVICES...: a closed-loop run over VIA, with the CPU per query of SERVICES
-  local via=$1 c0 m0 m1 file="$OUT/query-$1-sat-$run.json"; shift
+saturate() { # NAME VIA BATCH SERVICES...: a closed-loop run over VIA, with the CPU per query of SERVICES
+  local via=$2 batch=$3 c0 m0 m1 file="$OUT/query-$1-sat-$run.json"; shift 3
   c0=$(services_cpu_s "$@"); bench_cpu_mark m0
-  "$QB" --via "$via" --users "$USERS" --seconds "$SECONDS_EACH" --concurrency 16 >"$file"
+  "$QB" --via "$via" --batch "$batch" --users "$USERS" --seconds "$SECONDS_EACH" --concurrency 16 >"$file"
   bench_cpu_mark m1
   cpu_per_query "$file" "$c0" "$(services_cpu_s "$@")" "$m0" "$m1"
 }
 
 for run in $(seq 1 "$RUNS"); do
   echo "== run $run/$RUNS" >&2
-  saturate grpc registry
+  saturate grpc grpc 500 registry
+  # One id per query: what a call costs whatever it asks (HTTP/2, gRPC, the task), to tell it
+  # from the cost per user.
+  saturate grpc-one grpc 1 registry
   "$QB" --via grpc --users "$USERS" --seconds "$SECONDS_EACH" --rate 1000 >"$OUT/query-grpc-1k-$run.json"
   if [[ $have_facade == 1 ]]; then
-    saturate rest facade registry
+    saturate rest rest 500 facade registry
     "$QB" --via rest --users "$USERS" --seconds "$SECONDS_EACH" --rate 1000 >"$OUT/query-rest-1k-$run.json"
   fi
   # shellcheck disable=SC2086
@@ -114,6 +118,7 @@ registry restored $USERS users in ${restore_s}s; registry RSS ${registry_rss_mib
 | via | saturation queries/s (16 in flight) | vs Redis MGET 500 | vs Redis MGET 500 random | server CPU µs/query | Redis's CPU / ours | client CPU µs/query | with a free server, at most (vs Redis MGET 500) | p50 ms @1k/s | p99 ms @1k/s | achieved /s |
 |---|---|---|---|---|---|---|---|---|---|---|
 $(row gRPC grpc)
+| gRPC, 1 id per query (a call's fixed cost) | $(med grpc-one-sat 'd["queries_per_s"]') | - | - | $(med grpc-one-sat 'd["server_cpu_us"]') | - | $(med grpc-one-sat 'd["client_cpu_us"]') | - | - | - | - |
 $( [[ $have_facade == 1 ]] && row REST rest || echo "| REST | (facade not built) | | | | | | | | | |")
 | Redis MGET 500 keys (the same each time) | $redis | 1.00 | $(ratio "$redis" "$redis_random") | $(med redis 'd["server_cpu_us"]') | - | $(med redis 'd["client_cpu_us"]') | $(ratio "$(ceiling redis)" "$redis") | - | - | - |
 | Redis MGET 500 random keys | $redis_random | $(ratio "$redis_random" "$redis") | 1.00 | $redis_cpu | 1.00 | $(med redis-random 'd["client_cpu_us"]') | $(ratio "$(ceiling redis-random)" "$redis") | - | - | - |
