@@ -127,6 +127,14 @@ bench_cpu_s() {
 }
 
 # median of the numbers on stdin
+# bench_runq_us NAME: microseconds the threads of NAME's processes (all $OUT/NAME*.pid) have
+# spent runnable but waiting for a core, from /proc/PID/task/*/schedstat (its second field).
+bench_runq_us() {
+  local pidfile
+  for pidfile in "$OUT/$1"*.pid; do cat "/proc/$(cat "$pidfile")"/task/*/schedstat 2>/dev/null || true; done \
+    | awk '{ns += $2} END {printf "%d", ns / 1000}'
+}
+
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print 0; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # jqv FILE EXPR: a value from a loadgen JSON summary (python, as jq may be missing).

@@ -85,14 +85,24 @@ impl<V> CellMap<V> {
         prefetch(&self.slots[hashed.0 as usize & self.mask()]);
     }
 
-    /// Starts loading the entry the key's first slot points to (a look-up's second miss); the
-    /// slot should have been prefetched a while before.
+    /// Starts loading the entry of the first slot on the key's probe that carries its tag (a
+    /// look-up's second miss: the first slot often holds another key's entry, which the look-up
+    /// never reads); the slot should have been prefetched a while before.
     pub fn prefetch_entry(&self, hashed: Hashed) {
-        let slot = self.slots[hashed.0 as usize & self.mask()];
-        if slot != EMPTY
-            && let Some(entry) = self.entries.get(entry_index(slot))
-        {
-            prefetch(entry);
+        let tag = hashed.0 >> 32;
+        let mut at = hashed.0 as usize & self.mask();
+        loop {
+            let slot = self.slots[at];
+            if slot == EMPTY {
+                return;
+            }
+            if slot >> 32 == tag {
+                if let Some(entry) = self.entries.get(entry_index(slot)) {
+                    prefetch(entry);
+                }
+                return;
+            }
+            at = (at + 1) & self.mask();
         }
     }
 
