@@ -125,7 +125,7 @@ impl<V> CellMap<V> {
                 return None;
             }
             let index = entry_index(slot);
-            if slot >> 32 == tag && self.entries.get(index).is_some_and(|entry| entry.key == key) {
+            if slot >> 32 == tag && self.entries.get(index).is_some_and(|entry| same_key(&entry.key, key)) {
                 return Some(index);
             }
             at = (at + 1) & self.mask();
@@ -181,6 +181,22 @@ fn entry_index(slot: u64) -> usize {
     (slot & u64::from(u32::MAX)) as usize - 1
 }
 
+/// `stored == key`, compared in words. User ids are short, and the look-up of a batch query
+/// compares one per user: glibc's `memcmp` behind `==` took 15 % of the registry's query profile.
+#[inline]
+fn same_key(stored: &str, key: &str) -> bool {
+    let (stored, key) = (stored.as_bytes(), key.as_bytes());
+    if stored.len() != key.len() {
+        return false;
+    }
+    // Words and the tail as integers: a byte loop or a slice `==` would be turned back into a
+    // call to `memcmp`.
+    let word = |bytes: &[u8]| bytes.iter().fold(0u64, |word, byte| word << 8 | u64::from(*byte));
+    let (stored_words, key_words) = (stored.chunks_exact(8), key.chunks_exact(8));
+    word(stored_words.remainder()) == word(key_words.remainder())
+        && stored_words.zip(key_words).all(|(a, b)| word(a) == word(b))
+}
+
 /// Asks the CPU to start loading `item`'s cache line: a hint, which changes no result.
 #[inline(always)]
 fn prefetch<T>(item: &T) {
@@ -230,6 +246,28 @@ mod tests {
             assert_eq!(map.find(key, first), Some(index), "{key}");
         }
         assert_eq!(map.find("c", first), None, "the probe ends at an empty slot");
+    }
+
+    #[test]
+    fn keys_compare_equal_only_when_every_byte_is() {
+        let ids = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "q1234567",
+            "q1234568",
+            "q12345678",
+            "q12345679",
+            "é",
+            "a-much-longer-user-id",
+        ];
+        for a in ids {
+            for b in ids {
+                assert_eq!(same_key(a, b), a == b, "{a:?} vs {b:?}");
+            }
+        }
+        assert!(!same_key("\0a", "a\0"), "the tail's bytes keep their places");
     }
 
     #[test]
