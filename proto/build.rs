@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("presence_descriptor.bin"), fds.encode_to_vec())?;
     // Every service decodes with `codec::SliceCodec` (prost's, reading from a slice: see there).
-    tonic_prost_build::configure().codec_path("crate::codec::SliceCodec").compile_fds(fds)?;
+    // A batch query's ids decode into one buffer, not a `String` each (see `query_request.rs`).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SliceCodec")
+        .extern_path(".presence.v1.QueryRequest", "crate::query_request::QueryRequest")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! - [`partition`]: the stable hash that assigns each user to a registry partition.
 //! - [`callback_signature`]: how callbacks are signed and verified.
 //! - [`codec`]: the gRPC codec of the generated services (prost's, decoding from a slice).
+//! - [`query_request`]: the batch query's request, written by hand (its ids in one buffer).
 //! - [`FILE_DESCRIPTOR_SET`]: served by gRPC reflection.
 
 pub mod callback_signature;
@@ -20,10 +21,12 @@ pub mod json;
 pub mod limits;
 mod names;
 pub mod partition;
+pub mod query_request;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("presence.v1");
+    pub use crate::query_request::QueryRequest;
 }
 
 pub use names::UnknownName;

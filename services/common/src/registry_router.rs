@@ -200,10 +200,10 @@ impl RegistryRouter {
     /// are re-routed until `deadline`. `as_of_seq` is the smallest of the parts': every event up
     /// to it is reflected (later ones may be too). Results come without `user_id` (the registries
     /// are asked to leave it out): the caller holds the ids, in the same order.
-    pub async fn query(
+    pub async fn query<Id: AsRef<str> + Sync>(
         &self,
         app_id: &str,
-        user_ids: &[String],
+        user_ids: &[Id],
         detail: bool,
         deadline: Instant,
     ) -> Result<QueryReply, tonic::Status> {
@@ -212,7 +212,7 @@ impl RegistryRouter {
         if let Some(addr) = self.sole_owner() {
             let request = QueryRequest {
                 app_id: app_id.to_owned(),
-                user_ids: user_ids.to_vec(),
+                user_ids: user_ids.iter().map(AsRef::as_ref).collect(),
                 detail,
                 without_user_ids: true,
             };
@@ -231,7 +231,7 @@ impl RegistryRouter {
             let mut by_owner: HashMap<&str, Vec<usize>> = HashMap::new();
             let mut ownerless = Vec::new();
             for i in todo.drain(..) {
-                match self.owner_in(&map, app_id, &user_ids[i]) {
+                match self.owner_in(&map, app_id, user_ids[i].as_ref()) {
                     Some(addr) => by_owner.entry(addr).or_default().push(i),
                     None => ownerless.push(i),
                 }
@@ -239,7 +239,7 @@ impl RegistryRouter {
             let calls = by_owner.into_iter().map(|(addr, indexes)| {
                 let request = QueryRequest {
                     app_id: app_id.to_owned(),
-                    user_ids: indexes.iter().map(|i| user_ids[*i].clone()).collect(),
+                    user_ids: indexes.iter().map(|i| user_ids[*i].as_ref()).collect(),
                     detail,
                     without_user_ids: true,
                 };

@@ -145,8 +145,11 @@ mod tests {
 
     #[test]
     fn the_request_is_prost_encoding() {
-        let request =
-            QueryRequest { app_id: "a".into(), user_ids: vec!["x".into(), "y".into()], ..Default::default() };
+        let request = QueryRequest {
+            app_id: "a".into(),
+            user_ids: ["x", "y"].into_iter().collect(),
+            ..Default::default()
+        };
         let EncodedQuery(bytes) = EncodedQuery::new(&request);
         assert_eq!(QueryRequest::decode(bytes).ok(), Some(request));
     }

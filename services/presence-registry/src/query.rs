@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Instant};
 
 use presence_proto::limits::MAX_IDS_PER_QUERY;
-use presence_proto::v1::UserPresence;
+use presence_proto::{query_request::UserIds, v1::UserPresence};
 
 use crate::{
     cell_map::Hashed,
@@ -20,35 +20,29 @@ use crate::{
 };
 
 impl Registry {
-    /// Presence of `user_ids` in order, and the feed position it reflects. Users of partitions
-    /// served by other registries are asked of them (one call per registry); `as_of_seq` is then
-    /// the smallest of the parts'.
+    /// Presence of `user_ids` in order (each result without `user_id`: the caller holds the ids),
+    /// and the feed position it reflects. Users of partitions served by other registries are asked
+    /// of them (one call per registry); `as_of_seq` is then the smallest of the parts'.
     pub async fn query(
         &self,
         app_id: &str,
-        mut user_ids: Vec<String>,
+        user_ids: &UserIds,
         detail: bool,
     ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
-        self.check_query(app_id, &user_ids)?;
+        self.check_query(app_id, user_ids)?;
         let partitions: Vec<u32> = user_ids.iter().map(|id| self.partitions.of(app_id, id)).collect();
         let tables = self.served_partitions(&partitions);
         let (local, remote): (Vec<usize>, Vec<usize>) =
             (0..user_ids.len()).partition(|i| tables[&partitions[*i]].is_some());
         if remote.is_empty() {
-            let (results, as_of_seq) = self
-                .snapshot(Batch {
-                    app_id,
-                    user_ids: &user_ids,
-                    partitions: &partitions,
-                    tables: &tables,
-                    detail,
-                })
-                .await?;
-            return Ok((named(results, user_ids), as_of_seq));
+            return self
+                .snapshot(Batch { app_id, user_ids, partitions: &partitions, tables: &tables, detail })
+                .await;
         }
-        let local_ids: Vec<String> = local.iter().map(|i| std::mem::take(&mut user_ids[*i])).collect();
+        let id = |i: &usize| user_ids.get(*i).unwrap_or_default();
+        let local_ids: UserIds = local.iter().map(id).collect();
         let local_partitions: Vec<u32> = local.iter().map(|i| partitions[*i]).collect();
-        let remote_ids: Vec<String> = remote.iter().map(|i| std::mem::take(&mut user_ids[*i])).collect();
+        let remote_ids: Vec<&str> = remote.iter().map(id).collect();
         let deadline = Instant::now() + FORWARD_DEADLINE;
         // The peers' part first: its requests are on their way while this registry reads its own.
         let (there, here) = futures::join!(self.peers.query(app_id, &remote_ids, detail, deadline), async {
@@ -68,10 +62,10 @@ impl Registry {
         let (here, here_seq) = here?;
         let there = there.map_err(|status| RegistryError::Peer(status.message().to_owned()))?;
         let mut results = vec![UserPresence::default(); user_ids.len()];
-        for (i, presence) in local.into_iter().zip(named(here, local_ids)) {
+        for (i, presence) in local.into_iter().zip(here) {
             results[i] = presence;
         }
-        for (i, presence) in remote.into_iter().zip(named(there.results, remote_ids)) {
+        for (i, presence) in remote.into_iter().zip(there.results) {
             results[i] = presence;
         }
         Ok((results, here_seq.min(there.as_of_seq)))
@@ -82,22 +76,19 @@ impl Registry {
     pub async fn query_here(
         &self,
         app_id: &str,
-        user_ids: Vec<String>,
+        user_ids: &UserIds,
         detail: bool,
     ) -> Result<(Vec<UserPresence>, u64), RegistryError> {
-        self.check_query(app_id, &user_ids)?;
+        self.check_query(app_id, user_ids)?;
         let partitions: Vec<u32> = user_ids.iter().map(|id| self.partitions.of(app_id, id)).collect();
         let tables = self.served_partitions(&partitions);
         if let Some(p) = partitions.iter().find(|p| tables[*p].is_none()) {
             return Err(RegistryError::NotOwner(*p));
         }
-        let (results, as_of_seq) = self
-            .snapshot(Batch { app_id, user_ids: &user_ids, partitions: &partitions, tables: &tables, detail })
-            .await?;
-        Ok((named(results, user_ids), as_of_seq))
+        self.snapshot(Batch { app_id, user_ids, partitions: &partitions, tables: &tables, detail }).await
     }
 
-    fn check_query(&self, app_id: &str, user_ids: &[String]) -> Result<(), RegistryError> {
+    fn check_query(&self, app_id: &str, user_ids: &UserIds) -> Result<(), RegistryError> {
         if user_ids.is_empty() || user_ids.len() > MAX_IDS_PER_QUERY {
             return Err(RegistryError::BadRequest(format!(
                 "user_ids must hold 1 to {MAX_IDS_PER_QUERY} ids"
@@ -120,7 +111,7 @@ impl Registry {
         map
     }
 
-    /// The users' presence (without `user_id`, which the caller moves in) and `as_of_seq`.
+    /// The users' presence (without `user_id`) and `as_of_seq`.
     async fn snapshot(&self, batch: Batch<'_>) -> Result<(Vec<UserPresence>, u64), RegistryError> {
         let Batch { app_id, detail, .. } = batch;
         // Read first: every event up to it is applied once we see the user's view readable or its
@@ -257,20 +248,11 @@ fn read_views(batch: Batch<'_>) -> Result<Views, RegistryError> {
     Ok(views)
 }
 
-/// `results` with the query's ids moved in (snapshots and peers leave `user_id` empty, so no id
-/// is copied).
-fn named(mut results: Vec<UserPresence>, user_ids: Vec<String>) -> Vec<UserPresence> {
-    for (result, id) in results.iter_mut().zip(user_ids) {
-        result.user_id = id;
-    }
-    results
-}
-
 /// The users of one query served here, each with its partition.
 #[derive(Clone, Copy)]
 struct Batch<'a> {
     app_id: &'a str,
-    user_ids: &'a [String],
+    user_ids: &'a UserIds,
     partitions: &'a [u32],
     tables: &'a PartitionMap,
     detail: bool,

@@ -123,7 +123,7 @@ async fn query_over(endpoint: Endpoint, limit: Duration) -> Result<QueryReply, S
             endpoint.connect_timeout(limit).connect().await.map_err(|e| format!("connect: {e:?}"))?;
         let request = QueryRequest {
             app_id: "default".into(),
-            user_ids: vec!["alice".into()],
+            user_ids: ["alice"].into_iter().collect(),
             detail: true,
             ..Default::default()
         };

@@ -41,7 +41,11 @@ async fn every_query_answer_is_the_feed_as_of_its_seq() {
     let mut answers: Vec<(u64, Vec<UserPresence>)> = Vec::new();
     while drivers.iter().any(|d| !d.is_finished()) {
         let reply = api
-            .query(QueryRequest { app_id: "default".into(), user_ids: users.clone(), ..Default::default() })
+            .query(QueryRequest {
+                app_id: "default".into(),
+                user_ids: users.iter().collect(),
+                ..Default::default()
+            })
             .await
             .expect("query")
             .into_inner();

@@ -183,7 +183,11 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
     let ids: Vec<String> = (0..500).rev().map(|i| format!("u{i}")).collect();
     let mut api = registry.api().await;
     let reply = api
-        .query(QueryRequest { app_id: "default".into(), user_ids: ids.clone(), ..Default::default() })
+        .query(QueryRequest {
+            app_id: "default".into(),
+            user_ids: ids.iter().collect(),
+            ..Default::default()
+        })
         .await
         .expect("query")
         .into_inner();
@@ -200,7 +204,7 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
     let without = api
         .query(QueryRequest {
             app_id: "default".into(),
-            user_ids: ids.clone(),
+            user_ids: ids.iter().collect(),
             without_user_ids: true,
             ..Default::default()
         })
@@ -214,12 +218,20 @@ async fn query_of_500_users_keeps_order_and_rejects_501() {
 
     let too_many: Vec<String> = (0..501).map(|i| format!("u{i}")).collect();
     let err = api
-        .query(QueryRequest { app_id: "default".into(), user_ids: too_many, ..Default::default() })
+        .query(QueryRequest {
+            app_id: "default".into(),
+            user_ids: too_many.iter().collect(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = api
-        .query(QueryRequest { app_id: "nope".into(), user_ids: vec!["u1".into()], ..Default::default() })
+        .query(QueryRequest {
+            app_id: "nope".into(),
+            user_ids: ["u1"].into_iter().collect(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);

@@ -92,7 +92,7 @@ where
                 presence
                     .query(QueryRequest {
                         app_id: "default".into(),
-                        user_ids: vec!["alice".into()],
+                        user_ids: ["alice"].into_iter().collect(),
                         detail: true,
                         ..Default::default()
                     })

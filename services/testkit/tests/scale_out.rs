@@ -301,7 +301,7 @@ async fn a_query_through_any_registry_answers_for_every_partition_in_order() {
         for without_user_ids in [false, true] {
             let request = QueryRequest {
                 app_id: "default".into(),
-                user_ids: asked.clone(),
+                user_ids: asked.iter().collect(),
                 without_user_ids,
                 ..Default::default()
             };

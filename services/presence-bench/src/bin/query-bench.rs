@@ -122,7 +122,7 @@ fn prepare(args: &Args) -> anyhow::Result<Vec<Prepared>> {
             // As the facade asks (it holds the ids): results without them.
             let grpc = EncodedQuery::new(&QueryRequest {
                 app_id: args.app.clone(),
-                user_ids: ids,
+                user_ids: ids.iter().collect(),
                 detail: false,
                 without_user_ids: true,
             });

@@ -68,13 +68,15 @@ impl PresenceRegistry for PresenceApi {
         let forwarded = presence_common::registry_router::is_forwarded(&request);
         let req = request.into_inner();
         let (mut results, as_of_seq) = if forwarded {
-            self.registry.query_here(&req.app_id, req.user_ids, req.detail).await?
+            self.registry.query_here(&req.app_id, &req.user_ids, req.detail).await?
         } else {
-            self.registry.query(&req.app_id, req.user_ids, req.detail).await?
+            self.registry.query(&req.app_id, &req.user_ids, req.detail).await?
         };
-        // The caller holds the ids: none go back on the wire.
-        if req.without_user_ids {
-            results.iter_mut().for_each(|result| result.user_id.clear());
+        // Results come without ids; they go back on the wire only to a caller that asks for them.
+        if !req.without_user_ids {
+            for (result, id) in results.iter_mut().zip(&req.user_ids) {
+                id.clone_into(&mut result.user_id);
+            }
         }
         Ok(Response::new(QueryReply { results, as_of_seq }))
     }

@@ -125,7 +125,7 @@ impl TestRegistry {
             .await
             .query(QueryRequest {
                 app_id: "default".into(),
-                user_ids: user_ids.iter().map(|u| u.to_string()).collect(),
+                user_ids: user_ids.iter().collect(),
                 detail: true,
                 without_user_ids: false,
             })
