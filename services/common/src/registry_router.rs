@@ -17,6 +17,7 @@ use std::{
 use parking_lot::{Mutex, RwLock};
 use presence_proto::{
     partition::partition_of,
+    query_request::UserIds,
     v1::{QueryReply, QueryRequest, UserPresence, presence_registry_client::PresenceRegistryClient},
 };
 use sqlx::PgPool;
@@ -200,10 +201,10 @@ impl RegistryRouter {
     /// are re-routed until `deadline`. `as_of_seq` is the smallest of the parts': every event up
     /// to it is reflected (later ones may be too). Results come without `user_id` (the registries
     /// are asked to leave it out): the caller holds the ids, in the same order.
-    pub async fn query<Id: AsRef<str> + Sync>(
+    pub async fn query(
         &self,
         app_id: &str,
-        user_ids: &[Id],
+        user_ids: &UserIds,
         detail: bool,
         deadline: Instant,
     ) -> Result<QueryReply, tonic::Status> {
@@ -212,7 +213,7 @@ impl RegistryRouter {
         if let Some(addr) = self.sole_owner() {
             let request = QueryRequest {
                 app_id: app_id.to_owned(),
-                user_ids: user_ids.iter().map(AsRef::as_ref).collect(),
+                user_ids: user_ids.clone(),
                 detail,
                 without_user_ids: true,
             };
@@ -223,6 +224,7 @@ impl RegistryRouter {
                 Err(status) => return Err(status),
             }
         }
+        let id_at = |i: usize| user_ids.get(i).unwrap_or_default();
         let mut results: Vec<Option<UserPresence>> = vec![None; user_ids.len()];
         let mut as_of_seq = u64::MAX;
         let mut todo: Vec<usize> = (0..user_ids.len()).collect();
@@ -231,7 +233,7 @@ impl RegistryRouter {
             let mut by_owner: HashMap<&str, Vec<usize>> = HashMap::new();
             let mut ownerless = Vec::new();
             for i in todo.drain(..) {
-                match self.owner_in(&map, app_id, user_ids[i].as_ref()) {
+                match self.owner_in(&map, app_id, id_at(i)) {
                     Some(addr) => by_owner.entry(addr).or_default().push(i),
                     None => ownerless.push(i),
                 }
@@ -239,7 +241,7 @@ impl RegistryRouter {
             let calls = by_owner.into_iter().map(|(addr, indexes)| {
                 let request = QueryRequest {
                     app_id: app_id.to_owned(),
-                    user_ids: indexes.iter().map(|i| user_ids[*i].as_ref()).collect(),
+                    user_ids: indexes.iter().map(|i| id_at(*i)).collect(),
                     detail,
                     without_user_ids: true,
                 };

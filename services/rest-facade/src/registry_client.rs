@@ -8,6 +8,7 @@ use presence_common::{
     internal_auth::RegistryChannel,
     registry_router::{RegistryRouter, may_reroute},
 };
+use presence_proto::query_request::UserIds;
 use presence_proto::v1::{
     KickRequest, KickedDevice, Platform, PresenceEvent, QueryReply, ReadEventsRequest,
     SetCustomStatusRequest, StatsReply, StatsRequest, event_feed_client::EventFeedClient,
@@ -52,23 +53,32 @@ impl RegistryClient {
         }
     }
 
+    /// Presence of `user_ids`, each result named with its id (moved in, not copied).
     pub async fn query(
         &self,
         app_id: &str,
         user_ids: Vec<String>,
         detail: bool,
     ) -> Result<QueryReply, ApiError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut reply = self
-            .router
-            .query(app_id, &user_ids, detail, deadline)
-            .await
-            .map_err(|status| ApiError::from_status(&status))?;
-        // The registries leave the ids out; the request's are moved in, not copied.
+        let mut reply = self.query_unnamed(app_id, &user_ids.iter().collect(), detail).await?;
         for (result, user_id) in reply.results.iter_mut().zip(user_ids) {
             result.user_id = user_id;
         }
         Ok(reply)
+    }
+
+    /// Presence of `user_ids`, in order, without `user_id` in the results: the caller holds them.
+    pub async fn query_unnamed(
+        &self,
+        app_id: &str,
+        user_ids: &UserIds,
+        detail: bool,
+    ) -> Result<QueryReply, ApiError> {
+        let deadline = Instant::now() + self.timeout;
+        self.router
+            .query(app_id, user_ids, detail, deadline)
+            .await
+            .map_err(|status| ApiError::from_status(&status))
     }
 
     /// Kicks the user's devices on `platforms` (empty: all of them), at the user's registry.

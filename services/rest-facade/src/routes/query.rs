@@ -1,7 +1,13 @@
 //! `POST /v1/presence/query`: the presence of up to 500 users at once.
 
 use axum::{extract::State, response::Response};
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use presence_proto::query_request::UserIds;
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, DeserializeSeed, SeqAccess, Visitor},
+};
 use utoipa::ToSchema;
 
 use crate::{
@@ -21,7 +27,8 @@ pub use presence_proto::limits::MAX_IDS_PER_QUERY as MAX_QUERY_USERS;
 pub struct QueryBody {
     /// 1 to 500 user ids; results come back in this order (duplicates included).
     #[schema(schema_with = crate::routes::user_ids_schema)]
-    pub user_ids: Vec<String>,
+    #[serde(deserialize_with = "user_ids")]
+    pub user_ids: UserIds,
     /// List each user's devices. Default false.
     #[serde(default)]
     #[schema(default = false)]
@@ -63,10 +70,53 @@ pub async fn query(
             format!("user_ids names {} users; at most {MAX_QUERY_USERS} per query", body.user_ids.len()),
         ));
     }
-    body.user_ids.iter().try_for_each(|id| check_user_id(id))?;
-    let reply = state.registry.query(app.id(), body.user_ids, body.detail).await?;
-    let results: Vec<_> = reply.results.iter().map(|p| UserPresenceJson::new(p, body.detail)).collect();
+    body.user_ids.iter().try_for_each(check_user_id)?;
+    let reply = state.registry.query_unnamed(app.id(), &body.user_ids, body.detail).await?;
+    let results: Vec<_> = (reply.results.iter().zip(&body.user_ids))
+        .map(|(p, user_id)| UserPresenceJson { user_id, ..UserPresenceJson::new(p, body.detail) })
+        .collect();
     Ok(json_bytes_response(QueryResponse { results, as_of_seq: reply.as_of_seq }.to_json()))
+}
+
+/// `user_ids` read straight into one buffer, not a `String` each (the same errors as a
+/// `Vec<String>`: "expected a sequence", "expected a string").
+fn user_ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<UserIds, D::Error> {
+    struct Ids;
+    impl<'de> Visitor<'de> for Ids {
+        type Value = UserIds;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UserIds, A::Error> {
+            let mut ids = UserIds::default();
+            while seq.next_element_seed(Id(&mut ids))?.is_some() {}
+            Ok(ids)
+        }
+    }
+    /// One id, appended.
+    struct Id<'a>(&'a mut UserIds);
+    impl<'de> DeserializeSeed<'de> for Id<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_str(self)
+        }
+    }
+    impl Visitor<'_> for Id<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: de::Error>(self, id: &str) -> Result<(), E> {
+            self.0.push(id);
+            Ok(())
+        }
+    }
+    deserializer.deserialize_seq(Ids)
 }
 
 impl QueryResponse<'_> {
@@ -96,6 +146,36 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn ids_are_read_as_a_vec_of_strings_would_be() {
+        #[derive(Debug, Deserialize)]
+        struct AsStrings {
+            #[allow(dead_code)]
+            user_ids: Vec<String>,
+        }
+        let bodies = [
+            r#"{"user_ids":["a","","quo\"te","\u00e9","a"]}"#,
+            r#"{"user_ids":[]}"#,
+            r#"{"user_ids":["a",1]}"#,
+            r#"{"user_ids":"a"}"#,
+            r#"{"user_ids":[null]}"#,
+            r#"{"user_ids":["a""#,
+        ];
+        for body in bodies {
+            let ours = serde_json::from_str::<QueryBody>(body);
+            let theirs = serde_json::from_str::<AsStrings>(body);
+            match (&ours, &theirs) {
+                (Ok(ours), Ok(theirs)) => {
+                    assert_eq!(ours.user_ids.iter().collect::<Vec<_>>(), theirs.user_ids, "{body}");
+                }
+                (Err(ours), Err(theirs)) => assert_eq!(ours.to_string(), theirs.to_string(), "{body}"),
+                _ => panic!("{body}: {ours:?} against {theirs:?}"),
+            }
+        }
+        let escaped = serde_json::from_str::<QueryBody>(r#"{"user_ids":["quo\"te"]}"#).unwrap();
+        assert_eq!(escaped.user_ids.get(0), Some("quo\"te"));
+    }
 
     #[test]
     fn the_hand_written_answer_is_the_json_serde_writes() {
