@@ -1,8 +1,8 @@
 //! `POST /v1/presence/query`: the presence of up to 500 users at once.
 
-use axum::{extract::State, response::Response};
 use std::fmt;
 
+use axum::{extract::State, response::Response};
 use presence_proto::query_request::UserIds;
 use serde::{
     Deserialize, Deserializer, Serialize,
