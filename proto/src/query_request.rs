@@ -120,6 +120,11 @@ impl UserIds {
         self.text.get(start..end)
     }
 
+    /// The ids at `indexes`, in that order (each index below [`UserIds::len`]).
+    pub fn select<'a>(&self, indexes: impl IntoIterator<Item = &'a usize>) -> UserIds {
+        indexes.into_iter().filter_map(|index| self.get(*index)).collect()
+    }
+
     pub fn iter(&self) -> Iter<'_> {
         Iter { ids: self, next: 0 }
     }
@@ -300,6 +305,7 @@ mod tests {
             (3, Some("a"), Some(""), Some("bc"), None)
         );
         assert_eq!(ids.iter().len(), 3);
+        assert_eq!(ids.select(&[2, 0, 2]), ["bc", "a", "bc"].into_iter().collect());
         assert_eq!(format!("{ids:?}"), r#"["a", "", "bc"]"#);
     }
 }

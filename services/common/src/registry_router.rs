@@ -224,7 +224,6 @@ impl RegistryRouter {
                 Err(status) => return Err(status),
             }
         }
-        let id_at = |i: usize| user_ids.get(i).unwrap_or_default();
         let mut results: Vec<Option<UserPresence>> = vec![None; user_ids.len()];
         let mut as_of_seq = u64::MAX;
         let mut todo: Vec<usize> = (0..user_ids.len()).collect();
@@ -233,7 +232,7 @@ impl RegistryRouter {
             let mut by_owner: HashMap<&str, Vec<usize>> = HashMap::new();
             let mut ownerless = Vec::new();
             for i in todo.drain(..) {
-                match self.owner_in(&map, app_id, id_at(i)) {
+                match self.owner_in(&map, app_id, user_ids.get(i).unwrap_or_default()) {
                     Some(addr) => by_owner.entry(addr).or_default().push(i),
                     None => ownerless.push(i),
                 }
@@ -241,7 +240,7 @@ impl RegistryRouter {
             let calls = by_owner.into_iter().map(|(addr, indexes)| {
                 let request = QueryRequest {
                     app_id: app_id.to_owned(),
-                    user_ids: indexes.iter().map(|i| id_at(*i)).collect(),
+                    user_ids: user_ids.select(&indexes),
                     detail,
                     without_user_ids: true,
                 };

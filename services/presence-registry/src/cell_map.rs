@@ -89,20 +89,9 @@ impl<V> CellMap<V> {
     /// look-up's second miss: the first slot often holds another key's entry, which the look-up
     /// never reads); the slot should have been prefetched a while before.
     pub fn prefetch_entry(&self, hashed: Hashed) {
-        let tag = hashed.0 >> 32;
-        let mut at = hashed.0 as usize & self.mask();
-        loop {
-            let slot = self.slots[at];
-            if slot == EMPTY {
-                return;
-            }
-            if slot >> 32 == tag {
-                if let Some(entry) = self.entries.get(entry_index(slot)) {
-                    prefetch(entry);
-                }
-                return;
-            }
-            at = (at + 1) & self.mask();
+        let first = self.first_slot_hashed(hashed.0);
+        if let Some(entry) = self.candidates(first).next().and_then(|index| self.entries.get(index)) {
+            prefetch(entry);
         }
     }
 
@@ -117,20 +106,32 @@ impl<V> CellMap<V> {
 
     /// The index of `key`'s entry, probing from its [`FirstSlot`].
     fn find(&self, key: &str, first: FirstSlot) -> Option<usize> {
+        self.candidates(first)
+            .find(|index| self.entries.get(*index).is_some_and(|entry| same_key(&entry.key, key)))
+    }
+
+    /// The entries of the slots on the probe from `first` that carry its hash's tag, in probe
+    /// order up to the first empty slot: where its key may be.
+    fn candidates(&self, first: FirstSlot) -> impl Iterator<Item = usize> + '_ {
         let tag = first.hash >> 32;
         let mut at = first.hash as usize & self.mask();
-        let mut slot = first.slot;
-        loop {
-            if slot == EMPTY {
-                return None;
+        let (mut slot, mut moved_on) = (first.slot, false);
+        // The next slot is read only when the caller asks past this one, as a plain loop would.
+        std::iter::from_fn(move || {
+            loop {
+                if moved_on {
+                    at = (at + 1) & self.mask();
+                    slot = self.slots[at];
+                }
+                moved_on = true;
+                if slot == EMPTY {
+                    return None;
+                }
+                if slot >> 32 == tag {
+                    return Some(entry_index(slot));
+                }
             }
-            let index = entry_index(slot);
-            if slot >> 32 == tag && self.entries.get(index).is_some_and(|entry| same_key(&entry.key, key)) {
-                return Some(index);
-            }
-            at = (at + 1) & self.mask();
-            slot = self.slots[at];
-        }
+        })
     }
 
     /// `key`'s value, inserted with `make` if absent.

@@ -39,10 +39,9 @@ impl Registry {
                 .snapshot(Batch { app_id, user_ids, partitions: &partitions, tables: &tables, detail })
                 .await;
         }
-        let id = |i: &usize| user_ids.get(*i).unwrap_or_default();
-        let local_ids: UserIds = local.iter().map(id).collect();
+        let local_ids = user_ids.select(&local);
         let local_partitions: Vec<u32> = local.iter().map(|i| partitions[*i]).collect();
-        let remote_ids: UserIds = remote.iter().map(id).collect();
+        let remote_ids = user_ids.select(&remote);
         let deadline = Instant::now() + FORWARD_DEADLINE;
         // The peers' part first: its requests are on their way while this registry reads its own.
         let (there, here) = futures::join!(self.peers.query(app_id, &remote_ids, detail, deadline), async {
